@@ -1,0 +1,85 @@
+/* ctxd configuration: environment variables and --flags, validated at start. */
+#ifndef CTXD_CONFIG_H
+#define CTXD_CONFIG_H
+
+#include <stddef.h>
+
+#include "ctxd/common.h"
+
+typedef enum {
+    CTXD_PROVIDER_ECHO = 0,
+    CTXD_PROVIDER_ANTHROPIC,
+    CTXD_PROVIDER_OPENAI
+} ctxd_provider;
+
+typedef struct ctxd_config {
+    /* HTTP */
+    char listen_host[64];
+    int listen_port;
+    int threads;
+    size_t max_body_bytes;
+
+    /* Redis, parsed from redis_url */
+    char redis_url[512];
+    char redis_host[256];
+    int redis_port;
+    char redis_socket[256]; /* non-empty for redis+unix:// or unix:// */
+    char redis_user[128];
+    char redis_password[256];
+    int redis_db;
+    int redis_timeout_ms;
+
+    /* Limits */
+    size_t max_message_bytes;
+    long max_messages;
+    size_t max_state_bytes;
+
+    /* Turn coordination */
+    int lock_wait_ms;
+    int lock_ttl_ms;
+    int idempotency_ttl_s;
+
+    /* Logging: 0 debug, 1 info, 2 warn, 3 error */
+    int log_level;
+
+    /* Model */
+    ctxd_provider provider;
+    char model[128];
+    int max_tokens;
+    char anthropic_url[512];
+    char openai_url[512];
+    /* API keys: owned by the config, never logged, never stored in Redis. */
+    char *anthropic_key;
+    char *openai_key;
+    int upstream_connect_timeout_ms;
+    int upstream_timeout_ms; /* one attempt */
+    int upstream_deadline_ms; /* all attempts together, backoff included */
+    int upstream_max_retries;
+    int upstream_retry_cap_ms; /* cap on one wait, retry-after included */
+} ctxd_config;
+
+/* Fill cfg with defaults, then the environment, then argv (--flags win).
+ * Returns CTXD_OK; CTXD_ERR with a one-line message in err (naming the
+ * setting, the value and what is allowed). Returns CTXD_OK with *exit_now set
+ * for --help and --version after printing them. Free with config_free. */
+int config_load(ctxd_config *cfg, int argc, char **argv, char *err,
+                size_t errlen, int *exit_now);
+
+/* Parse "HOST:PORT" into host/port. Returns CTXD_OK or CTXD_ERR with err. */
+int config_parse_listen(const char *value, char *host, size_t hostlen,
+                        int *port, char *err, size_t errlen);
+
+/* Parse a redis:// or unix:// URL into cfg's redis_* fields. */
+int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
+                           size_t errlen);
+
+/* Name of a provider ("echo", "anthropic", "openai"). */
+const char *config_provider_name(ctxd_provider p);
+
+/* Release what cfg owns (API keys). Accepts NULL. */
+void config_free(ctxd_config *cfg);
+
+/* Print the --help text to stdout. */
+void config_usage(void);
+
+#endif

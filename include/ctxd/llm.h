@@ -1,0 +1,96 @@
+/* Model providers behind one interface: echo (offline), anthropic, openai. */
+#ifndef CTXD_LLM_H
+#define CTXD_LLM_H
+
+#include <stddef.h>
+
+#include "ctxd/common.h"
+#include "ctxd/config.h"
+
+typedef struct llm_message {
+    const char *role; /* "user" or "assistant" */
+    const char *content;
+    size_t content_len;
+} llm_message;
+
+/* Called for each piece of streamed reply text, in order. Return CTXD_OK to
+ * go on, CTXD_ERR to abort the call (the response then has LLM_ERR_ABORTED). */
+typedef int (*llm_delta_fn)(void *arg, const char *text, size_t len);
+
+/* Called now and then while a call is in flight (at least every second or so,
+ * and during retry waits). Return CTXD_ERR to abort the call. The turn uses it
+ * to keep its Redis lock alive. */
+typedef int (*llm_tick_fn)(void *arg);
+
+typedef struct llm_request {
+    const char *context_id;
+    const char *system; /* system prompt or NULL */
+    const char *model;  /* NULL: the configured default */
+    int max_tokens;     /* <= 0: the configured default */
+    const llm_message *messages; /* history, the new user message last */
+    size_t n_messages;
+    llm_delta_fn on_delta; /* non-NULL: stream from the upstream */
+    void *on_delta_arg;
+    llm_tick_fn on_tick; /* may be NULL */
+    void *on_tick_arg;
+} llm_request;
+
+typedef enum {
+    LLM_OK = 0,
+    LLM_ERR_AUTH,        /* upstream 401/403: key refused */
+    LLM_ERR_RATE,        /* upstream 429 after retries */
+    LLM_ERR_OVERLOADED,  /* upstream 503/529 after retries */
+    LLM_ERR_UPSTREAM,    /* other upstream 5xx or a malformed answer */
+    LLM_ERR_BAD_REQUEST, /* upstream 400/404/413/422: our request refused */
+    LLM_ERR_TIMEOUT,     /* attempt timeout or overall deadline */
+    LLM_ERR_CONNECT,     /* could not reach the upstream */
+    LLM_ERR_ABORTED,     /* on_delta asked to stop */
+    LLM_ERR_CONFIG       /* provider not usable (e.g. no key) */
+} llm_err;
+
+typedef struct llm_response {
+    char *text; /* reply text, NUL-terminated, owned (llm_response_free) */
+    size_t text_len;
+    char stop_reason[64];
+    char model[128];
+    long input_tokens;  /* -1 when the upstream did not say */
+    long output_tokens; /* -1 when the upstream did not say */
+    int retries;        /* attempts beyond the first */
+
+    llm_err err;
+    int upstream_status; /* last HTTP status seen, 0 if none */
+    long retry_after_ms; /* upstream's retry-after on final 429/503, or -1 */
+    char errstr[CTXD_ERRSTR_LEN]; /* human sentence; never holds a key */
+} llm_response;
+
+/* Per-thread client (keeps one curl handle alive for keep-alive). */
+typedef struct llm_client llm_client;
+
+/* Set up process-wide state (curl_global_init). Call once from main. */
+int llm_global_init(void);
+void llm_global_cleanup(void);
+
+/* Create a client for cfg's provider. cfg is borrowed and must outlive the
+ * client. Returns NULL on out of memory. Free with llm_client_free. */
+llm_client *llm_client_new(const ctxd_config *cfg);
+void llm_client_free(llm_client *c); /* accepts NULL */
+
+/* Run one completion. Fills resp (zero it first with llm_response_init).
+ * Returns CTXD_OK with resp->text set, or CTXD_ERR with resp->err,
+ * resp->errstr and, when known, resp->upstream_status. The caller frees
+ * resp's contents with llm_response_free either way. */
+int llm_complete(llm_client *c, const llm_request *req, llm_response *resp);
+
+void llm_response_init(llm_response *resp);
+void llm_response_free(llm_response *resp); /* frees resp->text only */
+
+/* Set an error on resp (printf-style message). Used by providers. */
+void llm_response_set_error(llm_response *resp, llm_err err, int status,
+                            const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Providers: each in its own file. The echo provider is pure and never fails
+ * unless out of memory. */
+int llm_echo_complete(const llm_request *req, llm_response *resp);
+
+#endif

@@ -1,0 +1,158 @@
+/* store: every Redis key and command of ctxd (the README documents the layout). */
+#ifndef CTXD_STORE_H
+#define CTXD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctxd/common.h"
+#include "ctxd/config.h"
+#include "ctxd/util.h"
+
+/* Why the last call failed (store->err). */
+typedef enum {
+    STORE_ERR_NONE = 0,
+    STORE_ERR_IO,        /* Redis unreachable or the connection broke */
+    STORE_ERR_REDIS,     /* Redis answered an error (e.g. OOM, NOSCRIPT) */
+    STORE_ERR_NOT_FOUND, /* the context does not exist */
+    STORE_ERR_BUSY,      /* the context's lock is held by someone else */
+    STORE_ERR_LOCK_LOST, /* our lock expired or was taken over */
+    STORE_ERR_CONFLICT,  /* history moved on since it was read */
+    STORE_ERR_TOO_LARGE, /* the result would exceed a size limit */
+    STORE_ERR_EXISTS,    /* a create found the key already there */
+    STORE_ERR_NOMEM
+} store_err;
+
+/* One Redis connection: not thread-safe, one per worker thread. It connects
+ * lazily and reconnects after any error. */
+typedef struct store {
+    int err;                      /* store_err of the last failure */
+    char errstr[CTXD_ERRSTR_LEN]; /* human sentence naming the Redis address */
+    void *impl;                   /* private */
+} store;
+
+/* A message as stored: its JSON text (role, content, seq, created_at...). */
+typedef struct store_blob {
+    char *data; /* owned, NUL-terminated */
+    size_t len;
+} store_blob;
+
+typedef struct store_context {
+    char id[UTIL_UUID_LEN + 1];
+    char created_at[UTIL_ISO_LEN];
+    char last_updated[UTIL_ISO_LEN];
+    char *system; /* owned, "" when none */
+    char *model;  /* owned, "" when none */
+    int64_t next_seq;  /* seq the next stored message gets */
+    int64_t first_seq; /* seq of the oldest message still in the list */
+    int64_t ttl_seconds; /* 0: no expiry */
+    int64_t total_messages; /* messages in the list */
+
+    store_blob *messages; /* owned; the range asked for, oldest first */
+    size_t n_messages;
+
+    /* State: keys and their JSON-encoded values, parallel arrays, owned. */
+    store_blob *state_keys;
+    store_blob *state_values;
+    size_t n_state;
+} store_context;
+
+/* What store_read should fetch. */
+#define STORE_READ_MESSAGES 1
+#define STORE_READ_STATE 2
+
+/* A context to create. Everything is borrowed. */
+typedef struct store_new_context {
+    const char *id;
+    int64_t now_ms;
+    const char *system; /* may be NULL */
+    const char *model;  /* may be NULL */
+    int64_t ttl_seconds;
+    const store_blob *state_keys; /* JSON-encoded values in state_values */
+    const store_blob *state_values;
+    size_t n_state;
+} store_new_context;
+
+/* Create a store for cfg (borrowed; must outlive it). No I/O. Returns NULL
+ * when out of memory. Free with store_free (accepts NULL). */
+store *store_new(const ctxd_config *cfg);
+void store_free(store *s);
+
+/* Round trip to Redis. CTXD_OK, or CTXD_ERR with s->err/errstr. */
+int store_ping(store *s);
+
+/* Tell every store in the process that Redis was seen failing, so idle
+ * connections are replaced before their next use. */
+void store_invalidate_all(void);
+
+/* 1 if the last round trip of any store in the process reached Redis. */
+int store_redis_seen_up(void);
+
+/* Create a context. CTXD_ERR with STORE_ERR_EXISTS if the id is taken. */
+int store_create(store *s, const store_new_context *nc);
+
+/* Idempotent create: claim key for new_id. Returns CTXD_OK and sets
+ * *claimed = 1 if this call owns the key; otherwise *claimed = 0 and
+ * existing_id / existing_fp receive the first claim's context id and request
+ * fingerprint. */
+int store_create_claim(store *s, const char *key, uint64_t fp,
+                       const char *new_id, int ttl_s, int *claimed,
+                       char existing_id[UTIL_UUID_LEN + 1], uint64_t *existing_fp);
+
+/* Forget a create claim (the create that followed it failed). */
+int store_create_unclaim(store *s, const char *key);
+
+/* Read a context in one round trip. what: STORE_READ_* flags. Messages:
+ * limit <= 0 means all; with before > 0 only messages with seq < before,
+ * the newest limit of them. CTXD_ERR with STORE_ERR_NOT_FOUND if absent.
+ * On success out owns memory; free with store_context_free. */
+int store_read(store *s, const char *id, int what, long limit, int64_t before,
+               store_context *out);
+void store_context_free(store_context *c); /* accepts NULL */
+
+/* Delete every key of a context. *deleted = 1 if it existed. */
+int store_delete(store *s, const char *id, int *deleted);
+
+/* Turn lock: SET NX PX with an owner token. CTXD_ERR with STORE_ERR_BUSY when
+ * held by someone else. Renew and release only act if token still owns it;
+ * renew fails with STORE_ERR_LOCK_LOST otherwise. */
+int store_lock_acquire(store *s, const char *id, const char *token, int ttl_ms);
+int store_lock_renew(store *s, const char *id, const char *token, int ttl_ms);
+int store_lock_release(store *s, const char *id, const char *token);
+
+/* The idempotency record stored for key on context id, if any and not
+ * expired. *record gets a malloc'd copy (free it) or NULL. */
+int store_idem_get(store *s, const char *id, const char *key, char **record);
+
+/* An append of messages, committed atomically with the idempotency record and
+ * the lock release. Borrowed fields. */
+typedef struct store_append_req {
+    const char *id;
+    const char *token;      /* lock owner; must still hold the lock */
+    int64_t expected_next_seq; /* from the read under the lock */
+    int64_t now_ms;
+    const store_blob *messages; /* JSON texts, seqs from expected_next_seq */
+    size_t n_messages;
+    const char *idem_key; /* may be NULL */
+    const char *idem_record;
+    int idem_ttl_s;
+    long max_messages;
+} store_append_req;
+
+/* CTXD_ERR with NOT_FOUND (deleted meanwhile), LOCK_LOST, CONFLICT or
+ * TOO_LARGE (max_messages) and nothing written; CTXD_OK when appended. The
+ * lock is released in both cases if token owns it. */
+int store_append(store *s, const store_append_req *req);
+
+/* Replace the whole state. CTXD_ERR with NOT_FOUND or TOO_LARGE. */
+int store_state_put(store *s, const char *id, const store_blob *keys,
+                    const store_blob *values, size_t n, size_t max_bytes,
+                    int64_t now_ms);
+
+/* Merge into the state: values[i] == NULL deletes keys[i]. The size check is
+ * on the merged result; nothing changes when it fails. */
+int store_state_patch(store *s, const char *id, const store_blob *keys,
+                      const store_blob *values, size_t n, size_t max_bytes,
+                      int64_t now_ms);
+
+#endif

@@ -1,0 +1,10 @@
+/* ctxd version: the one place the version number lives (CMake reads it). */
+#ifndef CTXD_VERSION_H
+#define CTXD_VERSION_H
+
+#define CTXD_VERSION_MAJOR 0
+#define CTXD_VERSION_MINOR 3
+#define CTXD_VERSION_PATCH 0
+#define CTXD_VERSION "0.3.0"
+
+#endif

@@ -1,0 +1,522 @@
+/* config.c: settings from defaults, the environment and --flags, validated. */
+#include "ctxd/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctxd/version.h"
+
+typedef enum { OPT_STR, OPT_INT, OPT_SIZE } opt_type;
+
+typedef struct option_def {
+    const char *env;
+    const char *flag;
+    opt_type type;
+    const char *def; /* default as text; NULL: computed */
+    long long min, max;
+    const char *help;
+} option_def;
+
+/* One row per setting; config_apply maps each to its field. */
+static const option_def options[] = {
+    {"CTXD_LISTEN", "--listen", OPT_STR, "127.0.0.1:61909", 0, 0,
+     "HOST:PORT to listen on (IPv4 address)"},
+    {"CTXD_REDIS_URL", "--redis-url", OPT_STR, "redis://127.0.0.1:6379/0", 0, 0,
+     "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]"},
+    {"CTXD_REDIS_TIMEOUT_MS", "--redis-timeout-ms", OPT_INT, "2000", 50, 60000,
+     "connect and command timeout for Redis"},
+    {"CTXD_THREADS", "--threads", OPT_INT, "32", 1, 1024,
+     "HTTP worker threads (each holds one Redis connection)"},
+    {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0,
+     "debug, info, warn or error"},
+    {"CTXD_PROVIDER", "--provider", OPT_STR, NULL, 0, 0,
+     "echo, anthropic or openai (default: anthropic if ANTHROPIC_API_KEY is "
+     "set, else openai if OPENAI_API_KEY is set, else echo)"},
+    {"CTXD_MODEL", "--model", OPT_STR, "", 0, 0,
+     "default model (per provider: claude-sonnet-4-5, gpt-4o-mini, echo)"},
+    {"CTXD_MAX_TOKENS", "--max-tokens", OPT_INT, "1024", 1, 1000000,
+     "default max_tokens for a reply"},
+    {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "1048576", 1024,
+     1073741824LL, "largest request body accepted (413 beyond)"},
+    {"CTXD_MAX_MESSAGE_BYTES", "--max-message-bytes", OPT_SIZE, "262144", 16,
+     1073741824LL, "largest single message or system prompt (413 beyond)"},
+    {"CTXD_MAX_MESSAGES", "--max-messages", OPT_INT, "10000", 2, 100000000,
+     "most messages one context may hold (413 beyond)"},
+    {"CTXD_MAX_STATE_BYTES", "--max-state-bytes", OPT_SIZE, "65536", 64,
+     1073741824LL, "largest state of one context, keys plus JSON values"},
+    {"CTXD_LOCK_WAIT_MS", "--lock-wait-ms", OPT_INT, "10000", 0, 600000,
+     "how long a turn waits for a busy context before 409"},
+    {"CTXD_LOCK_TTL_MS", "--lock-ttl-ms", OPT_INT, "30000", 1000, 3600000,
+     "lifetime of a turn lock, renewed while the model works"},
+    {"CTXD_IDEMPOTENCY_TTL", "--idempotency-ttl", OPT_INT, "86400", 1,
+     30 * 86400, "seconds an Idempotency-Key is remembered"},
+    {"CTXD_ANTHROPIC_URL", "--anthropic-url", OPT_STR, "https://api.anthropic.com",
+     0, 0, "base URL of the Anthropic Messages API"},
+    {"CTXD_OPENAI_URL", "--openai-url", OPT_STR, "https://api.openai.com/v1", 0,
+     0, "base URL of an OpenAI-compatible API"},
+    {"CTXD_UPSTREAM_CONNECT_TIMEOUT_MS", "--upstream-connect-timeout-ms",
+     OPT_INT, "5000", 100, 600000, "connect timeout to the model API"},
+    {"CTXD_UPSTREAM_TIMEOUT_MS", "--upstream-timeout-ms", OPT_INT, "120000",
+     100, 3600000, "timeout of one model API attempt"},
+    {"CTXD_UPSTREAM_DEADLINE_MS", "--upstream-deadline-ms", OPT_INT, "300000",
+     100, 3600000, "deadline for a model call, all retries included"},
+    {"CTXD_UPSTREAM_MAX_RETRIES", "--upstream-max-retries", OPT_INT, "2", 0,
+     10, "retries after a failed model API attempt"},
+    {"CTXD_UPSTREAM_RETRY_CAP_MS", "--upstream-retry-cap-ms", OPT_INT, "60000",
+     0, 600000, "longest wait between attempts, retry-after included"},
+    {"ANTHROPIC_API_KEY_FILE", "--anthropic-api-key-file", OPT_STR, "", 0, 0,
+     "file holding the Anthropic key (else ANTHROPIC_API_KEY)"},
+    {"OPENAI_API_KEY_FILE", "--openai-api-key-file", OPT_STR, "", 0, 0,
+     "file holding the OpenAI key (else OPENAI_API_KEY)"},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+const char *config_provider_name(ctxd_provider p) {
+    switch (p) {
+    case CTXD_PROVIDER_ANTHROPIC: return "anthropic";
+    case CTXD_PROVIDER_OPENAI: return "openai";
+    default: return "echo";
+    }
+}
+
+void config_usage(void) {
+    printf("ctxd %s: conversation contexts for LLM APIs, kept in Redis\n\n",
+           CTXD_VERSION);
+    printf("usage: ctxd [--flag VALUE]... [--help] [--version]\n\n");
+    printf("Each setting is an environment variable or a flag (flags win):\n\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const option_def *o = &options[i];
+        printf("  %-34s %s\n  %-34s %s", o->flag, o->env, "", o->help);
+        if (o->def && o->def[0]) printf(" [default %s]", o->def);
+        printf("\n");
+    }
+    printf("\nAPI keys: ANTHROPIC_API_KEY, OPENAI_API_KEY (never logged).\n");
+}
+
+int config_parse_listen(const char *value, char *host, size_t hostlen,
+                        int *port, char *err, size_t errlen) {
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value || colon[1] == '\0') {
+        snprintf(err, errlen,
+                 "CTXD_LISTEN=%s is not HOST:PORT (for example 127.0.0.1:61909)",
+                 value);
+        return CTXD_ERR;
+    }
+    size_t hl = (size_t)(colon - value);
+    if (hl >= hostlen) {
+        snprintf(err, errlen, "CTXD_LISTEN=%s: host part is too long", value);
+        return CTXD_ERR;
+    }
+    const char *p = colon + 1;
+    for (const char *q = p; *q; q++) {
+        if (!isdigit((unsigned char)*q)) {
+            snprintf(err, errlen,
+                     "CTXD_LISTEN=%s: port '%s' is not a number between 1 and "
+                     "65535",
+                     value, p);
+            return CTXD_ERR;
+        }
+    }
+    errno = 0;
+    long v = strlen(p) > 9 ? LONG_MAX : strtol(p, NULL, 10);
+    if (v < 1 || v > 65535) {
+        snprintf(err, errlen,
+                 "CTXD_LISTEN=%s: port %s is out of range, TCP ports end at "
+                 "65535 (the guides' 619009 is not a valid port; ctxd uses "
+                 "61909)",
+                 value, p);
+        return CTXD_ERR;
+    }
+    memcpy(host, value, hl);
+    host[hl] = '\0';
+    /* IPv4 dotted quad or localhost only: civetweb here has no IPv6. */
+    if (strcmp(host, "localhost") == 0) {
+        snprintf(host, hostlen, "127.0.0.1");
+    } else {
+        int dots = 0, digits = 0;
+        for (const char *q = host; *q; q++) {
+            if (*q == '.') {
+                if (digits == 0) goto badhost;
+                dots++;
+                digits = 0;
+            } else if (isdigit((unsigned char)*q) && digits < 3) {
+                digits++;
+            } else {
+                goto badhost;
+            }
+        }
+        if (dots != 3 || digits == 0) goto badhost;
+    }
+    *port = (int)v;
+    return CTXD_OK;
+badhost:
+    snprintf(err, errlen,
+             "CTXD_LISTEN=%s: host '%s' must be an IPv4 address such as "
+             "127.0.0.1 or 0.0.0.0, or localhost",
+             value, host);
+    return CTXD_ERR;
+}
+
+static int parse_db(const char *s, int *db) {
+    if (!*s) return CTXD_OK;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 0 || v > 65535) return CTXD_ERR;
+    *db = (int)v;
+    return CTXD_OK;
+}
+
+/* Decode %XX in place (passwords may hold reserved characters). */
+static void percent_decode(char *s) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '%' && isxdigit((unsigned char)r[1]) &&
+            isxdigit((unsigned char)r[2])) {
+            char hex[3] = {r[1], r[2], 0};
+            *w++ = (char)strtol(hex, NULL, 16);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
+                           size_t errlen) {
+    char buf[512];
+    const char *allowed = "redis://[[user]:password@]host[:port][/db] or "
+                          "unix:///path/to/redis.sock[?db=N]";
+    if (strlen(url) >= sizeof(buf)) {
+        snprintf(err, errlen, "CTXD_REDIS_URL is too long (max %zu bytes)",
+                 sizeof(buf) - 1);
+        return CTXD_ERR;
+    }
+    snprintf(cfg->redis_url, sizeof(cfg->redis_url), "%s", url);
+    cfg->redis_host[0] = cfg->redis_socket[0] = '\0';
+    cfg->redis_user[0] = cfg->redis_password[0] = '\0';
+    cfg->redis_port = 6379;
+    cfg->redis_db = 0;
+
+    if (strncmp(url, "unix://", 7) == 0 || strncmp(url, "redis+unix://", 13) == 0) {
+        snprintf(buf, sizeof(buf), "%s", strstr(url, "://") + 3);
+        char *q = strchr(buf, '?');
+        if (q) {
+            *q++ = '\0';
+            if (strncmp(q, "db=", 3) != 0 || parse_db(q + 3, &cfg->redis_db))
+                goto bad;
+        }
+        if (buf[0] != '/' || strlen(buf) >= sizeof(cfg->redis_socket)) goto bad;
+        memcpy(cfg->redis_socket, buf, strlen(buf) + 1);
+        return CTXD_OK;
+    }
+    if (strncmp(url, "redis://", 8) != 0) goto bad;
+    snprintf(buf, sizeof(buf), "%s", url + 8);
+
+    char *hostpart = buf;
+    char *at = strrchr(buf, '@');
+    if (at) {
+        *at = '\0';
+        hostpart = at + 1;
+        char *colon = strchr(buf, ':');
+        if (!colon) goto bad;
+        *colon = '\0';
+        if (strlen(buf) >= sizeof(cfg->redis_user) ||
+            strlen(colon + 1) >= sizeof(cfg->redis_password))
+            goto bad;
+        memcpy(cfg->redis_user, buf, strlen(buf) + 1);
+        memcpy(cfg->redis_password, colon + 1, strlen(colon + 1) + 1);
+        percent_decode(cfg->redis_user);
+        percent_decode(cfg->redis_password);
+    }
+    char *slash = strchr(hostpart, '/');
+    if (slash) {
+        *slash = '\0';
+        if (parse_db(slash + 1, &cfg->redis_db)) goto bad;
+    }
+    char *colon = strrchr(hostpart, ':');
+    if (colon) {
+        *colon = '\0';
+        char *end;
+        long p = strtol(colon + 1, &end, 10);
+        if (*end || colon[1] == '\0' || p < 1 || p > 65535) {
+            snprintf(err, errlen,
+                     "CTXD_REDIS_URL=%s: port must be between 1 and 65535", url);
+            return CTXD_ERR;
+        }
+        cfg->redis_port = (int)p;
+    }
+    if (!*hostpart || strlen(hostpart) >= sizeof(cfg->redis_host)) goto bad;
+    memcpy(cfg->redis_host, hostpart, strlen(hostpart) + 1);
+    return CTXD_OK;
+bad:
+    snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s", url,
+             allowed);
+    return CTXD_ERR;
+}
+
+/* Read a key file: first line, surrounding whitespace trimmed. */
+static char *read_key_file(const char *setting, const char *path, char *err,
+                           size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s=%s: cannot open: %s", setting, path,
+                 strerror(errno));
+        return NULL;
+    }
+    char line[4096];
+    if (!fgets(line, sizeof(line), f)) line[0] = '\0';
+    fclose(f);
+    char *s = line;
+    while (*s && isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
+    if (!n) {
+        snprintf(err, errlen, "%s=%s: the file holds no key", setting, path);
+        return NULL;
+    }
+    return strdup(s);
+}
+
+static int set_size(const option_def *o, const char *value, long long *out,
+                    char *err, size_t errlen) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value) goto bad;
+    if (o->type == OPT_SIZE && *end) {
+        if ((*end == 'k' || *end == 'K') && end[1] == '\0') v *= 1024;
+        else if ((*end == 'm' || *end == 'M') && end[1] == '\0') v *= 1048576;
+        else goto bad;
+    } else if (*end) {
+        goto bad;
+    }
+    if (v < o->min || v > o->max) goto bad;
+    *out = v;
+    return CTXD_OK;
+bad:
+    snprintf(err, errlen, "%s=%s is not allowed: expected %s %lld..%lld%s",
+             o->env, value, o->type == OPT_SIZE ? "a size" : "an integer",
+             o->min, o->max, o->type == OPT_SIZE ? " bytes (K/M suffix ok)" : "");
+    return CTXD_ERR;
+}
+
+/* Apply one setting's text value to cfg. */
+static int config_apply(ctxd_config *cfg, const option_def *o,
+                        const char *value, char *err, size_t errlen) {
+    const char *e = o->env;
+    long long n = 0;
+    if (o->type != OPT_STR && set_size(o, value, &n, err, errlen)) return CTXD_ERR;
+
+    if (!strcmp(e, "CTXD_LISTEN"))
+        return config_parse_listen(value, cfg->listen_host,
+                                   sizeof(cfg->listen_host), &cfg->listen_port,
+                                   err, errlen);
+    if (!strcmp(e, "CTXD_REDIS_URL"))
+        return config_parse_redis_url(cfg, value, err, errlen);
+    if (!strcmp(e, "CTXD_LOG_LEVEL")) {
+        static const char *levels[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++)
+            if (!strcasecmp(value, levels[i])) {
+                cfg->log_level = i;
+                return CTXD_OK;
+            }
+        snprintf(err, errlen,
+                 "CTXD_LOG_LEVEL=%s is not allowed: use debug, info, warn or "
+                 "error",
+                 value);
+        return CTXD_ERR;
+    }
+    if (!strcmp(e, "CTXD_PROVIDER")) {
+        if (!strcmp(value, "echo")) cfg->provider = CTXD_PROVIDER_ECHO;
+        else if (!strcmp(value, "anthropic")) cfg->provider = CTXD_PROVIDER_ANTHROPIC;
+        else if (!strcmp(value, "openai")) cfg->provider = CTXD_PROVIDER_OPENAI;
+        else {
+            snprintf(err, errlen,
+                     "CTXD_PROVIDER=%s is not allowed: use echo, anthropic or "
+                     "openai",
+                     value);
+            return CTXD_ERR;
+        }
+        return CTXD_OK;
+    }
+    if (!strcmp(e, "CTXD_MODEL")) {
+        if (strlen(value) >= sizeof(cfg->model)) {
+            snprintf(err, errlen, "CTXD_MODEL is too long (max %zu bytes)",
+                     sizeof(cfg->model) - 1);
+            return CTXD_ERR;
+        }
+        snprintf(cfg->model, sizeof(cfg->model), "%s", value);
+        return CTXD_OK;
+    }
+    if (!strcmp(e, "CTXD_ANTHROPIC_URL") || !strcmp(e, "CTXD_OPENAI_URL")) {
+        char *dst = e[5] == 'A' ? cfg->anthropic_url : cfg->openai_url;
+        if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8)) {
+            snprintf(err, errlen, "%s=%s is not allowed: use an http:// or "
+                                  "https:// URL", e, value);
+            return CTXD_ERR;
+        }
+        if (strlen(value) >= 512) {
+            snprintf(err, errlen, "%s is too long (max 511 bytes)", e);
+            return CTXD_ERR;
+        }
+        snprintf(dst, 512, "%s", value);
+        size_t l = strlen(dst);
+        while (l && dst[l - 1] == '/') dst[--l] = '\0'; /* no double slash */
+        return CTXD_OK;
+    }
+    if (!strcmp(e, "ANTHROPIC_API_KEY_FILE") || !strcmp(e, "OPENAI_API_KEY_FILE")) {
+        if (!*value) return CTXD_OK;
+        char *key = read_key_file(e, value, err, errlen);
+        if (!key) return CTXD_ERR;
+        char **dst = e[0] == 'A' ? &cfg->anthropic_key : &cfg->openai_key;
+        free(*dst);
+        *dst = key;
+        return CTXD_OK;
+    }
+    if (!strcmp(e, "CTXD_REDIS_TIMEOUT_MS")) cfg->redis_timeout_ms = (int)n;
+    else if (!strcmp(e, "CTXD_THREADS")) cfg->threads = (int)n;
+    else if (!strcmp(e, "CTXD_MAX_TOKENS")) cfg->max_tokens = (int)n;
+    else if (!strcmp(e, "CTXD_MAX_BODY_BYTES")) cfg->max_body_bytes = (size_t)n;
+    else if (!strcmp(e, "CTXD_MAX_MESSAGE_BYTES")) cfg->max_message_bytes = (size_t)n;
+    else if (!strcmp(e, "CTXD_MAX_MESSAGES")) cfg->max_messages = (long)n;
+    else if (!strcmp(e, "CTXD_MAX_STATE_BYTES")) cfg->max_state_bytes = (size_t)n;
+    else if (!strcmp(e, "CTXD_LOCK_WAIT_MS")) cfg->lock_wait_ms = (int)n;
+    else if (!strcmp(e, "CTXD_LOCK_TTL_MS")) cfg->lock_ttl_ms = (int)n;
+    else if (!strcmp(e, "CTXD_IDEMPOTENCY_TTL")) cfg->idempotency_ttl_s = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_CONNECT_TIMEOUT_MS")) cfg->upstream_connect_timeout_ms = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_TIMEOUT_MS")) cfg->upstream_timeout_ms = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_DEADLINE_MS")) cfg->upstream_deadline_ms = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_MAX_RETRIES")) cfg->upstream_max_retries = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS")) cfg->upstream_retry_cap_ms = (int)n;
+    return CTXD_OK;
+}
+
+static const option_def *find_flag(const char *arg, const char **inline_value) {
+    *inline_value = NULL;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        size_t fl = strlen(options[i].flag);
+        if (!strncmp(arg, options[i].flag, fl)) {
+            if (arg[fl] == '\0') return &options[i];
+            if (arg[fl] == '=') {
+                *inline_value = arg + fl + 1;
+                return &options[i];
+            }
+        }
+    }
+    return NULL;
+}
+
+int config_load(ctxd_config *cfg, int argc, char **argv, char *err,
+                size_t errlen, int *exit_now) {
+    memset(cfg, 0, sizeof(*cfg));
+    *exit_now = 0;
+    cfg->provider = CTXD_PROVIDER_ECHO;
+    const char *akey = getenv("ANTHROPIC_API_KEY");
+    const char *okey = getenv("OPENAI_API_KEY");
+    if (akey && *akey) cfg->anthropic_key = strdup(akey);
+    if (okey && *okey) cfg->openai_key = strdup(okey);
+
+    /* Defaults, then the environment. */
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const option_def *o = &options[i];
+        if (o->def && config_apply(cfg, o, o->def, err, errlen)) return CTXD_ERR;
+    }
+    int provider_set = 0;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const option_def *o = &options[i];
+        const char *v = getenv(o->env);
+        if (!v) continue;
+        if (!*v && o->type != OPT_STR) continue; /* empty: keep the default */
+        if (!strcmp(o->env, "CTXD_PROVIDER")) {
+            if (!*v) continue;
+            provider_set = 1;
+        }
+        if (config_apply(cfg, o, v, err, errlen)) return CTXD_ERR;
+    }
+    /* Flags. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            config_usage();
+            *exit_now = 1;
+            return CTXD_OK;
+        }
+        if (!strcmp(a, "--version")) {
+            printf("ctxd %s\n", CTXD_VERSION);
+            *exit_now = 1;
+            return CTXD_OK;
+        }
+        const char *val;
+        const option_def *o = find_flag(a, &val);
+        if (!o) {
+            snprintf(err, errlen, "unknown argument '%s' (see ctxd --help)", a);
+            return CTXD_ERR;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "%s needs a value (see ctxd --help)", a);
+                return CTXD_ERR;
+            }
+            val = argv[++i];
+        }
+        if (!strcmp(o->env, "CTXD_PROVIDER")) provider_set = 1;
+        if (config_apply(cfg, o, val, err, errlen)) {
+            /* Name the flag the user typed, not only the variable. */
+            char tmp[CTXD_ERRSTR_LEN * 2];
+            snprintf(tmp, sizeof(tmp), "%s (%s): %s", o->flag, o->env, err);
+            snprintf(err, errlen, "%s", tmp);
+            return CTXD_ERR;
+        }
+    }
+    if (!provider_set) {
+        if (cfg->anthropic_key) cfg->provider = CTXD_PROVIDER_ANTHROPIC;
+        else if (cfg->openai_key) cfg->provider = CTXD_PROVIDER_OPENAI;
+    }
+    if (cfg->provider == CTXD_PROVIDER_ANTHROPIC && !cfg->anthropic_key) {
+        snprintf(err, errlen,
+                 "CTXD_PROVIDER=anthropic needs ANTHROPIC_API_KEY or "
+                 "ANTHROPIC_API_KEY_FILE");
+        return CTXD_ERR;
+    }
+    if (cfg->provider == CTXD_PROVIDER_OPENAI && !cfg->openai_key &&
+        !strcmp(cfg->openai_url, "https://api.openai.com/v1")) {
+        snprintf(err, errlen,
+                 "CTXD_PROVIDER=openai with api.openai.com needs "
+                 "OPENAI_API_KEY or OPENAI_API_KEY_FILE");
+        return CTXD_ERR;
+    }
+    if (!cfg->model[0]) {
+        const char *m = cfg->provider == CTXD_PROVIDER_ANTHROPIC ? "claude-sonnet-4-5"
+                        : cfg->provider == CTXD_PROVIDER_OPENAI ? "gpt-4o-mini"
+                                                                : "echo";
+        snprintf(cfg->model, sizeof(cfg->model), "%s", m);
+    }
+    if (cfg->max_message_bytes > cfg->max_body_bytes) {
+        snprintf(err, errlen,
+                 "CTXD_MAX_MESSAGE_BYTES=%zu is not allowed: it must not exceed "
+                 "CTXD_MAX_BODY_BYTES=%zu",
+                 cfg->max_message_bytes, cfg->max_body_bytes);
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
+
+void config_free(ctxd_config *cfg) {
+    if (!cfg) return;
+    if (cfg->anthropic_key) {
+        memset(cfg->anthropic_key, 0, strlen(cfg->anthropic_key));
+        free(cfg->anthropic_key);
+    }
+    if (cfg->openai_key) {
+        memset(cfg->openai_key, 0, strlen(cfg->openai_key));
+        free(cfg->openai_key);
+    }
+    cfg->anthropic_key = cfg->openai_key = NULL;
+}

@@ -1,0 +1,462 @@
+/* http.c: civetweb setup, per-thread workers, routing and answer helpers. */
+#include "ctxd/http.h"
+
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ctxd/buf.h"
+#include "ctxd/log.h"
+#include "ctxd/util.h"
+
+#define MAX_ROUTES 32
+#define MAX_SEGMENTS 8
+
+typedef struct route {
+    const char *method;
+    const char *pattern;
+    http_handler fn;
+} route;
+
+static route routes[MAX_ROUTES];
+static int n_routes;
+static struct mg_context *server;
+static const ctxd_config *server_cfg;
+
+int http_route(const char *method, const char *pattern, http_handler fn) {
+    if (n_routes == MAX_ROUTES) return CTXD_ERR;
+    routes[n_routes].method = method;
+    routes[n_routes].pattern = pattern;
+    routes[n_routes].fn = fn;
+    n_routes++;
+    return CTXD_OK;
+}
+
+/* Match path against pattern; *id gets the {id} segment (copied into idbuf). */
+static int match(const char *pattern, const char *path, char *idbuf,
+                 size_t idlen, const char **id) {
+    const char *p = pattern, *s = path;
+    *id = NULL;
+    while (*p && *s) {
+        if (!strncmp(p, "{id}", 4)) {
+            const char *end = strchr(s, '/');
+            size_t n = end ? (size_t)(end - s) : strlen(s);
+            if (n == 0 || n >= idlen) return 0;
+            memcpy(idbuf, s, n);
+            idbuf[n] = '\0';
+            *id = idbuf;
+            s += n;
+            p += 4;
+            continue;
+        }
+        if (*p != *s) return 0;
+        p++;
+        s++;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+const char *http_header(const http_req *req, const char *name) {
+    return mg_get_header(req->conn, name);
+}
+
+static void common_headers(const http_req *req, const char *content_type,
+                           const char *const *headers) {
+    struct mg_connection *c = req->conn;
+    mg_response_header_add(c, "Content-Type", content_type, -1);
+    mg_response_header_add(c, "Cache-Control", "no-store", -1);
+    if (req->request_id) mg_response_header_add(c, "X-Request-Id", req->request_id, -1);
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        mg_response_header_add(c, headers[i], headers[i + 1], -1);
+}
+
+int http_send(const http_req *req, int status, const char *content_type,
+              const char *body, size_t len, const char *const *headers) {
+    char cl[24];
+    mg_response_header_start(req->conn, status);
+    common_headers(req, content_type, headers);
+    snprintf(cl, sizeof(cl), "%zu", len);
+    mg_response_header_add(req->conn, "Content-Length", cl, -1);
+    mg_response_header_send(req->conn);
+    if (len && strcmp(req->method, "HEAD") != 0) mg_write(req->conn, body, len);
+    return status;
+}
+
+int http_send_error(const http_req *req, int status, const char *code,
+                    int retry_after_s, const char *fmt, ...) {
+    char msg[CTXD_ERRSTR_LEN * 2], ra[16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"error\":");
+    buf_put_json_string(&b, msg, strlen(msg));
+    buf_puts(&b, ",\"code\":");
+    buf_put_json_string(&b, code, strlen(code));
+    buf_puts(&b, "}\n");
+    const char *headers[3] = {NULL, NULL, NULL};
+    if (retry_after_s > 0) {
+        snprintf(ra, sizeof(ra), "%d", retry_after_s);
+        headers[0] = "Retry-After";
+        headers[1] = ra;
+    }
+    if (status >= 500) log_msg(LOG_WARN, "%s %s -> %d %s: %s", req->method, req->path, status, code, msg);
+    if (b.err) {
+        buf_free(&b);
+        return http_send(req, status, "application/json", "{}\n", 3, headers);
+    }
+    http_send(req, status, "application/json", b.data, b.len, headers);
+    buf_free(&b);
+    return status;
+}
+
+int http_send_json(const http_req *req, int status, json_object *obj,
+                   const char *const *headers) {
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    buf b;
+    buf_init(&b);
+    buf_putn(&b, s, len);
+    buf_putn(&b, "\n", 1);
+    json_object_put(obj);
+    if (b.err) {
+        buf_free(&b);
+        return http_send_error(req, 503, "out_of_memory", 0, "out of memory");
+    }
+    http_send(req, status, "application/json", b.data, b.len, headers);
+    buf_free(&b);
+    return status;
+}
+
+/* 1 if the Content-Type is JSON (application/json or application/x+json,
+ * any parameters). */
+static int is_json_type(const char *ct) {
+    if (!ct) return 0;
+    while (*ct == ' ') ct++;
+    size_t n = strcspn(ct, "; ");
+    if (n == 16 && !strncasecmp(ct, "application/json", 16)) return 1;
+    return n > 17 && !strncasecmp(ct, "application/", 12) &&
+           !strncasecmp(ct + n - 5, "+json", 5);
+}
+
+/* Read the whole body, capped. Returns CTXD_OK with *out (caller frees). */
+static int read_body(const http_req *req, char **out, size_t *len, int *status) {
+    const struct mg_request_info *ri = mg_get_request_info(req->conn);
+    size_t cap = req->cfg->max_body_bytes;
+    *out = NULL;
+    *len = 0;
+    if (ri->content_length > (long long)cap) {
+        *status = http_send_error(req, 413, "body_too_large", 0,
+                                  "Request body of %lld bytes is larger than the "
+                                  "%zu allowed (CTXD_MAX_BODY_BYTES)",
+                                  ri->content_length, cap);
+        return CTXD_ERR;
+    }
+    if (ri->content_length == 0) return CTXD_OK;
+    size_t want = ri->content_length > 0 ? (size_t)ri->content_length : cap + 1;
+    size_t alloc = ri->content_length > 0 ? want : 4096;
+    char *b = malloc(alloc + 1);
+    size_t got = 0;
+    if (!b) goto oom;
+    while (got < want) {
+        if (got == alloc) { /* chunked upload: grow up to the cap */
+            size_t na = alloc * 2 > cap + 1 ? cap + 1 : alloc * 2;
+            char *nb = realloc(b, na + 1);
+            if (!nb) goto oom;
+            b = nb;
+            alloc = na;
+        }
+        int n = mg_read(req->conn, b + got, alloc - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    if (got > cap) {
+        free(b);
+        *status = http_send_error(req, 413, "body_too_large", 0,
+                                  "Request body is larger than the %zu bytes "
+                                  "allowed (CTXD_MAX_BODY_BYTES)", cap);
+        return CTXD_ERR;
+    }
+    if (ri->content_length > 0 && got < want) {
+        free(b);
+        *status = http_send_error(req, 400, "incomplete_body", 0,
+                                  "Request body ended after %zu of %lld bytes",
+                                  got, ri->content_length);
+        return CTXD_ERR;
+    }
+    b[got] = '\0';
+    *out = b;
+    *len = got;
+    return CTXD_OK;
+oom:
+    free(b);
+    *status = http_send_error(req, 503, "out_of_memory", 1, "out of memory");
+    return CTXD_ERR;
+}
+
+int http_json_body_or_respond(const http_req *req, json_object **out,
+                              uint64_t *fingerprint, int *status) {
+    char *body = NULL;
+    size_t len = 0;
+    *out = NULL;
+    if (read_body(req, &body, &len, status)) return CTXD_ERR;
+    uint64_t fp = util_fnv1a(UTIL_FNV_SEED, req->method, strlen(req->method));
+    fp = util_fnv1a(fp, req->path, strlen(req->path) + 1);
+    if (fingerprint) *fingerprint = util_fnv1a(fp, body ? body : "", len);
+    if (len == 0) {
+        free(body);
+        return CTXD_OK;
+    }
+    int rc = CTXD_ERR;
+    json_tokener *tok = NULL;
+    const char *ct = http_header(req, "Content-Type");
+    if (!is_json_type(ct)) {
+        *status = http_send_error(req, 415, "unsupported_media_type", 0,
+                                  "Content-Type must be application/json (got "
+                                  "'%s'); with curl add -H 'Content-Type: "
+                                  "application/json'",
+                                  ct ? ct : "none");
+        goto cleanup;
+    }
+    if (!util_utf8_valid(body, len)) {
+        *status = http_send_error(req, 400, "invalid_utf8", 0,
+                                  "Request body is not valid UTF-8");
+        goto cleanup;
+    }
+    tok = json_tokener_new_ex(64);
+    if (!tok) {
+        *status = http_send_error(req, 503, "out_of_memory", 1, "out of memory");
+        goto cleanup;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    if (!obj || jerr != json_tokener_success) {
+        if (obj) json_object_put(obj);
+        *status = http_send_error(req, 400, "invalid_json", 0,
+                                  "Request body is not valid JSON: %s (near byte %zu)",
+                                  jerr == json_tokener_continue ? "unexpected end of input"
+                                                                : json_tokener_error_desc(jerr),
+                                  end);
+        goto cleanup;
+    }
+    while (end < len && strchr(" \t\r\n", body[end])) end++;
+    if (end < len || !json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        *status = http_send_error(req, 400, "invalid_json",
+                                  0, end < len ? "Request body has data after the JSON value (near byte %zu)"
+                                               : "Request body must be a JSON object (near byte %zu)",
+                                  end);
+        goto cleanup;
+    }
+    *out = obj;
+    rc = CTXD_OK;
+cleanup:
+    if (tok) json_tokener_free(tok);
+    free(body);
+    return rc;
+}
+
+int http_idem_key_or_respond(const http_req *req, const char **key, int *status) {
+    const char *k = http_header(req, "Idempotency-Key");
+    *key = NULL;
+    if (!k) return CTXD_OK;
+    if (!util_is_idem_key(k)) {
+        *status = http_send_error(req, 400, "invalid_idempotency_key", 0,
+                                  "Idempotency-Key must be 1 to %d printable ASCII "
+                                  "characters without spaces (a UUID is a good choice)",
+                                  UTIL_IDEM_KEY_MAX);
+        return CTXD_ERR;
+    }
+    *key = k;
+    return CTXD_OK;
+}
+
+int http_stream_start(const http_req *req, int status, const char *content_type) {
+    mg_response_header_start(req->conn, status);
+    common_headers(req, content_type, NULL);
+    mg_response_header_add(req->conn, "X-Accel-Buffering", "no", -1);
+    mg_response_header_add(req->conn, "Transfer-Encoding", "chunked", -1);
+    return mg_response_header_send(req->conn) == 0 ? CTXD_OK : CTXD_ERR;
+}
+
+int http_stream_write(const http_req *req, const char *data, size_t len) {
+    if (len == 0) return CTXD_OK;
+    return mg_send_chunk(req->conn, data, (unsigned)len) > 0 ? CTXD_OK : CTXD_ERR;
+}
+
+int http_stream_end(const http_req *req) {
+    return mg_send_chunk(req->conn, "", 0) >= 0 ? CTXD_OK : CTXD_ERR;
+}
+
+/* The one civetweb handler: route, run, log. */
+static int dispatch(struct mg_connection *conn, void *cbdata) {
+    CTXD_UNUSED(cbdata);
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    int64_t t0 = util_mono_ms();
+    char path[512], idbuf[128], rid[64];
+    const char *given_rid = mg_get_header(conn, "X-Request-Id");
+    if (given_rid && util_is_idem_key(given_rid) && strlen(given_rid) < sizeof(rid))
+        snprintf(rid, sizeof(rid), "%s", given_rid);
+    else if (util_token(rid))
+        snprintf(rid, sizeof(rid), "none");
+
+    http_req req = {ri->request_method, path, ri->query_string, NULL,
+                    mg_get_thread_pointer(conn), server_cfg, conn, rid};
+    snprintf(path, sizeof(path), "%s", ri->local_uri ? ri->local_uri : "/");
+    size_t pl = strlen(path);
+    if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
+
+    int status;
+    if (!req.w) {
+        status = http_send_error(&req, 503, "out_of_memory", 1,
+                                 "this worker could not allocate its resources");
+        goto done;
+    }
+    char allow[128] = "";
+    for (int i = 0; i < n_routes; i++) {
+        const char *id;
+        if (!match(routes[i].pattern, path, idbuf, sizeof(idbuf), &id)) continue;
+        if (!strcmp(routes[i].method, req.method) ||
+            (!strcmp(req.method, "HEAD") && !strcmp(routes[i].method, "GET"))) {
+            req.id = id;
+            status = routes[i].fn(&req);
+            goto done;
+        }
+        if (!strstr(allow, routes[i].method)) {
+            if (allow[0]) strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
+            strncat(allow, routes[i].method, sizeof(allow) - strlen(allow) - 1);
+        }
+    }
+    if (allow[0]) {
+        const char *h[3] = {"Allow", allow, NULL};
+        char msg[256];
+        snprintf(msg, sizeof(msg), "Method %s is not allowed on %s; allowed: %s",
+                 req.method, path, allow);
+        buf b;
+        buf_init(&b);
+        buf_puts(&b, "{\"error\":");
+        buf_put_json_string(&b, msg, strlen(msg));
+        buf_puts(&b, ",\"code\":\"method_not_allowed\"}\n");
+        status = http_send(&req, 405, "application/json", b.err ? "{}" : b.data,
+                           b.err ? 2 : b.len, h);
+        buf_free(&b);
+    } else {
+        status = http_send_error(&req, 404, "route_not_found", 0,
+                                 "No route for %s %s (the API lives under /mcp/context)",
+                                 req.method, path);
+    }
+done:
+    log_msg(LOG_INFO, "request method=%s path=%s status=%d ms=%lld rid=%s",
+            req.method, path, status, (long long)(util_mono_ms() - t0), rid);
+    return status;
+}
+
+static void *init_thread(const struct mg_context *ctx, int thread_type) {
+    CTXD_UNUSED(ctx);
+    if (thread_type != 1) return NULL;
+    ctxd_worker *w = worker_new(server_cfg);
+    if (!w) log_msg(LOG_ERROR, "worker thread: out of memory");
+    return w;
+}
+
+static void exit_thread(const struct mg_context *ctx, int thread_type, void *p) {
+    CTXD_UNUSED(ctx);
+    if (thread_type == 1) worker_free(p);
+}
+
+static int log_message(const struct mg_connection *conn, const char *message) {
+    CTXD_UNUSED(conn);
+    log_msg(LOG_DEBUG, "civetweb: %s", message);
+    return 1;
+}
+
+/* Try binding the address ourselves for a precise error (in use, no
+ * permission, not an address of this host). */
+static int probe_listen(const ctxd_config *cfg, char *err, size_t errlen) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfg->listen_port);
+    if (inet_pton(AF_INET, cfg->listen_host, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "CTXD_LISTEN=%s:%d: '%s' is not an IPv4 address",
+                 cfg->listen_host, cfg->listen_port, cfg->listen_host);
+        return CTXD_ERR;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a socket: %s", strerror(errno));
+        return CTXD_ERR;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int e = errno;
+    close(fd);
+    if (rc == 0) return CTXD_OK;
+    if (e == EADDRINUSE)
+        snprintf(err, errlen,
+                 "cannot listen on %s:%d: address already in use by another "
+                 "process (find it with: ss -ltnp 'sport = :%d'), or set "
+                 "CTXD_LISTEN to another port",
+                 cfg->listen_host, cfg->listen_port, cfg->listen_port);
+    else
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host,
+                 cfg->listen_port, strerror(e));
+    return CTXD_ERR;
+}
+
+int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
+    char ports[96], threads[16];
+    server_cfg = cfg;
+    if (probe_listen(cfg, err, errlen)) return CTXD_ERR;
+    snprintf(ports, sizeof(ports), "%s:%d", cfg->listen_host, cfg->listen_port);
+    snprintf(threads, sizeof(threads), "%d", cfg->threads);
+    const char *options[] = {
+        "listening_ports", ports,
+        "num_threads", threads,
+        "enable_keep_alive", "yes",
+        "keep_alive_timeout_ms", "2000",
+        "request_timeout_ms", "30000",
+        "linger_timeout_ms", "0",
+        "decode_url", "yes",
+        NULL};
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof(cb));
+    cb.init_thread = init_thread;
+    cb.exit_thread = exit_thread;
+    cb.log_message = log_message;
+    mg_init_library(0);
+    char text[256] = "";
+    unsigned code = 0;
+    struct mg_init_data init = {&cb, NULL, options};
+    struct mg_error_data ed = {&code, text, sizeof(text)};
+    server = mg_start2(&init, &ed);
+    if (!server) {
+        snprintf(err, errlen, "cannot start the HTTP server on %s: %s", ports,
+                 text[0] ? text : "unknown error");
+        mg_exit_library();
+        return CTXD_ERR;
+    }
+    mg_set_request_handler(server, "/", dispatch, NULL);
+    return CTXD_OK;
+}
+
+void http_server_stop(void) {
+    if (!server) return;
+    mg_stop(server);
+    server = NULL;
+    mg_exit_library();
+}

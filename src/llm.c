@@ -1,0 +1,91 @@
+/* llm.c: the provider-neutral model interface and its dispatch. */
+#include "ctxd/llm.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "llm_http.h"
+
+struct llm_client {
+    const ctxd_config *cfg; /* borrowed */
+    llm_http *http;         /* one curl handle, kept for keep-alive */
+};
+
+int llm_global_init(void) {
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? CTXD_OK : CTXD_ERR;
+}
+
+void llm_global_cleanup(void) { curl_global_cleanup(); }
+
+llm_client *llm_client_new(const ctxd_config *cfg) {
+    llm_client *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->cfg = cfg;
+    if (cfg->provider != CTXD_PROVIDER_ECHO && !(c->http = llm_http_new())) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void llm_client_free(llm_client *c) {
+    if (!c) return;
+    llm_http_free(c->http);
+    free(c);
+}
+
+void llm_response_init(llm_response *resp) {
+    memset(resp, 0, sizeof(*resp));
+    resp->input_tokens = -1;
+    resp->output_tokens = -1;
+    resp->retry_after_ms = -1;
+}
+
+void llm_response_free(llm_response *resp) {
+    if (!resp) return;
+    free(resp->text);
+    resp->text = NULL;
+    resp->text_len = 0;
+}
+
+void llm_response_set_error(llm_response *resp, llm_err err, int status,
+                            const char *fmt, ...) {
+    va_list ap;
+    resp->err = err;
+    resp->upstream_status = status;
+    va_start(ap, fmt);
+    vsnprintf(resp->errstr, sizeof(resp->errstr), fmt, ap);
+    va_end(ap);
+}
+
+int llm_complete(llm_client *c, const llm_request *req, llm_response *resp) {
+    const ctxd_config *cfg = c->cfg;
+    int rc;
+    if (cfg->provider != CTXD_PROVIDER_ECHO && req->n_messages == 0) {
+        llm_response_set_error(resp, LLM_ERR_BAD_REQUEST, 0, "no messages to answer");
+        return CTXD_ERR;
+    }
+    switch (cfg->provider) {
+    case CTXD_PROVIDER_ECHO:
+        return llm_echo_complete(req, resp);
+    case CTXD_PROVIDER_ANTHROPIC:
+        rc = llm_anthropic_complete(c->http, cfg, req, resp);
+        break;
+    case CTXD_PROVIDER_OPENAI:
+        rc = llm_openai_complete(c->http, cfg, req, resp);
+        break;
+    default:
+        llm_response_set_error(resp, LLM_ERR_CONFIG, 0,
+                               "provider %s is not available in this build",
+                               config_provider_name(cfg->provider));
+        return CTXD_ERR;
+    }
+    if (rc == CTXD_OK && !resp->model[0])
+        snprintf(resp->model, sizeof(resp->model), "%s",
+                 req->model && *req->model ? req->model : cfg->model);
+    return rc;
+}

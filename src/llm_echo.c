@@ -1,0 +1,99 @@
+/* llm_echo.c: the offline "echo" model, deterministic and history-aware. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctxd/llm.h"
+
+/* ASCII case-insensitive search of needle in hay[0..len). */
+static int contains_ci(const char *hay, size_t len, const char *needle) {
+    size_t nl = strlen(needle);
+    if (nl > len) return 0;
+    for (size_t i = 0; i + nl <= len; i++) {
+        size_t j = 0;
+        while (j < nl && tolower((unsigned char)hay[i + j]) == needle[j]) j++;
+        if (j == nl) return 1;
+    }
+    return 0;
+}
+
+/* Build the reply text; returns a malloc'd string or NULL (out of memory). */
+static char *echo_reply(const llm_request *req) {
+    const llm_message *last = &req->messages[req->n_messages - 1];
+    int flight = 0;
+    long earlier = 0;
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const llm_message *m = &req->messages[i];
+        if (contains_ci(m->content, m->content_len, "flight")) flight = 1;
+        if (i + 1 < req->n_messages && !strcmp(m->role, "user")) earlier++;
+    }
+    const char *fixed = NULL;
+    if (contains_ci(last->content, last->content_len, "hello"))
+        fixed = "Hello there! How can I help you today?";
+    else if (flight && contains_ci(last->content, last->content_len, "next tuesday"))
+        fixed = "Got it, a flight for next Tuesday. Any specific time or airline?";
+    else if (flight && contains_ci(last->content, last->content_len, "window seat"))
+        fixed = "A window seat, noted. Is there anything else you'd like to add "
+                "to your flight preferences?";
+    if (fixed) return strdup(fixed);
+
+#define ECHO_FMT                                                         \
+    "Acknowledged: '%.*s'. How can I further assist you with the context " \
+    "ID '%s'? (echo model: %ld earlier turn%s in this conversation%s)"
+    const char *cid = req->context_id ? req->context_id : "";
+    const char *sys = req->system && *req->system ? "; I have a system prompt" : "";
+    int n = snprintf(NULL, 0, ECHO_FMT, (int)last->content_len, last->content, cid,
+                     earlier, earlier == 1 ? "" : "s", sys);
+    if (n < 0) return NULL;
+    char *out = malloc((size_t)n + 1);
+    if (!out) return NULL;
+    snprintf(out, (size_t)n + 1, ECHO_FMT, (int)last->content_len, last->content, cid,
+             earlier, earlier == 1 ? "" : "s", sys);
+    return out;
+}
+
+/* Rough token estimate: one token per four bytes, at least one. */
+static long estimate_tokens(size_t bytes) { return (long)(bytes / 4) + 1; }
+
+/* Stream the reply word by word so streaming works offline too. */
+static int echo_stream(const llm_request *req, const char *text, size_t len) {
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || (text[i] == ' ' && i > start)) {
+            size_t end = i == len ? len : i;
+            if (req->on_delta(req->on_delta_arg, text + start, end - start))
+                return CTXD_ERR;
+            start = end;
+        }
+    }
+    return CTXD_OK;
+}
+
+int llm_echo_complete(const llm_request *req, llm_response *resp) {
+    if (req->n_messages == 0) {
+        llm_response_set_error(resp, LLM_ERR_BAD_REQUEST, 0, "no messages to answer");
+        return CTXD_ERR;
+    }
+    char *text = echo_reply(req);
+    if (!text) {
+        llm_response_set_error(resp, LLM_ERR_UPSTREAM, 0, "out of memory");
+        return CTXD_ERR;
+    }
+    size_t len = strlen(text);
+    if (req->on_delta && echo_stream(req, text, len)) {
+        free(text);
+        llm_response_set_error(resp, LLM_ERR_ABORTED, 0, "stream aborted by the client");
+        return CTXD_ERR;
+    }
+    size_t in_bytes = req->system ? strlen(req->system) : 0;
+    for (size_t i = 0; i < req->n_messages; i++) in_bytes += req->messages[i].content_len;
+    resp->text = text;
+    resp->text_len = len;
+    resp->input_tokens = estimate_tokens(in_bytes);
+    resp->output_tokens = estimate_tokens(len);
+    snprintf(resp->stop_reason, sizeof(resp->stop_reason), "end_turn");
+    snprintf(resp->model, sizeof(resp->model), "%s",
+             req->model && *req->model ? req->model : "echo");
+    return CTXD_OK;
+}

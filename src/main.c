@@ -1,0 +1,75 @@
+/* main.c: configuration, start-up checks, signals, and the server's life. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctxd/config.h"
+#include "ctxd/http.h"
+#include "ctxd/llm.h"
+#include "ctxd/log.h"
+#include "ctxd/store.h"
+#include "ctxd/version.h"
+
+/* Check Redis once at start so a missing Redis is reported at once; ctxd
+ * runs either way and recovers when Redis comes up. */
+static void check_redis(const ctxd_config *cfg) {
+    store *st = store_new(cfg);
+    if (!st) return;
+    if (store_ping(st))
+        log_msg(LOG_WARN, "%s; /readyz answers 503 until it is reachable", st->errstr);
+    store_free(st);
+}
+
+int main(int argc, char **argv) {
+    ctxd_config cfg;
+    char err[512];
+    int exit_now = 0, rc = 1;
+
+    if (config_load(&cfg, argc, argv, err, sizeof(err), &exit_now)) {
+        fprintf(stderr, "ctxd: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    if (exit_now) {
+        config_free(&cfg);
+        return 0;
+    }
+    log_set_level(cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* Block the stop signals in every thread; main takes them with sigwait. */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+
+    if (llm_global_init()) {
+        fprintf(stderr, "ctxd: cannot initialise the HTTP client library\n");
+        goto cleanup;
+    }
+    routes_context_register();
+    routes_health_register();
+    if (http_server_start(&cfg, err, sizeof(err))) {
+        fprintf(stderr, "ctxd: %s\n", err);
+        goto cleanup;
+    }
+    log_msg(LOG_INFO, "ctxd %s listening on http://%s:%d redis=%s provider=%s model=%s threads=%d",
+            CTXD_VERSION, cfg.listen_host, cfg.listen_port,
+            cfg.redis_socket[0] ? cfg.redis_socket : cfg.redis_host,
+            config_provider_name(cfg.provider), cfg.model, cfg.threads);
+    check_redis(&cfg);
+    int sig = 0;
+    while (sigwait(&stop_set, &sig) != 0) {
+    }
+    log_msg(LOG_INFO, "received %s, finishing in-flight requests",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    http_server_stop();
+    log_msg(LOG_INFO, "ctxd stopped");
+    rc = 0;
+cleanup:
+    llm_global_cleanup();
+    config_free(&cfg);
+    return rc;
+}

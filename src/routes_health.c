@@ -1,0 +1,25 @@
+/* routes_health.c: liveness and readiness probes. */
+#include <stdio.h>
+
+#include "ctxd/http.h"
+#include "ctxd/store.h"
+#include "ctxd/version.h"
+
+/* GET /healthz: the process answers; no Redis, no JSON library. */
+static int healthz(const http_req *req) {
+    static const char body[] = "{\"status\":\"ok\",\"version\":\"" CTXD_VERSION "\"}\n";
+    return http_send(req, 200, "application/json", body, sizeof(body) - 1, NULL);
+}
+
+/* GET /readyz: Redis answers a PING from this worker's connection. */
+static int readyz(const http_req *req) {
+    if (store_ping(req->w->st))
+        return http_send_error(req, 503, "redis_unavailable", 1, "%s", req->w->st->errstr);
+    static const char body[] = "{\"status\":\"ready\",\"redis\":\"ok\"}\n";
+    return http_send(req, 200, "application/json", body, sizeof(body) - 1, NULL);
+}
+
+void routes_health_register(void) {
+    http_route("GET", "/healthz", healthz);
+    http_route("GET", "/readyz", readyz);
+}
