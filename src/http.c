@@ -229,9 +229,10 @@ int http_json_body_or_respond(const http_req *req, json_object **out,
                                   ct ? ct : "none");
         goto cleanup;
     }
-    if (!util_utf8_valid(body, len)) {
+    if (!util_utf8_valid(body, len) || !util_json_surrogates_valid(body, len)) {
         *status = http_send_error(req, 400, "invalid_utf8", 0,
-                                  "Request body is not valid UTF-8");
+                                  "Request body is not valid UTF-8 (or holds a lone "
+                                  "\\u surrogate escape)");
         goto cleanup;
     }
     tok = json_tokener_new_ex(64);

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# deps.sh: install the Debian packages ctxd needs that are missing.
+#   scripts/deps.sh build    compilers and -dev libraries (default)
+#   scripts/deps.sh runtime  only what the ctxd binary and redis need to run
+#   scripts/deps.sh test     build + what the test suite uses
+# The Dockerfile runs this same script, so the image and the tests agree.
+set -euo pipefail
+
+BUILD_PKGS="build-essential cmake pkg-config libcivetweb-dev libhiredis-dev libjson-c-dev libcurl4-openssl-dev"
+RUNTIME_PKGS="libcivetweb1 libhiredis0.14 libjson-c5 libcurl4 ca-certificates"
+SERVER_PKGS="redis-server redis-tools curl"
+TEST_PKGS="python3 python3-requests docker-compose haproxy procps iproute2"
+
+case "${1:-build}" in
+  build) want="$BUILD_PKGS $SERVER_PKGS" ;;
+  runtime) want="$RUNTIME_PKGS" ;;
+  test) want="$BUILD_PKGS $SERVER_PKGS $TEST_PKGS" ;;
+  *) echo "usage: $0 [build|runtime|test]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

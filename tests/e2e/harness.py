@@ -1,0 +1,290 @@
+"""harness.py: real redis-server and real ctxd processes for end-to-end tests.
+
+Every test file runs as `python3 tests/e2e/test_x.py` (ctest does this with
+CTXD_BIN set). Servers listen on free ports on 127.0.0.1 in temp dirs and are
+stopped by the test, or at exit at the latest.
+"""
+import atexit
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SOURCE_DIR = os.environ.get("CTXD_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+CTXD_BIN = os.environ.get("CTXD_BIN") or os.path.join(SOURCE_DIR, "build", "ctxd")
+
+_live = []  # processes to kill at exit whatever happens
+
+
+@atexit.register
+def _kill_leftovers():
+    for p in _live:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Redis:
+    """A private redis-server with AOF on, in its own temp dir."""
+
+    def __init__(self, port=None, appendonly=True):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="ctxd-redis-")
+        self.appendonly = appendonly
+        self.proc = None
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "always", "--save", "", "--daemonize", "no",
+             "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _live.append(self.proc)
+        wait_until(lambda: self.ping(), what="redis-server on %d" % self.port)
+        return self
+
+    def ping(self):
+        try:
+            return self.cli("PING") == "PONG"
+        except subprocess.SubprocessError:
+            return False
+
+    def cli(self, *args):
+        """Run redis-cli --raw against this server; returns stdout stripped."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def raw(self, *args):
+        """redis-cli --raw output lines."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"] + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.splitlines()
+
+    def keys(self, pattern="*"):
+        return sorted(k for k in self.raw("KEYS", pattern) if k)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.text[:300])
+
+
+class Ctxd:
+    """A ctxd process on a free port. env adds to a clean environment."""
+
+    def __init__(self, redis_url, env=None, args=None, port=None):
+        self.port = port or free_port()
+        self.redis_url = redis_url
+        self.extra_env = dict(env or {})
+        self.args = list(args or [])
+        self.proc = None
+        self.logfile = tempfile.NamedTemporaryFile(prefix="ctxd-log-", suffix=".log",
+                                                   delete=False)
+        self.logpath = self.logfile.name
+
+    @property
+    def base(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def env(self):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("CTXD_") and k not in (
+                 "ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
+        e.update({"CTXD_LISTEN": "127.0.0.1:%d" % self.port,
+                  "CTXD_REDIS_URL": self.redis_url, "CTXD_LOG_LEVEL": "info"})
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
+        e.update(self.extra_env)
+        return e
+
+    def start(self, wait=True):
+        self.proc = subprocess.Popen([CTXD_BIN] + self.args, env=self.env(),
+                                     stdout=self.logfile, stderr=subprocess.STDOUT)
+        _live.append(self.proc)
+        if wait:
+            def up():
+                if self.proc.poll() is not None:
+                    raise AssertionError("ctxd exited with %s:\n%s" % (
+                        self.proc.returncode, self.log()))
+                try:
+                    return self.request("GET", "/healthz", timeout=1).status == 200
+                except OSError:
+                    return False
+            wait_until(up, timeout=15, what="ctxd /healthz")
+        return self
+
+    def log(self):
+        with open(self.logpath, "r", errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Stop and return the exit code (asserting no sanitizer report)."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        log = self.log()
+        if "Sanitizer" in log or "runtime error:" in log:
+            raise AssertionError("sanitizer report in ctxd log:\n" + log[-6000:])
+        return rc
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            self.kill()
+            os.unlink(self.logpath)
+
+    def request(self, method, path, body=None, headers=None, raw=None, timeout=30):
+        """One HTTP request on a fresh connection. body (dict/list) is sent as
+        JSON; raw (bytes) is sent as is."""
+        return request(self.port, method, path, body, headers, raw, timeout)
+
+
+def request(port, method, path, body=None, headers=None, raw=None, timeout=30):
+    h = dict(headers or {})
+    data = raw
+    if body is not None:
+        data = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        conn.close()
+
+
+def sse_events(body):
+    """Parse a text/event-stream body into [(event, data-json-or-text)]."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        ev, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                ev = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        text = "\n".join(data)
+        try:
+            events.append((ev, json.loads(text)))
+        except ValueError:
+            events.append((ev, text))
+    return events
+
+
+class CtxdTestCase(unittest.TestCase):
+    """One redis-server and one ctxd per test class. Set CTXD_ENV / CTXD_ARGS
+    in a subclass to configure ctxd."""
+    CTXD_ENV = {}
+    CTXD_ARGS = []
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis().start()
+        cls.ctxd = Ctxd(cls.redis.url, env=cls.CTXD_ENV, args=cls.CTXD_ARGS).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.ctxd.stop()
+            if rc != 0:
+                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+        finally:
+            cls.ctxd.cleanup()
+            cls.redis.cleanup()
+
+    def req(self, method, path, body=None, headers=None, raw=None, timeout=30):
+        return self.ctxd.request(method, path, body, headers, raw, timeout)
+
+    def create(self, body=None, headers=None):
+        r = self.req("POST", "/mcp/context", body=body, headers=headers)
+        self.assertEqual(r.status, 201, r)
+        return r.json()["context_id"]
+
+    def turn(self, cid, message, headers=None):
+        return self.req("POST", "/mcp/context/%s/message" % cid, {"message": message},
+                        headers=headers)
+
+    def assert_error(self, r, status, code):
+        self.assertEqual(r.status, status, r)
+        self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r)
+        j = r.json()
+        self.assertEqual(j.get("code"), code, r)
+        self.assertIsInstance(j.get("error"), str)
+        self.assertTrue(j["error"], r)
+        return j
+
+
+def main():
+    """Run the file's tests; print 'N passed, N failed' and exit non-zero on
+    any failure."""
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors)
+    passed = result.testsRun - failed - len(result.skipped)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
