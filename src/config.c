@@ -29,7 +29,7 @@ static const option_def options[] = {
      "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]"},
     {"CTXD_REDIS_TIMEOUT_MS", "--redis-timeout-ms", OPT_INT, "2000", 50, 60000,
      "connect and command timeout for Redis"},
-    {"CTXD_THREADS", "--threads", OPT_INT, "32", 1, 1024,
+    {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 1024,
      "HTTP worker threads (each holds one Redis connection)"},
     {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0,
      "debug, info, warn or error"},
@@ -68,6 +68,8 @@ static const option_def options[] = {
      10, "retries after a failed model API attempt"},
     {"CTXD_UPSTREAM_RETRY_CAP_MS", "--upstream-retry-cap-ms", OPT_INT, "60000",
      0, 600000, "longest wait between attempts, retry-after included"},
+    {"CTXD_ECHO_DELAY_MS", "--echo-delay-ms", OPT_INT, "0", 0, 600000,
+     "simulated latency of the echo model (demos and tests)"},
     {"ANTHROPIC_API_KEY_FILE", "--anthropic-api-key-file", OPT_STR, "", 0, 0,
      "file holding the Anthropic key (else ANTHROPIC_API_KEY)"},
     {"OPENAI_API_KEY_FILE", "--openai-api-key-file", OPT_STR, "", 0, 0,
@@ -82,6 +84,13 @@ const char *config_provider_name(ctxd_provider p) {
     case CTXD_PROVIDER_OPENAI: return "openai";
     default: return "echo";
     }
+}
+
+void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen) {
+    if (cfg->redis_socket[0])
+        snprintf(out, outlen, "%s", cfg->redis_socket);
+    else
+        snprintf(out, outlen, "%s:%d", cfg->redis_host, cfg->redis_port);
 }
 
 void config_usage(void) {
@@ -395,6 +404,7 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
     else if (!strcmp(e, "CTXD_UPSTREAM_DEADLINE_MS")) cfg->upstream_deadline_ms = (int)n;
     else if (!strcmp(e, "CTXD_UPSTREAM_MAX_RETRIES")) cfg->upstream_max_retries = (int)n;
     else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS")) cfg->upstream_retry_cap_ms = (int)n;
+    else if (!strcmp(e, "CTXD_ECHO_DELAY_MS")) cfg->echo_delay_ms = (int)n;
     return CTXD_OK;
 }
 

@@ -5,6 +5,22 @@
 #include <string.h>
 
 #include "ctxd/llm.h"
+#include "ctxd/util.h"
+
+static int echo_delay_ms; /* written once at start, before threads */
+
+void llm_echo_set_delay(int ms) { echo_delay_ms = ms; }
+
+/* Sleep ms in slices, ticking so a turn's lock stays renewed. */
+static int echo_wait(const llm_request *req, int ms) {
+    while (ms > 0) {
+        int slice = ms < 100 ? ms : 100;
+        util_sleep_ms(slice);
+        ms -= slice;
+        if (req->on_tick && req->on_tick(req->on_tick_arg)) return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
 
 /* ASCII case-insensitive search of needle in hay[0..len). */
 static int contains_ci(const char *hay, size_t len, const char *needle) {
@@ -56,12 +72,16 @@ static char *echo_reply(const llm_request *req) {
 /* Rough token estimate: one token per four bytes, at least one. */
 static long estimate_tokens(size_t bytes) { return (long)(bytes / 4) + 1; }
 
-/* Stream the reply word by word so streaming works offline too. */
+/* Stream the reply word by word (the delay spread between words) so
+ * streaming works offline too. */
 static int echo_stream(const llm_request *req, const char *text, size_t len) {
-    size_t start = 0;
+    size_t start = 0, words = 1;
+    for (size_t i = 1; i < len; i++) words += text[i] == ' ';
+    int pause = echo_delay_ms / (int)words;
     for (size_t i = 0; i <= len; i++) {
         if (i == len || (text[i] == ' ' && i > start)) {
             size_t end = i == len ? len : i;
+            if (echo_wait(req, pause)) return CTXD_ERR;
             if (req->on_delta(req->on_delta_arg, text + start, end - start))
                 return CTXD_ERR;
             start = end;
@@ -81,9 +101,9 @@ int llm_echo_complete(const llm_request *req, llm_response *resp) {
         return CTXD_ERR;
     }
     size_t len = strlen(text);
-    if (req->on_delta && echo_stream(req, text, len)) {
+    if (req->on_delta ? echo_stream(req, text, len) : echo_wait(req, echo_delay_ms)) {
         free(text);
-        llm_response_set_error(resp, LLM_ERR_ABORTED, 0, "stream aborted by the client");
+        llm_response_set_error(resp, LLM_ERR_ABORTED, 0, "the echo call was aborted");
         return CTXD_ERR;
     }
     size_t in_bytes = req->system ? strlen(req->system) : 0;

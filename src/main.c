@@ -37,6 +37,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     log_set_level(cfg.log_level);
+    llm_echo_set_delay(cfg.echo_delay_ms);
     signal(SIGPIPE, SIG_IGN);
     /* Block the stop signals in every thread; main takes them with sigwait. */
     sigset_t stop_set;
@@ -55,9 +56,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ctxd: %s\n", err);
         goto cleanup;
     }
-    log_msg(LOG_INFO, "ctxd %s listening on http://%s:%d redis=%s provider=%s model=%s threads=%d",
-            CTXD_VERSION, cfg.listen_host, cfg.listen_port,
-            cfg.redis_socket[0] ? cfg.redis_socket : cfg.redis_host,
+    char redis_addr[300];
+    config_redis_addr(&cfg, redis_addr, sizeof(redis_addr));
+    log_msg(LOG_INFO, "ctxd %s listening on http://%s:%d redis=%s db=%d provider=%s model=%s threads=%d",
+            CTXD_VERSION, cfg.listen_host, cfg.listen_port, redis_addr, cfg.redis_db,
             config_provider_name(cfg.provider), cfg.model, cfg.threads);
     check_redis(&cfg);
     int sig = 0;

@@ -15,7 +15,7 @@
 #include "ctxd/log.h"
 
 #define KEY_LEN 320
-#define IDLE_PING_MS 2000
+#define IDLE_PING_MS 1000
 #define ADDR(s) (((store_impl *)(s)->impl)->addr)
 
 /* ---- Key names: the README's "Redis layout" section mirrors these. ---- */
@@ -203,11 +203,7 @@ store *store_new(const ctxd_config *cfg) {
         return NULL;
     }
     im->cfg = cfg;
-    if (cfg->redis_socket[0])
-        snprintf(im->addr, sizeof(im->addr), "%s", cfg->redis_socket);
-    else
-        snprintf(im->addr, sizeof(im->addr), "%s:%d", cfg->redis_host,
-                 cfg->redis_port);
+    config_redis_addr(cfg, im->addr, sizeof(im->addr));
     s->impl = im;
     return s;
 }
@@ -241,10 +237,12 @@ static void fail(store *s, store_err err, const char *fmt, ...) {
 /* A connection-level failure: drop it, tell the other threads, log. */
 static void fail_io(store *s, const char *detail) {
     store_impl *im = s->impl;
-    fail(s, STORE_ERR_IO, "Redis unavailable at %s: %s", ADDR(s), detail);
+    char why[128];
+    snprintf(why, sizeof(why), "%s", detail); /* detail may live in im->c */
+    fail(s, STORE_ERR_IO, "Redis unavailable at %s: %s", ADDR(s), why);
     drop_connection(im);
     store_invalidate_all();
-    set_up_state(im, 0, detail);
+    set_up_state(im, 0, why);
 }
 
 /* Run one command on an established connection; error replies are returned
@@ -337,6 +335,7 @@ static int ensure_connected(store *s) {
         snprintf(why, sizeof(why), "%s", c ? c->errstr : "out of memory");
         if (c) redisFree(c);
         fail(s, STORE_ERR_IO, "Redis unavailable at %s: %s", ADDR(s), why);
+        store_invalidate_all(); /* connections made before are suspect */
         set_up_state(im, 0, why);
         return CTXD_ERR;
     }
@@ -410,9 +409,25 @@ cleanup:
     return r;
 }
 
+/* Read-only commands and scripts are retried once on a fresh connection
+ * after an I/O error: the connection may have been left over from before a
+ * Redis restart. Writes are not retried (they might have been applied). */
+static redisReply *read_command(store *s, int argc, const char **argv) {
+    redisReply *r = command(s, argc, argv, NULL);
+    if (!r && s->err == STORE_ERR_IO) r = command(s, argc, argv, NULL);
+    return r;
+}
+
+static redisReply *read_eval(store *s, int script, int nkeys, const char **keys,
+                             int nargs, const char **args) {
+    redisReply *r = eval(s, script, nkeys, keys, nargs, args, NULL);
+    if (!r && s->err == STORE_ERR_IO) r = eval(s, script, nkeys, keys, nargs, args, NULL);
+    return r;
+}
+
 int store_ping(store *s) {
     const char *argv[1] = {"PING"};
-    redisReply *r = command(s, 1, argv, NULL);
+    redisReply *r = read_command(s, 1, argv);
     if (!r) return CTXD_ERR;
     freeReplyObject(r);
     return CTXD_OK;
@@ -519,7 +534,7 @@ int store_create_claim(store *s, const char *key, uint64_t fp,
     if (*claimed) return CTXD_OK;
 
     const char *get[2] = {"GET", k};
-    if (!(r = command(s, 2, get, NULL))) return CTXD_ERR;
+    if (!(r = read_command(s, 2, get))) return CTXD_ERR;
     int ok = r->type == REDIS_REPLY_STRING && r->len == 16 + 1 + UTIL_UUID_LEN;
     if (ok) {
         *existing_fp = strtoull(r->str, NULL, 16);
@@ -629,7 +644,7 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before,
     snprintf(l, sizeof(l), "%ld", limit);
     snprintf(b, sizeof(b), "%" PRId64, before);
     const char *args[3] = {w, l, b};
-    redisReply *r = eval(s, S_READ, 3, k.all, 3, args, NULL);
+    redisReply *r = read_eval(s, S_READ, 3, k.all, 3, args);
     if (!r) return CTXD_ERR;
     int rc = CTXD_ERR;
     if (r->type == REDIS_REPLY_NIL) {
@@ -710,7 +725,7 @@ int store_idem_get(store *s, const char *id, const char *key, char **record) {
     key_ctx(k, id, "idem");
     *record = NULL;
     const char *argv[3] = {"HGET", k, key};
-    redisReply *r = command(s, 3, argv, NULL);
+    redisReply *r = read_command(s, 3, argv);
     if (!r) return CTXD_ERR;
     if (r->type == REDIS_REPLY_STRING) {
         /* "<expires_ms> <rest>": expired records count as absent. */

@@ -56,6 +56,7 @@ typedef struct ctxd_config {
     int upstream_deadline_ms; /* all attempts together, backoff included */
     int upstream_max_retries;
     int upstream_retry_cap_ms; /* cap on one wait, retry-after included */
+    int echo_delay_ms; /* simulated latency of the echo model */
 } ctxd_config;
 
 /* Fill cfg with defaults, then the environment, then argv (--flags win).
@@ -72,6 +73,10 @@ int config_parse_listen(const char *value, char *host, size_t hostlen,
 /* Parse a redis:// or unix:// URL into cfg's redis_* fields. */
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
                            size_t errlen);
+
+/* The Redis address for messages: host:port or the socket path (never the
+ * password). */
+void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen);
 
 /* Name of a provider ("echo", "anthropic", "openai"). */
 const char *config_provider_name(ctxd_provider p);

@@ -93,4 +93,8 @@ void llm_response_set_error(llm_response *resp, llm_err err, int status,
  * unless out of memory. */
 int llm_echo_complete(const llm_request *req, llm_response *resp);
 
+/* Simulated latency of the echo model (CTXD_ECHO_DELAY_MS), spread over its
+ * streamed pieces. Set once at start, before any thread runs. */
+void llm_echo_set_delay(int ms);
+
 #endif
