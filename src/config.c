@@ -48,6 +48,14 @@ static const option_def options[] = {
      "most messages one context may hold (413 beyond)"},
     {"CTXD_MAX_STATE_BYTES", "--max-state-bytes", OPT_SIZE, "65536", 64,
      1073741824LL, "largest state of one context, keys plus JSON values"},
+    {"CTXD_STRATEGY", "--strategy", OPT_STR, "all", 0, 0,
+     "default for new contexts: all, window or summarize"},
+    {"CTXD_CONTEXT_TOKENS", "--context-tokens", OPT_INT, "100000", 64,
+     100000000, "default prompt budget (max_context_tokens) of new contexts"},
+    {"CTXD_DEFAULT_TTL", "--default-ttl", OPT_INT, "0", 0, 10LL * 365 * 86400,
+     "default ttl_seconds of new contexts (0: never expire)"},
+    {"CTXD_SUMMARY_BATCH", "--summary-batch", OPT_INT, "200", 2, 100000,
+     "most messages folded into a summary by one model call"},
     {"CTXD_LOCK_WAIT_MS", "--lock-wait-ms", OPT_INT, "10000", 0, 600000,
      "how long a turn waits for a busy context before 409"},
     {"CTXD_LOCK_TTL_MS", "--lock-ttl-ms", OPT_INT, "30000", 1000, 3600000,
@@ -342,6 +350,15 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
                  value);
         return CTXD_ERR;
     }
+    if (!strcmp(e, "CTXD_STRATEGY")) {
+        if (strcmp(value, "all") && strcmp(value, "window") && strcmp(value, "summarize")) {
+            snprintf(err, errlen,
+                     "CTXD_STRATEGY=%s is not allowed: use all, window or summarize", value);
+            return CTXD_ERR;
+        }
+        snprintf(cfg->strategy, sizeof(cfg->strategy), "%s", value);
+        return CTXD_OK;
+    }
     if (!strcmp(e, "CTXD_PROVIDER")) {
         if (!strcmp(value, "echo")) cfg->provider = CTXD_PROVIDER_ECHO;
         else if (!strcmp(value, "anthropic")) cfg->provider = CTXD_PROVIDER_ANTHROPIC;
@@ -405,6 +422,9 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
     else if (!strcmp(e, "CTXD_UPSTREAM_MAX_RETRIES")) cfg->upstream_max_retries = (int)n;
     else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS")) cfg->upstream_retry_cap_ms = (int)n;
     else if (!strcmp(e, "CTXD_ECHO_DELAY_MS")) cfg->echo_delay_ms = (int)n;
+    else if (!strcmp(e, "CTXD_CONTEXT_TOKENS")) cfg->context_tokens = (long)n;
+    else if (!strcmp(e, "CTXD_DEFAULT_TTL")) cfg->default_ttl_s = (long)n;
+    else if (!strcmp(e, "CTXD_SUMMARY_BATCH")) cfg->summary_batch = (long)n;
     return CTXD_OK;
 }
 

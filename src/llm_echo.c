@@ -69,8 +69,40 @@ static char *echo_reply(const llm_request *req) {
     return out;
 }
 
-/* Rough token estimate: one token per four bytes, at least one. */
-static long estimate_tokens(size_t bytes) { return (long)(bytes / 4) + 1; }
+long llm_estimate_tokens(size_t bytes) { return (long)(bytes / 4) + 4; }
+
+/* A summary fold: keep the current summary and add one short line per new
+ * message, so tests can see exactly what was folded. The prompt's layout is
+ * turn.c's (TURN_SUMMARY_* markers): "Current summary:" then "New
+ * messages:" with one "[seq N] role: text" line each. */
+static char *echo_summary(const llm_message *prompt) {
+    const char *text = prompt->content, *end = text + prompt->content_len;
+    const char *cur = strstr(text, "Current summary:\n");
+    const char *news = strstr(text, "\n\nNew messages:\n");
+    if (!cur || !news) return strdup("(echo summary: unrecognised prompt)");
+    cur += strlen("Current summary:\n");
+    size_t cap = prompt->content_len + 64, n = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    if (strncmp(cur, "(none)", 6) != 0) {
+        memcpy(out, cur, (size_t)(news - cur));
+        n = (size_t)(news - cur);
+    }
+    for (const char *p = news + strlen("\n\nNew messages:\n"); p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (l && p[0] == '[') {
+            size_t take = l > 72 ? 72 : l;
+            while (take < l && ((unsigned char)p[take] & 0xc0) == 0x80) take--; /* keep UTF-8 whole */
+            if (n) out[n++] = '\n';
+            memcpy(out + n, p, take);
+            n += take;
+        }
+        p += l + 1;
+    }
+    out[n] = '\0';
+    return out;
+}
 
 /* Stream the reply word by word (the delay spread between words) so
  * streaming works offline too. */
@@ -95,7 +127,8 @@ int llm_echo_complete(const llm_request *req, llm_response *resp) {
         llm_response_set_error(resp, LLM_ERR_BAD_REQUEST, 0, "no messages to answer");
         return CTXD_ERR;
     }
-    char *text = echo_reply(req);
+    char *text = req->summarize ? echo_summary(&req->messages[req->n_messages - 1])
+                                : echo_reply(req);
     if (!text) {
         llm_response_set_error(resp, LLM_ERR_UPSTREAM, 0, "out of memory");
         return CTXD_ERR;
@@ -106,12 +139,15 @@ int llm_echo_complete(const llm_request *req, llm_response *resp) {
         llm_response_set_error(resp, LLM_ERR_ABORTED, 0, "the echo call was aborted");
         return CTXD_ERR;
     }
-    size_t in_bytes = req->system ? strlen(req->system) : 0;
-    for (size_t i = 0; i < req->n_messages; i++) in_bytes += req->messages[i].content_len;
+    /* Counted like the estimate, but additively, the way real upstreams
+     * count: the system prompt plus every message. */
+    long in = req->system ? (long)strlen(req->system) / 4 : 0;
+    for (size_t i = 0; i < req->n_messages; i++)
+        in += llm_estimate_tokens(req->messages[i].content_len);
     resp->text = text;
     resp->text_len = len;
-    resp->input_tokens = estimate_tokens(in_bytes);
-    resp->output_tokens = estimate_tokens(len);
+    resp->input_tokens = in;
+    resp->output_tokens = llm_estimate_tokens(len);
     snprintf(resp->stop_reason, sizeof(resp->stop_reason), "end_turn");
     snprintf(resp->model, sizeof(resp->model), "%s",
              req->model && *req->model ? req->model : "echo");

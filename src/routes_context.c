@@ -200,43 +200,126 @@ static int send_created(const http_req *req, const char *id, int replayed) {
 
 /* ---- Routes ---- */
 
+/* Settings a client may give at create and change with PATCH. Strings are
+ * borrowed from the body; has_* say which were present. */
+typedef struct settings {
+    const char *system, *model, *strategy;
+    int64_t ttl_seconds, max_context_tokens, max_messages;
+    int has_system, has_model, has_strategy, has_ttl, has_budget, has_max_messages;
+} settings;
+
+/* An optional integer field in [min, max]. */
+static int int_field_or_respond(const http_req *req, json_object *obj, const char *name,
+                                int64_t min, int64_t max, int64_t *out, int *has,
+                                int *status) {
+    json_object *v;
+    if (!json_object_object_get_ex(obj, name, &v) || !v) return CTXD_OK;
+    int64_t n = json_object_get_int64(v);
+    if (!json_object_is_type(v, json_type_int) || n < min || n > max) {
+        *status = http_send_error(req, 400, "invalid_field", 0,
+                                  "Field '%s' must be an integer from %" PRId64 " to %" PRId64,
+                                  name, min, max);
+        return CTXD_ERR;
+    }
+    *out = n;
+    *has = 1;
+    return CTXD_OK;
+}
+
+static int settings_or_respond(const http_req *req, json_object *body, settings *st,
+                               int *status) {
+    const ctxd_config *cfg = req->cfg;
+    memset(st, 0, sizeof(*st));
+    if (string_field_or_respond(req, body, "system", cfg->max_message_bytes, &st->system,
+                                NULL, status) ||
+        string_field_or_respond(req, body, "model", MAX_MODEL_LEN, &st->model, NULL, status) ||
+        string_field_or_respond(req, body, "strategy", 16, &st->strategy, NULL, status) ||
+        int_field_or_respond(req, body, "ttl_seconds", 0, MAX_TTL_SECONDS, &st->ttl_seconds,
+                             &st->has_ttl, status) ||
+        int_field_or_respond(req, body, "max_context_tokens", 64, 100000000,
+                             &st->max_context_tokens, &st->has_budget, status) ||
+        int_field_or_respond(req, body, "max_messages", 0, cfg->max_messages,
+                             &st->max_messages, &st->has_max_messages, status))
+        return CTXD_ERR;
+    st->has_system = st->system != NULL;
+    st->has_model = st->model != NULL;
+    st->has_strategy = st->strategy != NULL;
+    if (st->strategy && strcmp(st->strategy, "all") && strcmp(st->strategy, "window") &&
+        strcmp(st->strategy, "summarize")) {
+        *status = http_send_error(req, 400, "invalid_field", 0,
+                                  "Field 'strategy' must be \"all\", \"window\" or \"summarize\"");
+        return CTXD_ERR;
+    }
+    if (st->has_max_messages && st->max_messages == 1) {
+        *status = http_send_error(req, 400, "invalid_field", 0,
+                                  "Field 'max_messages' must be 0 (keep all) or at least 2");
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
+
+/* The context as JSON: settings, summary, state and (if any) messages. */
+static void put_context(buf *b, const store_context *c, int with_messages, int has_more,
+                        int64_t next_before) {
+    buf_printf(b, "{\"id\":\"%s\",\"created_at\":\"%s\",\"last_updated\":\"%s\"", c->id,
+               c->created_at, c->last_updated);
+    if (with_messages) {
+        buf_puts(b, ",\"messages\":[");
+        for (size_t i = 0; i < c->n_messages; i++) {
+            if (i) buf_puts(b, ",");
+            buf_putn(b, c->messages[i].data, c->messages[i].len);
+        }
+        buf_puts(b, "],\"state\":");
+        put_state_object(b, c);
+    }
+    buf_puts(b, ",\"system\":");
+    if (c->system[0]) buf_put_json_string(b, c->system, strlen(c->system));
+    else buf_puts(b, "null");
+    buf_puts(b, ",\"model\":");
+    if (c->model[0]) buf_put_json_string(b, c->model, strlen(c->model));
+    else buf_puts(b, "null");
+    buf_printf(b, ",\"strategy\":\"%s\",\"max_context_tokens\":%" PRId64
+                  ",\"max_messages\":%" PRId64 ",\"ttl_seconds\":%" PRId64
+                  ",\"message_count\":%" PRId64 ",\"first_seq\":%" PRId64 ",\"summary\":",
+               c->strategy, c->max_context_tokens, c->max_messages, c->ttl_seconds,
+               c->total_messages, c->first_seq);
+    if (c->summary[0]) {
+        buf_puts(b, "{\"text\":");
+        buf_put_json_string(b, c->summary, strlen(c->summary));
+        buf_printf(b, ",\"covers_until_seq\":%" PRId64 ",\"tokens\":%" PRId64 "}",
+                   c->summary_upto, c->summary_tokens);
+    } else {
+        buf_puts(b, "null");
+    }
+    if (with_messages) {
+        buf_printf(b, ",\"has_more\":%s,\"next_before\":", has_more ? "true" : "false");
+        if (has_more) buf_printf(b, "%" PRId64, next_before);
+        else buf_puts(b, "null");
+    }
+    buf_puts(b, "}");
+}
+
 /* POST /mcp/context */
 static int create_context(const http_req *req) {
-    static const char *const allowed[] = {"system", "model", "ttl_seconds", "state", NULL};
+    static const char *const allowed[] = {"system", "model", "ttl_seconds", "state",
+                                          "strategy", "max_context_tokens",
+                                          "max_messages", NULL};
     const ctxd_config *cfg = req->cfg;
     json_object *body = NULL, *v;
     state_input si = {0};
-    const char *idem, *system, *model;
+    settings st = {0};
+    const char *idem;
     uint64_t fp;
-    int64_t ttl = 0;
     int status;
     char id[UTIL_UUID_LEN + 1];
 
     if (http_idem_key_or_respond(req, &idem, &status)) return status;
     if (http_json_body_or_respond(req, &body, &fp, &status)) return status;
-    if (body) {
-        if (only_fields_or_respond(req, body, allowed, &status) ||
-            string_field_or_respond(req, body, "system", cfg->max_message_bytes,
-                                    &system, NULL, &status) ||
-            string_field_or_respond(req, body, "model", MAX_MODEL_LEN, &model, NULL,
-                                    &status))
-            goto cleanup;
-        if (json_object_object_get_ex(body, "ttl_seconds", &v) && v) {
-            ttl = json_object_get_int64(v);
-            if (!json_object_is_type(v, json_type_int) || ttl < 0 || ttl > MAX_TTL_SECONDS) {
-                status = http_send_error(req, 400, "invalid_field", 0,
-                                         "Field 'ttl_seconds' must be an integer from 0 "
-                                         "(no expiry) to %lld",
-                                         MAX_TTL_SECONDS);
-                goto cleanup;
-            }
-        }
-        if (json_object_object_get_ex(body, "state", &v) && v &&
-            state_or_respond(req, v, 0, &si, &status))
-            goto cleanup;
-    } else {
-        system = model = NULL;
-    }
+    if (body && (only_fields_or_respond(req, body, allowed, &status) ||
+                 settings_or_respond(req, body, &st, &status) ||
+                 (json_object_object_get_ex(body, "state", &v) && v &&
+                  state_or_respond(req, v, 0, &si, &status))))
+        goto cleanup;
     if (util_uuid4(id)) {
         status = http_send_error(req, 503, "no_randomness", 1, "no randomness for an id");
         goto cleanup;
@@ -260,8 +343,14 @@ static int create_context(const http_req *req) {
             goto cleanup;
         }
     }
-    store_new_context nc = {id, util_now_ms(), system, model, ttl,
-                            si.keys, si.values, si.n};
+    store_new_context nc = {
+        .id = id, .now_ms = util_now_ms(), .system = st.system, .model = st.model,
+        .ttl_seconds = st.has_ttl ? st.ttl_seconds : cfg->default_ttl_s,
+        .strategy = st.has_strategy ? st.strategy : cfg->strategy,
+        .max_context_tokens = st.has_budget ? st.max_context_tokens : cfg->context_tokens,
+        .max_messages = st.max_messages,
+        .state_keys = si.keys, .state_values = si.values, .n_state = si.n,
+    };
     if (store_create(req->w->st, &nc)) {
         if (idem) store_create_unclaim(req->w->st, idem);
         status = store_failure(req, req->w->st);
@@ -274,45 +363,79 @@ cleanup:
     return status;
 }
 
-/* Parse ?limit=N&before=SEQ; anything else is a 400. */
-static int query_or_respond(const http_req *req, long *limit, int64_t *before,
-                            int *status) {
-    *limit = 0;
-    *before = 0;
+/* Query parameters: each name must be in names[]; values[i] receives the
+ * text (NULL when absent), in buffers of QUERY_VALUE_MAX. */
+#define QUERY_VALUE_MAX 96
+static int query_or_respond(const http_req *req, const char *const *names,
+                            char values[][QUERY_VALUE_MAX], const char **found,
+                            size_t n, int *status) {
+    for (size_t i = 0; i < n; i++) found[i] = NULL;
     if (!req->query || !*req->query) return CTXD_OK;
-    char q[256];
+    char q[512];
     if (strlen(req->query) >= sizeof(q)) goto bad;
     snprintf(q, sizeof(q), "%s", req->query);
     char *save = NULL;
     for (char *p = strtok_r(q, "&", &save); p; p = strtok_r(NULL, "&", &save)) {
         char *eq = strchr(p, '=');
-        if (!eq) goto bad;
+        if (!eq || !eq[1] || strlen(eq + 1) >= QUERY_VALUE_MAX) goto bad;
         *eq++ = '\0';
-        char *end;
-        long long v = strtoll(eq, &end, 10);
-        if (*end || !*eq || v < 1 || v > 1000000000LL) goto bad;
-        if (!strcmp(p, "limit")) *limit = (long)v;
-        else if (!strcmp(p, "before")) *before = v;
-        else goto bad;
+        size_t i = 0;
+        while (i < n && strcmp(p, names[i])) i++;
+        if (i == n) goto bad;
+        snprintf(values[i], QUERY_VALUE_MAX, "%s", eq);
+        found[i] = values[i];
     }
     return CTXD_OK;
-bad:
-    *status = http_send_error(req, 400, "invalid_query",
-                              0, "Query must be limit=N (newest N messages) and/or "
-                                 "before=SEQ (messages older than SEQ), positive integers");
+bad : {
+    buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < n; i++) buf_printf(&b, "%s%s=...", i ? ", " : "", names[i]);
+    *status = http_send_error(req, 400, "invalid_query", 0,
+                              "Query parameters allowed here: %s", b.data ? b.data : "none");
+    buf_free(&b);
     return CTXD_ERR;
 }
+}
 
-/* GET /mcp/context/{id} */
-static int get_context(const http_req *req) {
-    long limit;
-    int64_t before;
+/* A positive integer query value, or 0 when absent. */
+static int query_int_or_respond(const http_req *req, const char *name, const char *v,
+                                int64_t max, int64_t *out, int *status) {
+    char *end;
+    *out = 0;
+    if (!v) return CTXD_OK;
+    long long n = strtoll(v, &end, 10);
+    if (*end || n < 1 || n > max) {
+        *status = http_send_error(req, 400, "invalid_query", 0,
+                                  "Query parameter %s must be an integer from 1 to %" PRId64,
+                                  name, max);
+        return CTXD_ERR;
+    }
+    *out = n;
+    return CTXD_OK;
+}
+
+/* ?limit=N&before=SEQ for the history routes. */
+static int paging_or_respond(const http_req *req, int64_t *limit, int64_t *before,
+                             int *status) {
+    static const char *const names[] = {"limit", "before"};
+    char values[2][QUERY_VALUE_MAX];
+    const char *found[2];
+    if (query_or_respond(req, names, values, found, 2, status) ||
+        query_int_or_respond(req, "limit", found[0], 100000, limit, status) ||
+        query_int_or_respond(req, "before", found[1], INT64_MAX / 2, before, status))
+        return CTXD_ERR;
+    return CTXD_OK;
+}
+
+/* Read a page of history and render it with or without the context. */
+static int send_history(const http_req *req, int full) {
+    int64_t limit, before;
     int status;
     store_context c;
-    if (id_or_respond(req, &status) || query_or_respond(req, &limit, &before, &status))
+    if (id_or_respond(req, &status) || paging_or_respond(req, &limit, &before, &status))
         return status;
-    if (store_read(req->w->st, req->id, STORE_READ_MESSAGES | STORE_READ_STATE, limit,
-                   before, &c))
+    if (store_read(req->w->st, req->id, STORE_READ_MESSAGES | (full ? STORE_READ_STATE : 0),
+                   (long)limit, before, &c))
         return store_failure(req, req->w->st);
 
     /* Where the returned page starts, mirroring the read script. */
@@ -323,27 +446,145 @@ static int get_context(const http_req *req) {
 
     buf b;
     buf_init(&b);
-    buf_printf(&b, "{\"id\":\"%s\",\"created_at\":\"%s\",\"last_updated\":\"%s\",\"messages\":[",
-               c.id, c.created_at, c.last_updated);
-    for (size_t i = 0; i < c.n_messages; i++) {
-        if (i) buf_puts(&b, ",");
-        buf_putn(&b, c.messages[i].data, c.messages[i].len);
+    if (full) {
+        put_context(&b, &c, 1, has_more, c.first_seq + start);
+    } else {
+        buf_printf(&b, "{\"context_id\":\"%s\",\"messages\":[", c.id);
+        for (size_t i = 0; i < c.n_messages; i++) {
+            if (i) buf_puts(&b, ",");
+            buf_putn(&b, c.messages[i].data, c.messages[i].len);
+        }
+        buf_printf(&b, "],\"message_count\":%" PRId64 ",\"has_more\":%s,\"next_before\":",
+                   c.total_messages, has_more ? "true" : "false");
+        if (has_more) buf_printf(&b, "%" PRId64 "}", c.first_seq + start);
+        else buf_puts(&b, "null}");
     }
-    buf_puts(&b, "],\"state\":");
-    put_state_object(&b, &c);
-    buf_puts(&b, ",\"system\":");
-    if (c.system[0]) buf_put_json_string(&b, c.system, strlen(c.system));
-    else buf_puts(&b, "null");
-    buf_puts(&b, ",\"model\":");
-    if (c.model[0]) buf_put_json_string(&b, c.model, strlen(c.model));
-    else buf_puts(&b, "null");
-    buf_printf(&b, ",\"ttl_seconds\":%" PRId64 ",\"message_count\":%" PRId64
-                   ",\"has_more\":%s,\"next_before\":",
-               c.ttl_seconds, c.total_messages, has_more ? "true" : "false");
-    if (has_more) buf_printf(&b, "%" PRId64, c.first_seq + start);
-    else buf_puts(&b, "null");
-    buf_puts(&b, "}");
     store_context_free(&c);
+    return send_buf(req, 200, &b, NULL);
+}
+
+/* GET /mcp/context/{id} */
+static int get_context(const http_req *req) { return send_history(req, 1); }
+
+/* GET /mcp/context/{id}/messages */
+static int get_messages(const http_req *req) { return send_history(req, 0); }
+
+/* PATCH /mcp/context/{id} */
+static int patch_context(const http_req *req) {
+    static const char *const allowed[] = {"system", "model", "ttl_seconds", "strategy",
+                                          "max_context_tokens", "max_messages", NULL};
+    json_object *body = NULL;
+    settings st;
+    int status;
+    const char *fields[6], *values[6];
+    char nums[3][24];
+    size_t n = 0;
+    store_context c;
+    if (id_or_respond(req, &status) || http_json_body_or_respond(req, &body, NULL, &status))
+        return status;
+    if (!body) {
+        status = http_send_error(req, 400, "missing_field", 0,
+                                 "Send the settings to change as a JSON object, e.g. "
+                                 "{\"strategy\": \"window\", \"max_context_tokens\": 4000}");
+        goto cleanup;
+    }
+    if (only_fields_or_respond(req, body, allowed, &status) ||
+        settings_or_respond(req, body, &st, &status))
+        goto cleanup;
+    if (st.has_system) fields[n] = "system", values[n++] = st.system;
+    if (st.has_model) fields[n] = "model", values[n++] = st.model;
+    if (st.has_strategy) fields[n] = "strategy", values[n++] = st.strategy;
+    if (st.has_ttl) {
+        snprintf(nums[0], sizeof(nums[0]), "%" PRId64, st.ttl_seconds);
+        fields[n] = "ttl_seconds", values[n++] = nums[0];
+    }
+    if (st.has_budget) {
+        snprintf(nums[1], sizeof(nums[1]), "%" PRId64, st.max_context_tokens);
+        fields[n] = "max_context_tokens", values[n++] = nums[1];
+    }
+    if (st.has_max_messages) {
+        snprintf(nums[2], sizeof(nums[2]), "%" PRId64, st.max_messages);
+        fields[n] = "max_messages", values[n++] = nums[2];
+    }
+    if (store_set_settings(req->w->st, req->id, fields, values, n, util_now_ms()) ||
+        store_read(req->w->st, req->id, 0, 0, 0, &c)) {
+        status = store_failure(req, req->w->st);
+        goto cleanup;
+    }
+    buf b;
+    buf_init(&b);
+    put_context(&b, &c, 0, 0, 0);
+    store_context_free(&c);
+    status = send_buf(req, 200, &b, NULL);
+cleanup:
+    if (body) json_object_put(body);
+    return status;
+}
+
+/* A short preview of a stored message: role and the first bytes of its
+ * text, cut on a UTF-8 boundary. */
+static void put_preview(buf *b, const store_blob *m) {
+    json_object *o = m->data ? json_tokener_parse(m->data) : NULL, *role, *content;
+    if (!o || !json_object_object_get_ex(o, "role", &role) ||
+        !json_object_object_get_ex(o, "content", &content)) {
+        buf_puts(b, "null");
+        json_object_put(o);
+        return;
+    }
+    const char *t = json_object_get_string(content);
+    size_t n = (size_t)json_object_get_string_len(content), cut = n > 96 ? 96 : n;
+    while (cut < n && cut > 0 && ((unsigned char)t[cut] & 0xc0) == 0x80) cut--;
+    buf_puts(b, "{\"role\":");
+    buf_put_json_string(b, json_object_get_string(role),
+                        (size_t)json_object_get_string_len(role));
+    buf_puts(b, ",\"text\":");
+    buf_put_json_string(b, t, cut);
+    buf_printf(b, ",\"truncated\":%s}", cut < n ? "true" : "false");
+    json_object_put(o);
+}
+
+/* GET /mcp/contexts */
+static int list_contexts(const http_req *req) {
+    static const char *const names[] = {"limit", "cursor"};
+    char values[2][QUERY_VALUE_MAX], cursor_id[UTIL_UUID_LEN + 1] = "";
+    const char *found[2];
+    int64_t limit, cursor_ms = 0;
+    int status;
+    store_list_item *items;
+    size_t n;
+    if (query_or_respond(req, names, values, found, 2, &status) ||
+        query_int_or_respond(req, "limit", found[0], 1000, &limit, &status))
+        return status;
+    if (found[1]) {
+        char *dash;
+        cursor_ms = strtoll(found[1], &dash, 10);
+        if (cursor_ms <= 0 || *dash != '-' || !util_is_context_id(dash + 1))
+            return http_send_error(req, 400, "invalid_query", 0,
+                                   "Query parameter cursor must be a next_cursor value "
+                                   "from an earlier page");
+        snprintf(cursor_id, sizeof(cursor_id), "%s", dash + 1);
+    }
+    if (!limit) limit = 20;
+    if (store_list(req->w->st, (long)limit, cursor_ms, cursor_id, &items, &n))
+        return store_failure(req, req->w->st);
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"contexts\":[");
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(&b, "%s{\"id\":\"%s\",\"created_at\":\"%s\",\"last_updated\":\"%s\","
+                       "\"message_count\":%" PRId64 ",\"preview\":",
+                   i ? "," : "", items[i].id, items[i].created_at, items[i].last_updated,
+                   items[i].message_count);
+        put_preview(&b, &items[i].last_message);
+        buf_puts(&b, "}");
+    }
+    buf_puts(&b, "],\"next_cursor\":");
+    if (n == (size_t)limit && n > 0)
+        buf_printf(&b, "\"%" PRId64 "-%s\"", items[n - 1].activity_ms, items[n - 1].id);
+    else
+        buf_puts(&b, "null");
+    buf_puts(&b, "}");
+    store_list_free(items, n);
     return send_buf(req, 200, &b, NULL);
 }
 
@@ -630,7 +871,10 @@ static int patch_state(const http_req *req) { return write_state(req, 1); }
 
 void routes_context_register(void) {
     http_route("POST", "/mcp/context", create_context);
+    http_route("GET", "/mcp/contexts", list_contexts);
     http_route("GET", "/mcp/context/{id}", get_context);
+    http_route("PATCH", "/mcp/context/{id}", patch_context);
+    http_route("GET", "/mcp/context/{id}/messages", get_messages);
     http_route("DELETE", "/mcp/context/{id}", delete_context);
     http_route("POST", "/mcp/context/{id}/message", post_message);
     http_route("POST", "/mcp/context/{id}/messages", post_messages);

@@ -24,35 +24,45 @@ static void key_ctx(char *out, const char *id, const char *part) {
     snprintf(out, KEY_LEN, "ctxd:{%s}:%s", id, part);
 }
 
+/* Every context by last activity (sorted set, score = last write in ms). */
+#define KEY_INDEX "ctxd:index"
+
 static void key_create(char *out, const char *idem_key) {
     snprintf(out, KEY_LEN, "ctxd:create:{%s}", idem_key);
 }
 
-/* ---- Lua scripts. Each keeps one context's keys consistent. ---- */
+/* ---- Lua scripts. Each keeps one context's keys consistent. ----
+ *
+ * Every context script gets the same KEYS: meta messages state idem lock
+ * index, so the helpers below can rely on their positions. */
 
-/* Refresh a context's expiry from its meta ttl_seconds (KEYS 1..3). */
+/* Refresh a context's expiry from its meta ttl_seconds and move it to the
+ * front of the activity index. */
 #define LUA_TOUCH                                                         \
-    "local function touch()\n"                                            \
+    "local function touch(now_ms)\n"                                      \
     "  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds') or '0')\n" \
     "  if ttl and ttl > 0 then\n"                                         \
     "    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end\n"        \
     "  end\n"                                                             \
+    "  redis.call('ZADD', KEYS[6], now_ms, redis.call('HGET', KEYS[1], 'id'))\n" \
     "end\n"
 
-/* KEYS meta messages state idem; ARGV id now system model ttl n k1 v1 ... */
-static const char lua_create[] =
+/* ARGV id now_iso now_ms system model ttl strategy max_context_tokens
+ * max_messages n k1 v1 ... */
+static const char lua_create[] = LUA_TOUCH
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_at', ARGV[2],\n"
-    "  'last_updated', ARGV[2], 'system', ARGV[3], 'model', ARGV[4],\n"
-    "  'ttl_seconds', ARGV[5], 'next_seq', 1, 'first_seq', 1, 'version', 1)\n"
-    "local n = tonumber(ARGV[6])\n"
-    "for i = 0, n - 1 do redis.call('HSET', KEYS[3], ARGV[7 + 2 * i], ARGV[8 + 2 * i]) end\n"
-    "local ttl = tonumber(ARGV[5])\n"
-    "if ttl > 0 then for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end end\n"
+    "  'last_updated', ARGV[2], 'system', ARGV[4], 'model', ARGV[5],\n"
+    "  'ttl_seconds', ARGV[6], 'strategy', ARGV[7], 'max_context_tokens', ARGV[8],\n"
+    "  'max_messages', ARGV[9], 'next_seq', 1, 'first_seq', 1, 'summary', '',\n"
+    "  'summary_upto', 0, 'summary_tokens', 0, 'version', 1)\n"
+    "local n = tonumber(ARGV[10])\n"
+    "for i = 0, n - 1 do redis.call('HSET', KEYS[3], ARGV[11 + 2 * i], ARGV[12 + 2 * i]) end\n"
+    "touch(ARGV[3])\n"
     "return 1\n";
 
-/* KEYS meta messages state; ARGV what limit before.
- * Returns nil, or {meta-pairs, messages, state-pairs, llen}. */
+/* ARGV what limit before. Returns nil, or {meta-pairs, messages,
+ * state-pairs, llen}. */
 static const char lua_read[] =
     "local meta = redis.call('HGETALL', KEYS[1])\n"
     "if #meta == 0 then return false end\n"
@@ -76,8 +86,60 @@ static const char lua_read[] =
     "if what >= 2 then state = redis.call('HGETALL', KEYS[3]) end\n"
     "return {meta, msgs, state, len}\n";
 
-/* KEYS meta messages state idem lock; ARGV token expected_seq now_iso now_ms
- * idem_key idem_record idem_ttl max_messages n msg1 ... */
+/* What a turn sends: with strategy 'all' every message; otherwise the newest
+ * whole units (a user message and the replies after it) whose "tokens" fit
+ * max_context_tokens minus ARGV[1] (the new message), the system prompt
+ * (bytes / 4) and the summary. Reads only the tail it needs. With 'summarize' also returns up to
+ * ARGV[2] of the oldest messages that left the window but are not yet in the
+ * summary. Returns nil or {meta-pairs, window, fold, llen, window_start_seq}. */
+static const char lua_turn_read[] =
+    "local flat = redis.call('HGETALL', KEYS[1])\n"
+    "if #flat == 0 then return false end\n"
+    "local m = {}\n"
+    "for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end\n"
+    "local len = redis.call('LLEN', KEYS[2])\n"
+    "local first = tonumber(m.first_seq or '1')\n"
+    "local strategy = m.strategy or 'all'\n"
+    "if strategy == 'all' or strategy == '' then\n"
+    "  return {flat, redis.call('LRANGE', KEYS[2], 0, -1), {}, len, first}\n"
+    "end\n"
+    "local budget = tonumber(m.max_context_tokens or '0') - tonumber(ARGV[1])\n"
+    "  - math.floor(#(m.system or '') / 4)\n"
+    "if strategy == 'summarize' then budget = budget - tonumber(m.summary_tokens or '0') end\n"
+    "local acc, unit, unit_tokens, total = {}, {}, 0, 0\n"
+    "local start, i, full = len, len - 1, false\n"
+    "while i >= 0 and not full do\n"
+    "  local lo = math.max(0, i - 63)\n"
+    "  local chunk = redis.call('LRANGE', KEYS[2], lo, i)\n"
+    "  for j = #chunk, 1, -1 do\n"
+    "    local raw = chunk[j]\n"
+    "    local ok, msg = pcall(cjson.decode, raw)\n"
+    "    local t = (ok and tonumber(msg.tokens)) or math.floor(#raw / 4) + 4\n"
+    "    unit[#unit + 1] = raw\n"
+    "    unit_tokens = unit_tokens + t\n"
+    "    local idx = lo + j - 1\n"
+    "    if (ok and msg.role == 'user') or idx == 0 then\n"
+    "      if total + unit_tokens > budget then full = true break end\n"
+    "      total = total + unit_tokens\n"
+    "      for k = 1, #unit do acc[#acc + 1] = unit[k] end\n"
+    "      unit, unit_tokens, start = {}, 0, idx\n"
+    "    end\n"
+    "  end\n"
+    "  i = lo - 1\n"
+    "end\n"
+    "local window = {}\n"
+    "for k = #acc, 1, -1 do window[#window + 1] = acc[k] end\n"
+    "local fold = {}\n"
+    "if strategy == 'summarize' then\n"
+    "  local from = math.max(0, tonumber(m.summary_upto or '0') + 1 - first)\n"
+    "  local to = math.min(start - 1, from + tonumber(ARGV[2]) - 1)\n"
+    "  if to >= from then fold = redis.call('LRANGE', KEYS[2], from, to) end\n"
+    "end\n"
+    "return {flat, window, fold, len, first + start}\n";
+
+/* ARGV token expected_seq now_iso now_ms idem_key idem_record idem_ttl
+ * hard_cap n prompt_sig prompt_tokens msg1 ... Appends, trims to the
+ * context's max_messages (whole units), releases the lock. */
 static const char lua_append[] = LUA_TOUCH
     "local function unlock()\n"
     "  if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end\n"
@@ -87,10 +149,32 @@ static const char lua_append[] = LUA_TOUCH
     "local seq = tonumber(redis.call('HGET', KEYS[1], 'next_seq'))\n"
     "if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end\n"
     "local n = tonumber(ARGV[9])\n"
-    "local max = tonumber(ARGV[8])\n"
-    "if max > 0 and redis.call('LLEN', KEYS[2]) + n > max then unlock() return 'TOO_LARGE' end\n"
-    "for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[9 + i]) end\n"
+    "local keep = tonumber(redis.call('HGET', KEYS[1], 'max_messages') or '0')\n"
+    "local cap = tonumber(ARGV[8])\n"
+    "if keep > 0 then cap = math.max(cap, keep + n) end\n"
+    "if cap > 0 and keep == 0 and redis.call('LLEN', KEYS[2]) + n > cap then\n"
+    "  unlock() return 'TOO_LARGE'\n"
+    "end\n"
+    "for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[11 + i]) end\n"
     "redis.call('HSET', KEYS[1], 'next_seq', seq + n, 'last_updated', ARGV[3])\n"
+    "if ARGV[10] ~= '' then\n"
+    "  redis.call('HSET', KEYS[1], 'prompt_sig', ARGV[10], 'prompt_tokens', ARGV[11])\n"
+    "end\n"
+    "if keep > 0 and redis.call('LLEN', KEYS[2]) > keep then\n"
+    "  local drop = redis.call('LLEN', KEYS[2]) - keep\n"
+    "  redis.call('LTRIM', KEYS[2], drop, -1)\n"
+    "  while true do\n"
+    "    local head = redis.call('LINDEX', KEYS[2], 0)\n"
+    "    if not head then break end\n"
+    "    local ok, msg = pcall(cjson.decode, head)\n"
+    "    if ok and msg.role == 'user' then break end\n"
+    "    redis.call('LPOP', KEYS[2])\n"
+    "  end\n"
+    "  local head = redis.call('LINDEX', KEYS[2], 0)\n"
+    "  local first = seq + n\n"
+    "  if head then first = cjson.decode(head).seq end\n"
+    "  redis.call('HSET', KEYS[1], 'first_seq', first)\n"
+    "end\n"
     "if ARGV[5] ~= '' then\n"
     "  if redis.call('HLEN', KEYS[4]) >= 1024 then\n"
     "    local all = redis.call('HGETALL', KEYS[4])\n"
@@ -104,13 +188,14 @@ static const char lua_append[] = LUA_TOUCH
     "  redis.call('EXPIRE', KEYS[4], ARGV[7])\n"
     "end\n"
     "redis.call('DEL', KEYS[5])\n"
-    "touch()\n"
+    "touch(ARGV[4])\n"
     "return 'OK'\n";
 
-/* KEYS meta messages state idem lock. Returns 1 if the context existed. */
+/* Returns 1 if the context existed. */
 static const char lua_delete[] =
     "local e = redis.call('EXISTS', KEYS[1])\n"
     "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\n"
+    "redis.call('ZREM', KEYS[6], string.match(KEYS[1], '{(.*)}'))\n"
     "return e\n";
 
 /* KEYS lock; ARGV token ttl_ms. */
@@ -125,45 +210,103 @@ static const char lua_release[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
 
-/* KEYS meta messages state; ARGV now_iso n k1 v1 ... */
+/* ARGV now_iso now_ms n k1 v1 ... */
 static const char lua_state_put[] = LUA_TOUCH
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
     "redis.call('DEL', KEYS[3])\n"
-    "local n = tonumber(ARGV[2])\n"
-    "for i = 0, n - 1 do redis.call('HSET', KEYS[3], ARGV[3 + 2 * i], ARGV[4 + 2 * i]) end\n"
+    "local n = tonumber(ARGV[3])\n"
+    "for i = 0, n - 1 do redis.call('HSET', KEYS[3], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end\n"
     "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
-    "touch()\n"
+    "touch(ARGV[2])\n"
     "return 'OK'\n";
 
-/* KEYS meta messages state; ARGV now_iso max_bytes n (op key value)...
- * op 's' sets, 'd' deletes. The size check runs on the merged result. */
+/* ARGV now_iso now_ms max_bytes n (op key value)... op 's' sets, 'd'
+ * deletes. The size check runs on the merged result. */
 static const char lua_state_patch[] = LUA_TOUCH
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
     "local cur = redis.call('HGETALL', KEYS[3])\n"
     "local m = {}\n"
     "for i = 1, #cur, 2 do m[cur[i]] = cur[i + 1] end\n"
-    "local n = tonumber(ARGV[3])\n"
+    "local n = tonumber(ARGV[4])\n"
     "for i = 0, n - 1 do\n"
-    "  if ARGV[4 + 3 * i] == 'd' then m[ARGV[5 + 3 * i]] = nil\n"
-    "  else m[ARGV[5 + 3 * i]] = ARGV[6 + 3 * i] end\n"
+    "  if ARGV[5 + 3 * i] == 'd' then m[ARGV[6 + 3 * i]] = nil\n"
+    "  else m[ARGV[6 + 3 * i]] = ARGV[7 + 3 * i] end\n"
     "end\n"
     "local size = 0\n"
     "for k, v in pairs(m) do size = size + #k + #v end\n"
-    "if size > tonumber(ARGV[2]) then return 'TOO_LARGE' end\n"
+    "if size > tonumber(ARGV[3]) then return 'TOO_LARGE' end\n"
     "for i = 0, n - 1 do\n"
-    "  if ARGV[4 + 3 * i] == 'd' then redis.call('HDEL', KEYS[3], ARGV[5 + 3 * i])\n"
-    "  else redis.call('HSET', KEYS[3], ARGV[5 + 3 * i], ARGV[6 + 3 * i]) end\n"
+    "  if ARGV[5 + 3 * i] == 'd' then redis.call('HDEL', KEYS[3], ARGV[6 + 3 * i])\n"
+    "  else redis.call('HSET', KEYS[3], ARGV[6 + 3 * i], ARGV[7 + 3 * i]) end\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
-    "touch()\n"
+    "touch(ARGV[2])\n"
     "return 'OK'\n";
 
-enum { S_CREATE, S_READ, S_APPEND, S_DELETE, S_RENEW, S_RELEASE, S_STATE_PUT,
-       S_STATE_PATCH, S_COUNT };
+/* ARGV now_iso now_ms n field1 value1 ...: change settings. ttl_seconds 0
+ * removes the expiry. */
+static const char lua_settings[] = LUA_TOUCH
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
+    "local n = tonumber(ARGV[3])\n"
+    "for i = 0, n - 1 do\n"
+    "  local f, v = ARGV[4 + 2 * i], ARGV[5 + 2 * i]\n"
+    "  redis.call('HSET', KEYS[1], f, v)\n"
+    "  if f == 'ttl_seconds' and tonumber(v) == 0 then\n"
+    "    for k = 1, 3 do redis.call('PERSIST', KEYS[k]) end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
+    "touch(ARGV[2])\n"
+    "return 'OK'\n";
+
+/* ARGV expected_upto new_upto text tokens now_iso: store a folded summary
+ * unless someone else moved it meanwhile. */
+static const char lua_summary[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
+    "if redis.call('HGET', KEYS[1], 'summary_upto') ~= ARGV[1] then return 'CONFLICT' end\n"
+    "redis.call('HSET', KEYS[1], 'summary_upto', ARGV[2], 'summary', ARGV[3],\n"
+    "  'summary_tokens', ARGV[4], 'summary_updated_at', ARGV[5])\n"
+    "return 'OK'\n";
+
+/* KEYS index; ARGV limit cursor_score cursor_id. Contexts by last activity,
+ * newest first, after the cursor. Members whose context expired are
+ * dropped from the index. The meta and messages keys are derived here, so
+ * listing needs all contexts on one Redis (see README). */
+static const char lua_list[] =
+    "local limit, cs, cid = tonumber(ARGV[1]), ARGV[2], ARGV[3]\n"
+    "local max = '+inf'\n"
+    "if cs ~= '' then max = cs end\n"
+    "local out, gone, offset = {}, {}, 0\n"
+    "while #out < limit do\n"
+    "  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, 100)\n"
+    "  if #batch == 0 then break end\n"
+    "  for i = 1, #batch, 2 do\n"
+    "    local id, score = batch[i], batch[i + 1]\n"
+    "    if not (cs ~= '' and tonumber(score) == tonumber(cs) and id >= cid) then\n"
+    "      local meta = 'ctxd:{' .. id .. '}:meta'\n"
+    "      if redis.call('EXISTS', meta) == 1 then\n"
+    "        local h = redis.call('HMGET', meta, 'created_at', 'last_updated')\n"
+    "        local msgs = 'ctxd:{' .. id .. '}:messages'\n"
+    "        local last = redis.call('LINDEX', msgs, -1) or ''\n"
+    "        out[#out + 1] = {id, score, h[1] or '', h[2] or '', redis.call('LLEN', msgs), last}\n"
+    "        if #out >= limit then break end\n"
+    "      else\n"
+    "        gone[#gone + 1] = id\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  offset = offset + 100\n"
+    "end\n"
+    "for i = 1, #gone do redis.call('ZREM', KEYS[1], gone[i]) end\n"
+    "return out\n";
+
+enum { S_CREATE, S_READ, S_TURN_READ, S_APPEND, S_DELETE, S_RENEW, S_RELEASE,
+       S_STATE_PUT, S_STATE_PATCH, S_SETTINGS, S_SUMMARY, S_LIST, S_COUNT };
 
 static const char *const scripts[S_COUNT] = {
-    lua_create, lua_read, lua_append, lua_delete,
-    lua_renew, lua_release, lua_state_put, lua_state_patch};
+    lua_create, lua_read, lua_turn_read, lua_append, lua_delete, lua_renew,
+    lua_release, lua_state_put, lua_state_patch, lua_settings, lua_summary,
+    lua_list};
 
 /* ---- Connection management ---- */
 
@@ -435,11 +578,11 @@ int store_ping(store *s) {
 
 /* ---- Context operations ---- */
 
-/* The five keys of a context, in the order the scripts expect. */
+/* The keys of a context, in the order the scripts expect. */
 typedef struct ctx_keys {
     char meta[KEY_LEN], messages[KEY_LEN], state[KEY_LEN], idem[KEY_LEN],
         lock[KEY_LEN];
-    const char *all[5];
+    const char *all[6];
 } ctx_keys;
 
 static void ctx_keys_init(ctx_keys *k, const char *id) {
@@ -453,11 +596,60 @@ static void ctx_keys_init(ctx_keys *k, const char *id) {
     k->all[2] = k->state;
     k->all[3] = k->idem;
     k->all[4] = k->lock;
+    k->all[5] = KEY_INDEX;
+}
+
+/* Script arguments: borrowed strings and binary blobs, plus a few numbers
+ * formatted into the builder itself. */
+#define ARGS_NUMS 16
+typedef struct args {
+    const char **v;
+    size_t *len;
+    int n, cap;
+    char nums[ARGS_NUMS][24];
+    int n_nums;
+} args;
+
+static int args_init(store *s, args *a, size_t cap) {
+    memset(a, 0, sizeof(*a));
+    a->v = malloc(sizeof(*a->v) * (cap ? cap : 1));
+    a->len = malloc(sizeof(*a->len) * (cap ? cap : 1));
+    a->cap = (int)cap;
+    if (a->v && a->len) return CTXD_OK;
+    free(a->v);
+    free(a->len);
+    s->err = STORE_ERR_NOMEM;
+    snprintf(s->errstr, sizeof(s->errstr), "out of memory");
+    return CTXD_ERR;
+}
+
+static void args_free(args *a) {
+    free(a->v);
+    free(a->len);
+}
+
+static void add_bin(args *a, const char *data, size_t len) {
+    if (a->n == a->cap) return; /* sized by the caller; never reached */
+    a->v[a->n] = data ? data : "";
+    a->len[a->n++] = data ? len : 0;
+}
+
+static void add_str(args *a, const char *str) { add_bin(a, str, str ? strlen(str) : 0); }
+
+static void add_int(args *a, int64_t v) {
+    if (a->n_nums == ARGS_NUMS) return;
+    char *b = a->nums[a->n_nums++];
+    snprintf(b, 24, "%" PRId64, v);
+    add_str(a, b);
+}
+
+static redisReply *run_script(store *s, int script, int nkeys, const char **keys,
+                              args *a) {
+    return eval(s, script, nkeys, keys, a->n, a->v, a->len);
 }
 
 /* Interpret a script's status string; sets s->err on anything but OK. */
 static int script_status(store *s, redisReply *r, const char *id) {
-    store_impl *im = s->impl;
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
         if (!strcmp(r->str, "OK")) return CTXD_OK;
         if (!strcmp(r->str, "NOT_FOUND")) s->err = STORE_ERR_NOT_FOUND;
@@ -468,54 +660,51 @@ static int script_status(store *s, redisReply *r, const char *id) {
         snprintf(s->errstr, sizeof(s->errstr), "%s on context %s", r->str, id);
         return CTXD_ERR;
     }
-    s->err = STORE_ERR_REDIS;
-    snprintf(s->errstr, sizeof(s->errstr), "unexpected reply from Redis at %s",
-             im->addr);
+    fail(s, STORE_ERR_REDIS, "unexpected reply from Redis at %s%s", ADDR(s), "");
     return CTXD_ERR;
+}
+
+/* Run a context write script and read its status reply. */
+static int write_script(store *s, int script, const char *id, args *a) {
+    ctx_keys k;
+    ctx_keys_init(&k, id);
+    redisReply *r = run_script(s, script, 6, k.all, a);
+    int rc = r ? script_status(s, r, id) : CTXD_ERR;
+    if (r) freeReplyObject(r);
+    return rc;
 }
 
 int store_create(store *s, const store_new_context *nc) {
     ctx_keys k;
-    ctx_keys_init(&k, nc->id);
-    char now[UTIL_ISO_LEN], ttl[24], n[24];
-    util_iso8601(nc->now_ms, now);
-    snprintf(ttl, sizeof(ttl), "%" PRId64, nc->ttl_seconds);
-    snprintf(n, sizeof(n), "%zu", nc->n_state);
-    int nargs = 6 + 2 * (int)nc->n_state;
-    const char **args = malloc(sizeof(*args) * (size_t)nargs);
-    size_t *lens = malloc(sizeof(*lens) * (size_t)nargs);
+    args a;
+    char now[UTIL_ISO_LEN];
     int rc = CTXD_ERR;
-    redisReply *r = NULL;
-    if (!args || !lens) {
-        s->err = STORE_ERR_NOMEM;
-        snprintf(s->errstr, sizeof(s->errstr), "out of memory");
-        goto cleanup;
-    }
-    args[0] = nc->id;
-    args[1] = now;
-    args[2] = nc->system ? nc->system : "";
-    args[3] = nc->model ? nc->model : "";
-    args[4] = ttl;
-    args[5] = n;
-    for (int i = 0; i < 6; i++) lens[i] = strlen(args[i]);
+    if (args_init(s, &a, 10 + 2 * nc->n_state)) return CTXD_ERR;
+    ctx_keys_init(&k, nc->id);
+    util_iso8601(nc->now_ms, now);
+    add_str(&a, nc->id);
+    add_str(&a, now);
+    add_int(&a, nc->now_ms);
+    add_str(&a, nc->system);
+    add_str(&a, nc->model);
+    add_int(&a, nc->ttl_seconds);
+    add_str(&a, nc->strategy ? nc->strategy : "all");
+    add_int(&a, nc->max_context_tokens);
+    add_int(&a, nc->max_messages);
+    add_int(&a, (int64_t)nc->n_state);
     for (size_t i = 0; i < nc->n_state; i++) {
-        args[6 + 2 * i] = nc->state_keys[i].data;
-        lens[6 + 2 * i] = nc->state_keys[i].len;
-        args[7 + 2 * i] = nc->state_values[i].data;
-        lens[7 + 2 * i] = nc->state_values[i].len;
+        add_bin(&a, nc->state_keys[i].data, nc->state_keys[i].len);
+        add_bin(&a, nc->state_values[i].data, nc->state_values[i].len);
     }
-    r = eval(s, S_CREATE, 4, k.all, nargs, args, lens);
-    if (!r) goto cleanup;
-    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
+    redisReply *r = run_script(s, S_CREATE, 6, k.all, &a);
+    if (r && (r->type != REDIS_REPLY_INTEGER || r->integer != 1)) {
         s->err = STORE_ERR_EXISTS;
         snprintf(s->errstr, sizeof(s->errstr), "context %s already exists", nc->id);
-        goto cleanup;
+    } else if (r) {
+        rc = CTXD_OK;
     }
-    rc = CTXD_OK;
-cleanup:
     if (r) freeReplyObject(r);
-    free(args);
-    free(lens);
+    args_free(&a);
     return rc;
 }
 
@@ -543,7 +732,7 @@ int store_create_claim(store *s, const char *key, uint64_t fp,
     }
     freeReplyObject(r);
     if (!ok) {
-        /* Expired between SET and GET: treat as ours next time. */
+        /* Expired between SET and GET. */
         s->err = STORE_ERR_CONFLICT;
         snprintf(s->errstr, sizeof(s->errstr), "idempotency record changed, retry");
         return CTXD_ERR;
@@ -564,7 +753,7 @@ int store_create_unclaim(store *s, const char *key) {
 static int blob_copy(store_blob *b, const redisReply *r) {
     b->data = malloc(r->len + 1);
     if (!b->data) return CTXD_ERR;
-    memcpy(b->data, r->str, r->len);
+    memcpy(b->data, r->str ? r->str : "", r->len);
     b->data[r->len] = '\0';
     b->len = r->len;
     return CTXD_OK;
@@ -576,17 +765,38 @@ static void blobs_free(store_blob *b, size_t n) {
     free(b);
 }
 
+/* Copy an array reply of strings into a new blob array. */
+static int blobs_copy(const redisReply *arr, store_blob **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    if (!arr->elements) return CTXD_OK;
+    *out = calloc(arr->elements, sizeof(store_blob));
+    if (!*out) return CTXD_ERR;
+    for (size_t i = 0; i < arr->elements; i++, (*n)++)
+        if (blob_copy(&(*out)[i], arr->element[i])) return CTXD_ERR;
+    return CTXD_OK;
+}
+
 void store_context_free(store_context *c) {
     if (!c) return;
     free(c->system);
     free(c->model);
+    free(c->summary);
     blobs_free(c->messages, c->n_messages);
+    blobs_free(c->fold, c->n_fold);
     blobs_free(c->state_keys, c->n_state);
     blobs_free(c->state_values, c->n_state);
     memset(c, 0, sizeof(*c));
 }
 
+static int dup_field(char **dst, const char *v) {
+    free(*dst);
+    *dst = strdup(v);
+    return *dst ? CTXD_OK : CTXD_ERR;
+}
+
 static int fill_meta(store_context *out, const redisReply *meta) {
+    snprintf(out->strategy, sizeof(out->strategy), "all");
     for (size_t i = 0; i + 1 < meta->elements; i += 2) {
         const char *f = meta->element[i]->str, *v = meta->element[i + 1]->str;
         if (!f || !v) continue;
@@ -594,69 +804,62 @@ static int fill_meta(store_context *out, const redisReply *meta) {
             snprintf(out->created_at, sizeof(out->created_at), "%s", v);
         else if (!strcmp(f, "last_updated"))
             snprintf(out->last_updated, sizeof(out->last_updated), "%s", v);
-        else if (!strcmp(f, "system") && !(out->system = strdup(v)))
-            return CTXD_ERR;
-        else if (!strcmp(f, "model") && !(out->model = strdup(v)))
-            return CTXD_ERR;
+        else if (!strcmp(f, "strategy"))
+            snprintf(out->strategy, sizeof(out->strategy), "%s", v);
+        else if (!strcmp(f, "prompt_sig"))
+            snprintf(out->prompt_sig, sizeof(out->prompt_sig), "%s", v);
+        else if (!strcmp(f, "system") && dup_field(&out->system, v)) return CTXD_ERR;
+        else if (!strcmp(f, "model") && dup_field(&out->model, v)) return CTXD_ERR;
+        else if (!strcmp(f, "summary") && dup_field(&out->summary, v)) return CTXD_ERR;
         else if (!strcmp(f, "next_seq")) out->next_seq = strtoll(v, NULL, 10);
         else if (!strcmp(f, "first_seq")) out->first_seq = strtoll(v, NULL, 10);
         else if (!strcmp(f, "ttl_seconds")) out->ttl_seconds = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "max_context_tokens")) out->max_context_tokens = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "max_messages")) out->max_messages = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "summary_upto")) out->summary_upto = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "summary_tokens")) out->summary_tokens = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "prompt_tokens")) out->prompt_tokens = strtoll(v, NULL, 10);
     }
-    if (!out->system && !(out->system = strdup(""))) return CTXD_ERR;
-    if (!out->model && !(out->model = strdup(""))) return CTXD_ERR;
+    if (!out->system && dup_field(&out->system, "")) return CTXD_ERR;
+    if (!out->model && dup_field(&out->model, "")) return CTXD_ERR;
+    if (!out->summary && dup_field(&out->summary, "")) return CTXD_ERR;
     return CTXD_OK;
 }
 
-static int fill_context(store_context *out, const redisReply *r) {
-    const redisReply *meta = r->element[0], *msgs = r->element[1],
-                     *state = r->element[2];
-    if (fill_meta(out, meta)) return CTXD_ERR;
-    out->total_messages = r->element[3]->integer;
-    if (msgs->elements) {
-        out->messages = calloc(msgs->elements, sizeof(store_blob));
-        if (!out->messages) return CTXD_ERR;
-        for (size_t i = 0; i < msgs->elements; i++, out->n_messages++)
-            if (blob_copy(&out->messages[i], msgs->element[i])) return CTXD_ERR;
-    }
+static int fill_state(store_context *out, const redisReply *state) {
     size_t ns = state->elements / 2;
-    if (ns) {
-        out->state_keys = calloc(ns, sizeof(store_blob));
-        out->state_values = calloc(ns, sizeof(store_blob));
-        if (!out->state_keys || !out->state_values) return CTXD_ERR;
-        for (size_t i = 0; i < ns; i++) {
-            out->n_state++;
-            if (blob_copy(&out->state_keys[i], state->element[2 * i]) ||
-                blob_copy(&out->state_values[i], state->element[2 * i + 1]))
-                return CTXD_ERR;
-        }
+    if (!ns) return CTXD_OK;
+    out->state_keys = calloc(ns, sizeof(store_blob));
+    out->state_values = calloc(ns, sizeof(store_blob));
+    if (!out->state_keys || !out->state_values) return CTXD_ERR;
+    for (size_t i = 0; i < ns; i++) {
+        out->n_state++;
+        if (blob_copy(&out->state_keys[i], state->element[2 * i]) ||
+            blob_copy(&out->state_values[i], state->element[2 * i + 1]))
+            return CTXD_ERR;
     }
     return CTXD_OK;
 }
 
-int store_read(store *s, const char *id, int what, long limit, int64_t before,
-               store_context *out) {
-    memset(out, 0, sizeof(*out));
-    snprintf(out->id, sizeof(out->id), "%s", id);
-    ctx_keys k;
-    ctx_keys_init(&k, id);
-    char w[8], l[24], b[24];
-    snprintf(w, sizeof(w), "%d", what);
-    snprintf(l, sizeof(l), "%ld", limit);
-    snprintf(b, sizeof(b), "%" PRId64, before);
-    const char *args[3] = {w, l, b};
-    redisReply *r = read_eval(s, S_READ, 3, k.all, 3, args);
-    if (!r) return CTXD_ERR;
+/* Shared tail of the read functions: check the reply shape, fill out. */
+static int read_reply(store *s, const char *id, redisReply *r, size_t elements,
+                      store_context *out, int turn) {
     int rc = CTXD_ERR;
+    if (!r) return CTXD_ERR;
     if (r->type == REDIS_REPLY_NIL) {
         s->err = STORE_ERR_NOT_FOUND;
         snprintf(s->errstr, sizeof(s->errstr), "context %s not found", id);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
-        s->err = STORE_ERR_REDIS;
-        snprintf(s->errstr, sizeof(s->errstr), "unexpected reply reading %s", id);
-    } else if (fill_context(out, r)) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != elements) {
+        fail(s, STORE_ERR_REDIS, "unexpected reply from Redis at %s reading %s", ADDR(s), id);
+    } else if (fill_meta(out, r->element[0]) ||
+               blobs_copy(r->element[1], &out->messages, &out->n_messages) ||
+               (turn ? blobs_copy(r->element[2], &out->fold, &out->n_fold)
+                     : fill_state(out, r->element[2]))) {
         s->err = STORE_ERR_NOMEM;
         snprintf(s->errstr, sizeof(s->errstr), "out of memory");
     } else {
+        out->total_messages = r->element[3]->integer;
+        if (turn) out->window_start_seq = r->element[4]->integer;
         rc = CTXD_OK;
     }
     freeReplyObject(r);
@@ -664,10 +867,37 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before,
     return rc;
 }
 
+int store_read(store *s, const char *id, int what, long limit, int64_t before,
+               store_context *out) {
+    ctx_keys k;
+    char w[8], l[24], b[24];
+    memset(out, 0, sizeof(*out));
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    ctx_keys_init(&k, id);
+    snprintf(w, sizeof(w), "%d", what);
+    snprintf(l, sizeof(l), "%ld", limit);
+    snprintf(b, sizeof(b), "%" PRId64, before);
+    const char *a[3] = {w, l, b};
+    return read_reply(s, id, read_eval(s, S_READ, 3, k.all, 3, a), 4, out, 0);
+}
+
+int store_turn_read(store *s, const char *id, int64_t fixed_tokens, long fold_max,
+                    store_context *out) {
+    ctx_keys k;
+    char f[24], m[24];
+    memset(out, 0, sizeof(*out));
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    ctx_keys_init(&k, id);
+    snprintf(f, sizeof(f), "%" PRId64, fixed_tokens);
+    snprintf(m, sizeof(m), "%ld", fold_max);
+    const char *a[2] = {f, m};
+    return read_reply(s, id, read_eval(s, S_TURN_READ, 2, k.all, 2, a), 5, out, 1);
+}
+
 int store_delete(store *s, const char *id, int *deleted) {
     ctx_keys k;
     ctx_keys_init(&k, id);
-    redisReply *r = eval(s, S_DELETE, 5, k.all, 0, NULL, NULL);
+    redisReply *r = eval(s, S_DELETE, 6, k.all, 0, NULL, NULL);
     if (!r) return CTXD_ERR;
     *deleted = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
@@ -691,17 +921,19 @@ int store_lock_acquire(store *s, const char *id, const char *token, int ttl_ms) 
     return CTXD_OK;
 }
 
-int store_lock_renew(store *s, const char *id, const char *token, int ttl_ms) {
+/* Renew or release the lock: both act only for its owner. */
+static int lock_script(store *s, int script, const char *id, const char *token,
+                       int ttl_ms) {
     char k[KEY_LEN], px[16];
     key_ctx(k, id, "lock");
     snprintf(px, sizeof(px), "%d", ttl_ms);
     const char *keys[1] = {k};
-    const char *args[2] = {token, px};
-    redisReply *r = eval(s, S_RENEW, 1, keys, 2, args, NULL);
+    const char *a[2] = {token, px};
+    redisReply *r = eval(s, script, 1, keys, script == S_RENEW ? 2 : 1, a, NULL);
     if (!r) return CTXD_ERR;
     int ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
-    if (!ok) {
+    if (!ok && script == S_RENEW) {
         s->err = STORE_ERR_LOCK_LOST;
         snprintf(s->errstr, sizeof(s->errstr), "lock on context %s was lost", id);
         return CTXD_ERR;
@@ -709,15 +941,12 @@ int store_lock_renew(store *s, const char *id, const char *token, int ttl_ms) {
     return CTXD_OK;
 }
 
+int store_lock_renew(store *s, const char *id, const char *token, int ttl_ms) {
+    return lock_script(s, S_RENEW, id, token, ttl_ms);
+}
+
 int store_lock_release(store *s, const char *id, const char *token) {
-    char k[KEY_LEN];
-    key_ctx(k, id, "lock");
-    const char *keys[1] = {k};
-    const char *args[1] = {token};
-    redisReply *r = eval(s, S_RELEASE, 1, keys, 1, args, NULL);
-    if (!r) return CTXD_ERR;
-    freeReplyObject(r);
-    return CTXD_OK;
+    return lock_script(s, S_RELEASE, id, token, 0);
 }
 
 int store_idem_get(store *s, const char *id, const char *key, char **record) {
@@ -742,97 +971,48 @@ int store_idem_get(store *s, const char *id, const char *key, char **record) {
 }
 
 int store_append(store *s, const store_append_req *req) {
-    ctx_keys k;
-    ctx_keys_init(&k, req->id);
-    char seq[24], now_iso[UTIL_ISO_LEN], now_ms[24], ttl[16], max[24], n[24];
-    snprintf(seq, sizeof(seq), "%" PRId64, req->expected_next_seq);
+    args a;
+    char now_iso[UTIL_ISO_LEN];
+    if (args_init(s, &a, 11 + req->n_messages)) return CTXD_ERR;
     util_iso8601(req->now_ms, now_iso);
-    snprintf(now_ms, sizeof(now_ms), "%" PRId64, req->now_ms);
-    snprintf(ttl, sizeof(ttl), "%d", req->idem_ttl_s);
-    snprintf(max, sizeof(max), "%ld", req->max_messages);
-    snprintf(n, sizeof(n), "%zu", req->n_messages);
-    int nargs = 9 + (int)req->n_messages;
-    const char **args = malloc(sizeof(*args) * (size_t)nargs);
-    size_t *lens = malloc(sizeof(*lens) * (size_t)nargs);
-    int rc = CTXD_ERR;
-    redisReply *r = NULL;
-    if (!args || !lens) {
-        s->err = STORE_ERR_NOMEM;
-        snprintf(s->errstr, sizeof(s->errstr), "out of memory");
-        goto cleanup;
-    }
-    args[0] = req->token;
-    args[1] = seq;
-    args[2] = now_iso;
-    args[3] = now_ms;
-    args[4] = req->idem_key ? req->idem_key : "";
-    args[5] = req->idem_key ? req->idem_record : "";
-    args[6] = ttl;
-    args[7] = max;
-    args[8] = n;
-    for (int i = 0; i < 9; i++) lens[i] = strlen(args[i]);
-    for (size_t i = 0; i < req->n_messages; i++) {
-        args[9 + i] = req->messages[i].data;
-        lens[9 + i] = req->messages[i].len;
-    }
-    r = eval(s, S_APPEND, 5, k.all, nargs, args, lens);
-    if (!r) goto cleanup;
-    rc = script_status(s, r, req->id);
-cleanup:
-    if (r) freeReplyObject(r);
-    free(args);
-    free(lens);
+    add_str(&a, req->token);
+    add_int(&a, req->expected_next_seq);
+    add_str(&a, now_iso);
+    add_int(&a, req->now_ms);
+    add_str(&a, req->idem_key);
+    add_str(&a, req->idem_key ? req->idem_record : NULL);
+    add_int(&a, req->idem_ttl_s);
+    add_int(&a, req->max_messages);
+    add_int(&a, (int64_t)req->n_messages);
+    add_str(&a, req->prompt_sig);
+    add_int(&a, req->prompt_tokens);
+    for (size_t i = 0; i < req->n_messages; i++)
+        add_bin(&a, req->messages[i].data, req->messages[i].len);
+    int rc = write_script(s, S_APPEND, req->id, &a);
+    args_free(&a);
     return rc;
 }
 
-/* Shared body of state PUT and PATCH. ops: NULL for PUT (pairs), else one of
- * 's'/'d' per key for PATCH (triples). */
+/* Shared body of state PUT and PATCH: pairs for PUT, (op, key, value)
+ * triples for PATCH (op 's' sets, 'd' deletes). */
 static int state_write(store *s, const char *id, const store_blob *keys,
                        const store_blob *values, size_t n, size_t max_bytes,
                        int64_t now_ms, int patch) {
-    ctx_keys k;
-    ctx_keys_init(&k, id);
-    char now_iso[UTIL_ISO_LEN], max[24], cnt[24];
+    args a;
+    char now_iso[UTIL_ISO_LEN];
+    if (args_init(s, &a, 4 + 3 * n)) return CTXD_ERR;
     util_iso8601(now_ms, now_iso);
-    snprintf(max, sizeof(max), "%zu", max_bytes);
-    snprintf(cnt, sizeof(cnt), "%zu", n);
-    int fixed = patch ? 3 : 2, per = patch ? 3 : 2;
-    int nargs = fixed + per * (int)n;
-    const char **args = malloc(sizeof(*args) * (size_t)nargs);
-    size_t *lens = malloc(sizeof(*lens) * (size_t)nargs);
-    int rc = CTXD_ERR;
-    redisReply *r = NULL;
-    if (!args || !lens) {
-        s->err = STORE_ERR_NOMEM;
-        snprintf(s->errstr, sizeof(s->errstr), "out of memory");
-        goto cleanup;
-    }
-    args[0] = now_iso;
-    if (patch) {
-        args[1] = max;
-        args[2] = cnt;
-    } else {
-        args[1] = cnt;
-    }
-    for (int i = 0; i < fixed; i++) lens[i] = strlen(args[i]);
+    add_str(&a, now_iso);
+    add_int(&a, now_ms);
+    if (patch) add_int(&a, (int64_t)max_bytes);
+    add_int(&a, (int64_t)n);
     for (size_t i = 0; i < n; i++) {
-        int at = fixed + per * (int)i;
-        if (patch) {
-            args[at] = values[i].data ? "s" : "d";
-            lens[at++] = 1;
-        }
-        args[at] = keys[i].data;
-        lens[at++] = keys[i].len;
-        args[at] = values[i].data ? values[i].data : "";
-        lens[at] = values[i].data ? values[i].len : 0;
+        if (patch) add_str(&a, values[i].data ? "s" : "d");
+        add_bin(&a, keys[i].data, keys[i].len);
+        add_bin(&a, values[i].data, values[i].len);
     }
-    r = eval(s, patch ? S_STATE_PATCH : S_STATE_PUT, 3, k.all, nargs, args, lens);
-    if (!r) goto cleanup;
-    rc = script_status(s, r, id);
-cleanup:
-    if (r) freeReplyObject(r);
-    free(args);
-    free(lens);
+    int rc = write_script(s, patch ? S_STATE_PATCH : S_STATE_PUT, id, &a);
+    args_free(&a);
     return rc;
 }
 
@@ -854,4 +1034,90 @@ int store_state_patch(store *s, const char *id, const store_blob *keys,
                       const store_blob *values, size_t n, size_t max_bytes,
                       int64_t now_ms) {
     return state_write(s, id, keys, values, n, max_bytes, now_ms, 1);
+}
+
+int store_set_settings(store *s, const char *id, const char *const *fields,
+                       const char *const *values, size_t n, int64_t now_ms) {
+    args a;
+    char now_iso[UTIL_ISO_LEN];
+    if (args_init(s, &a, 3 + 2 * n)) return CTXD_ERR;
+    util_iso8601(now_ms, now_iso);
+    add_str(&a, now_iso);
+    add_int(&a, now_ms);
+    add_int(&a, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+        add_str(&a, fields[i]);
+        add_str(&a, values[i]);
+    }
+    int rc = write_script(s, S_SETTINGS, id, &a);
+    args_free(&a);
+    return rc;
+}
+
+int store_set_summary(store *s, const char *id, int64_t expected_upto, int64_t upto,
+                      const char *text, int64_t tokens, int64_t now_ms) {
+    args a;
+    char now_iso[UTIL_ISO_LEN];
+    if (args_init(s, &a, 5)) return CTXD_ERR;
+    util_iso8601(now_ms, now_iso);
+    add_int(&a, expected_upto);
+    add_int(&a, upto);
+    add_str(&a, text);
+    add_int(&a, tokens);
+    add_str(&a, now_iso);
+    ctx_keys k;
+    ctx_keys_init(&k, id);
+    redisReply *r = run_script(s, S_SUMMARY, 1, k.all, &a);
+    int rc = r ? script_status(s, r, id) : CTXD_ERR;
+    if (r) freeReplyObject(r);
+    args_free(&a);
+    return rc;
+}
+
+void store_list_free(store_list_item *items, size_t n) {
+    if (!items) return;
+    for (size_t i = 0; i < n; i++) free(items[i].last_message.data);
+    free(items);
+}
+
+int store_list(store *s, long limit, int64_t cursor_ms, const char *cursor_id,
+               store_list_item **items, size_t *n) {
+    char l[24], c[24];
+    const char *keys[1] = {KEY_INDEX};
+    snprintf(l, sizeof(l), "%ld", limit);
+    snprintf(c, sizeof(c), "%" PRId64, cursor_ms);
+    const char *a[3] = {l, cursor_ms > 0 ? c : "", cursor_id ? cursor_id : ""};
+    *items = NULL;
+    *n = 0;
+    redisReply *r = read_eval(s, S_LIST, 1, keys, 3, a);
+    if (!r) return CTXD_ERR;
+    int rc = CTXD_ERR;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        fail(s, STORE_ERR_REDIS, "unexpected reply from Redis at %s%s", ADDR(s), " listing");
+        goto cleanup;
+    }
+    if (r->elements && !(*items = calloc(r->elements, sizeof(**items)))) goto oom;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        store_list_item *it = &(*items)[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 6) continue;
+        snprintf(it->id, sizeof(it->id), "%s", e->element[0]->str ? e->element[0]->str : "");
+        it->activity_ms = strtoll(e->element[1]->str ? e->element[1]->str : "0", NULL, 10);
+        snprintf(it->created_at, sizeof(it->created_at), "%s", e->element[2]->str ? e->element[2]->str : "");
+        snprintf(it->last_updated, sizeof(it->last_updated), "%s", e->element[3]->str ? e->element[3]->str : "");
+        it->message_count = e->element[4]->integer;
+        (*n)++;
+        if (e->element[5]->len && blob_copy(&it->last_message, e->element[5])) goto oom;
+    }
+    rc = CTXD_OK;
+    goto cleanup;
+oom:
+    s->err = STORE_ERR_NOMEM;
+    snprintf(s->errstr, sizeof(s->errstr), "out of memory");
+    store_list_free(*items, *n);
+    *items = NULL;
+    *n = 0;
+cleanup:
+    freeReplyObject(r);
+    return rc;
 }

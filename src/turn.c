@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctxd/buf.h"
 #include "ctxd/log.h"
 #include "ctxd/util.h"
 
@@ -135,9 +136,11 @@ static int lock_or_fail(ctxd_worker *w, const char *id, const char *token,
     return CTXD_ERR;
 }
 
-/* The stored form of one message. Returns a JSON text (free it) or NULL. */
+/* The stored form of one message, with its token count. Returns a JSON
+ * text (free it) or NULL. */
 static char *message_json(int64_t seq, const char *role, const char *content,
-                          size_t len, int64_t now_ms, const llm_response *r) {
+                          size_t len, int64_t now_ms, int64_t tokens,
+                          const llm_response *r) {
     char iso[UTIL_ISO_LEN];
     util_iso8601(now_ms, iso);
     json_object *o = json_object_new_object();
@@ -146,6 +149,7 @@ static char *message_json(int64_t seq, const char *role, const char *content,
     json_object_object_add(o, "role", json_object_new_string(role));
     json_object_object_add(o, "content", json_object_new_string_len(content, (int)len));
     json_object_object_add(o, "created_at", json_object_new_string(iso));
+    json_object_object_add(o, "tokens", json_object_new_int64(tokens));
     if (r) {
         json_object *u = json_object_new_object();
         json_object_object_add(u, "input_tokens", r->input_tokens >= 0 ? json_object_new_int64(r->input_tokens) : NULL);
@@ -160,7 +164,7 @@ static char *message_json(int64_t seq, const char *role, const char *content,
     return out;
 }
 
-/* The turn's answer body {"context_id","ai_response","usage"}. */
+/* The turn's answer body {"context_id","ai_response","usage","model"}. */
 static char *answer_json(const char *id, const llm_response *r) {
     json_object *o = json_object_new_object();
     if (!o) return NULL;
@@ -176,31 +180,129 @@ static char *answer_json(const char *id, const llm_response *r) {
     return out;
 }
 
-/* History for the model: parse each stored message. parsed[] keeps the json
- * objects alive while msgs[] borrows their strings. */
-static int build_history(const store_context *ctx, const char *text, size_t len,
-                         json_object **parsed, llm_message *msgs, size_t *n) {
-    size_t k = 0;
-    for (size_t i = 0; i < ctx->n_messages; i++) {
-        json_object *o = json_tokener_parse(ctx->messages[i].data);
-        parsed[i] = o;
-        json_object *role, *content;
+/* Stored messages parsed for a model call. The json objects own the strings
+ * that msgs[] borrows. */
+typedef struct history {
+    json_object **parsed;
+    llm_message *msgs; /* n stored + room for one more */
+    size_t n;
+    int64_t tokens;         /* what the stored messages count */
+    int64_t last_reply_tokens; /* the newest message's, if an assistant's; else -1 */
+} history;
+
+static void history_free(history *h) {
+    for (size_t i = 0; h->parsed && i < h->n; i++) json_object_put(h->parsed[i]);
+    free(h->parsed);
+    free(h->msgs);
+    memset(h, 0, sizeof(*h));
+}
+
+static int64_t message_tokens(json_object *o, size_t content_len) {
+    json_object *t;
+    if (json_object_object_get_ex(o, "tokens", &t) && json_object_is_type(t, json_type_int))
+        return json_object_get_int64(t);
+    return llm_estimate_tokens(content_len);
+}
+
+/* Parse blobs (stored message JSON) into h. Unreadable ones are skipped. */
+static int history_parse(history *h, const char *id, const store_blob *blobs, size_t n) {
+    memset(h, 0, sizeof(*h));
+    h->last_reply_tokens = -1;
+    h->parsed = calloc(n + 1, sizeof(*h->parsed));
+    h->msgs = calloc(n + 1, sizeof(*h->msgs));
+    if (!h->parsed || !h->msgs) return CTXD_ERR;
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_tokener_parse(blobs[i].data), *role, *content;
         if (!o || !json_object_object_get_ex(o, "role", &role) ||
             !json_object_object_get_ex(o, "content", &content)) {
-            log_msg(LOG_WARN, "context %s: skipping unreadable stored message %zu",
-                    ctx->id, i);
+            log_msg(LOG_WARN, "context %s: skipping unreadable stored message", id);
+            json_object_put(o);
             continue;
         }
-        msgs[k].role = json_object_get_string(role);
-        msgs[k].content = json_object_get_string(content);
-        msgs[k].content_len = (size_t)json_object_get_string_len(content);
-        k++;
+        llm_message *m = &h->msgs[h->n];
+        h->parsed[h->n++] = o;
+        m->role = json_object_get_string(role);
+        m->content = json_object_get_string(content);
+        m->content_len = (size_t)json_object_get_string_len(content);
+        int64_t t = message_tokens(o, m->content_len);
+        h->tokens += t;
+        h->last_reply_tokens = strcmp(m->role, "assistant") ? -1 : t;
     }
-    msgs[k].role = "user";
-    msgs[k].content = text;
-    msgs[k].content_len = len;
-    *n = k + 1;
     return CTXD_OK;
+}
+
+/* What a prompt was made of: a later turn whose prompt extends it exactly
+ * can derive its new message's token count from the upstream's figures. */
+static void prompt_sig(char *out, size_t len, const store_context *c, int64_t next_seq) {
+    uint64_t h = util_fnv1a(UTIL_FNV_SEED, c->system, strlen(c->system));
+    snprintf(out, len, "%" PRId64 ":%" PRId64 ":%" PRId64 ":%08x", c->window_start_seq,
+             c->summary_upto, next_seq, (unsigned)(h & 0xffffffffu));
+}
+
+/* The system prompt the model gets: the context's own plus its summary. */
+static char *system_prompt(const store_context *c) {
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, c->system);
+    if (c->summary[0]) {
+        if (c->system[0]) buf_puts(&b, "\n\n");
+        buf_puts(&b, "Summary of the earlier conversation:\n");
+        buf_puts(&b, c->summary);
+    }
+    return buf_take(&b, NULL);
+}
+
+#define SUMMARY_SYSTEM                                                          \
+    "You maintain a running summary of a conversation between a user and an "  \
+    "assistant. Fold the new messages into the current summary. Keep names, "   \
+    "facts, decisions, preferences and open questions; drop small talk. Reply " \
+    "with the updated summary only."
+
+/* Fold the messages that left the window into the summary (strategy
+ * summarize). Only the new messages and the previous summary are sent.
+ * Returns 1 if the summary moved on; a failure is logged and retried on a
+ * later turn, never failing the turn. */
+static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick,
+                        void *tick_arg) {
+    history h;
+    llm_response r;
+    buf b;
+    int folded = 0;
+    int64_t upto = c->summary_upto;
+    llm_response_init(&r);
+    buf_init(&b);
+    if (history_parse(&h, c->id, c->fold, c->n_fold)) goto cleanup;
+    buf_printf(&b, "Current summary:\n%s\n\nNew messages:\n", c->summary[0] ? c->summary : "(none)");
+    for (size_t i = 0; i < h.n; i++) {
+        json_object *seq = NULL;
+        json_object_object_get_ex(h.parsed[i], "seq", &seq);
+        upto = json_object_get_int64(seq);
+        buf_printf(&b, "[seq %" PRId64 "] %s: ", upto, h.msgs[i].role);
+        buf_putn(&b, h.msgs[i].content, h.msgs[i].content_len);
+        buf_puts(&b, "\n");
+    }
+    if (b.err || h.n == 0) goto cleanup;
+    llm_message prompt = {"user", b.data, b.len};
+    llm_request lr = {.context_id = c->id, .system = SUMMARY_SYSTEM,
+                      .model = c->model[0] ? c->model : NULL, .messages = &prompt,
+                      .n_messages = 1, .summarize = 1, .on_tick = tick, .on_tick_arg = tick_arg};
+    if (llm_complete(w->llm, &lr, &r)) {
+        log_msg(LOG_WARN, "context %s: summary call failed (retried on a later turn): %s",
+                c->id, r.errstr);
+        goto cleanup;
+    }
+    int64_t tokens = r.output_tokens >= 0 ? r.output_tokens : llm_estimate_tokens(r.text_len);
+    if (store_set_summary(w->st, c->id, c->summary_upto, upto, r.text, tokens, util_now_ms())) {
+        log_msg(LOG_WARN, "context %s: summary not stored: %s", c->id, w->st->errstr);
+        goto cleanup;
+    }
+    log_msg(LOG_DEBUG, "context %s: summary now covers seq <= %" PRId64, c->id, upto);
+    folded = 1;
+cleanup:
+    history_free(&h);
+    llm_response_free(&r);
+    buf_free(&b);
+    return folded;
 }
 
 static void llm_error(turn_result *res, const llm_response *r) {
@@ -258,52 +360,96 @@ static int on_tick(void *arg) {
     return CTXD_OK;
 }
 
+/* Read what the turn sends; with strategy summarize, fold what left the
+ * window first (and read again, as the summary changed the budget). */
+static int read_for_turn(ctxd_worker *w, const turn_request *req, tick_state *ts,
+                         int64_t fixed, store_context *ctx, turn_result *res) {
+    const char *id = req->context_id;
+    if (store_turn_read(w->st, id, fixed, w->cfg->summary_batch, ctx)) {
+        store_error(res, w->st, id);
+        return CTXD_ERR;
+    }
+    if (!strcmp(ctx->strategy, "summarize") && ctx->n_fold &&
+        fold_summary(w, ctx, on_tick, ts)) {
+        store_context_free(ctx);
+        if (store_turn_read(w->st, id, fixed, w->cfg->summary_batch, ctx)) {
+            store_error(res, w->st, id);
+            return CTXD_ERR;
+        }
+    }
+    if (ts->lost) {
+        set_error(res, 409, "context_busy",
+                  "Context %s: this turn lost its lock while summarizing; nothing was "
+                  "stored, retry the request", id);
+        res->retry_after_s = 1;
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
+
+/* 413 when the prompt cannot fit the context's budget. */
+static int check_budget(const store_context *ctx, const history *h, int64_t fixed,
+                        turn_result *res) {
+    int64_t need = fixed + (!strcmp(ctx->strategy, "summarize") ? ctx->summary_tokens : 0);
+    if (!strcmp(ctx->strategy, "all")) need += h->tokens;
+    if (need <= ctx->max_context_tokens) return CTXD_OK;
+    set_error(res, 413, "prompt_too_large",
+              "Context %s: the prompt would need about %" PRId64 " tokens but "
+              "max_context_tokens is %" PRId64 "; %s",
+              ctx->id, need, ctx->max_context_tokens,
+              strcmp(ctx->strategy, "all")
+                  ? "the new message and system prompt alone exceed it"
+                  : "use strategy window or summarize (PATCH /mcp/context/{id}) or raise "
+                    "max_context_tokens");
+    return CTXD_ERR;
+}
+
 /* Everything after the lock is held. */
 static int run_locked(ctxd_worker *w, const turn_request *req, const char *token,
                       turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     const char *id = req->context_id;
     store_context ctx;
-    json_object **parsed = NULL;
-    llm_message *msgs = NULL;
+    history h = {0};
     llm_response r;
-    char *user = NULL, *reply = NULL, *body = NULL, *rec = NULL;
+    char *user = NULL, *reply = NULL, *body = NULL, *rec = NULL, *system = NULL;
+    char sig_before[64], sig_after[64];
     int rc = CTXD_ERR;
     llm_response_init(&r);
+    memset(&ctx, 0, sizeof(ctx));
 
-    if (check_idem(w, id, req->idem_key, req->fingerprint, res)) return res->status < 400 ? CTXD_OK : CTXD_ERR;
-    if (store_read(w->st, id, STORE_READ_MESSAGES, 0, 0, &ctx)) {
-        store_error(res, w->st, id);
-        return CTXD_ERR;
-    }
-    if (ctx.total_messages + 2 > cfg->max_messages) {
+    if (check_idem(w, id, req->idem_key, req->fingerprint, res))
+        return res->status < 400 ? CTXD_OK : CTXD_ERR;
+    tick_state ts = {w, id, token, util_mono_ms(), 0};
+    /* The new message is estimated; the read script adds the system
+     * prompt's share (bytes / 4) and the summary's known count. */
+    int64_t user_estimate = llm_estimate_tokens(req->message_len);
+    if (read_for_turn(w, req, &ts, user_estimate, &ctx, res)) goto cleanup;
+    int64_t fixed = user_estimate + (int64_t)strlen(ctx.system) / 4;
+    if (ctx.total_messages + 2 > cfg->max_messages && ctx.max_messages == 0) {
         set_error(res, 413, "context_full",
-                  "Context %s holds %" PRId64 " messages; at most %ld are "
-                  "allowed (CTXD_MAX_MESSAGES)",
-                  id, ctx.total_messages, cfg->max_messages);
+                  "Context %s holds %" PRId64 " messages; at most %ld are allowed "
+                  "(CTXD_MAX_MESSAGES); set max_messages on the context to keep only "
+                  "the newest", id, ctx.total_messages, cfg->max_messages);
         goto cleanup;
     }
-    parsed = calloc(ctx.n_messages + 1, sizeof(*parsed));
-    msgs = calloc(ctx.n_messages + 1, sizeof(*msgs));
-    if (!parsed || !msgs) {
+    if (history_parse(&h, id, ctx.messages, ctx.n_messages)) {
         set_error(res, 503, "out_of_memory", "out of memory");
         goto cleanup;
     }
-    size_t n = 0;
-    build_history(&ctx, req->message, req->message_len, parsed, msgs, &n);
-
-    tick_state ts = {w, id, token, util_mono_ms(), 0};
+    if (check_budget(&ctx, &h, fixed, res)) goto cleanup;
+    h.msgs[h.n].role = "user";
+    h.msgs[h.n].content = req->message;
+    h.msgs[h.n].content_len = req->message_len;
+    if (!(system = system_prompt(&ctx))) {
+        set_error(res, 503, "out_of_memory", "out of memory");
+        goto cleanup;
+    }
     llm_request lr = {
-        .context_id = id,
-        .system = ctx.system[0] ? ctx.system : NULL,
-        .model = ctx.model[0] ? ctx.model : NULL,
-        .max_tokens = 0,
-        .messages = msgs,
-        .n_messages = n,
-        .on_delta = req->on_delta,
-        .on_delta_arg = req->stream_arg,
-        .on_tick = on_tick,
-        .on_tick_arg = &ts,
+        .context_id = id, .system = system[0] ? system : NULL,
+        .model = ctx.model[0] ? ctx.model : NULL, .messages = h.msgs,
+        .n_messages = h.n + 1, .on_delta = req->on_delta,
+        .on_delta_arg = req->stream_arg, .on_tick = on_tick, .on_tick_arg = &ts,
     };
     if (req->on_start) {
         req->on_start(req->stream_arg);
@@ -323,9 +469,23 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         goto cleanup;
     }
 
+    /* The user message's tokens: exact when this prompt extends the last
+     * one (input now - input then - the reply in between), else estimated. */
+    int64_t user_tokens = user_estimate;
+    prompt_sig(sig_before, sizeof(sig_before), &ctx, ctx.next_seq);
+    if (r.input_tokens > 0 && ctx.prompt_tokens > 0 && h.last_reply_tokens >= 0 &&
+        !strcmp(sig_before, ctx.prompt_sig)) {
+        int64_t exact = r.input_tokens - ctx.prompt_tokens - h.last_reply_tokens;
+        if (exact > 0) user_tokens = exact;
+    }
+    int64_t reply_tokens = r.output_tokens >= 0 ? r.output_tokens : llm_estimate_tokens(r.text_len);
+    prompt_sig(sig_after, sizeof(sig_after), &ctx, ctx.next_seq + 2);
+
     int64_t now = util_now_ms();
-    user = message_json(ctx.next_seq, "user", req->message, req->message_len, now, NULL);
-    reply = message_json(ctx.next_seq + 1, "assistant", r.text, r.text_len, now, &r);
+    user = message_json(ctx.next_seq, "user", req->message, req->message_len, now,
+                        user_tokens, NULL);
+    reply = message_json(ctx.next_seq + 1, "assistant", r.text, r.text_len, now,
+                         reply_tokens, &r);
     body = answer_json(id, &r);
     if (body && req->idem_key) rec = idem_record(cfg->idempotency_ttl_s, req->fingerprint, 200, body);
     if (!user || !reply || !body || (req->idem_key && !rec)) {
@@ -338,6 +498,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         .now_ms = now, .messages = blobs, .n_messages = 2,
         .idem_key = req->idem_key, .idem_record = rec,
         .idem_ttl_s = cfg->idempotency_ttl_s, .max_messages = cfg->max_messages,
+        .prompt_sig = r.input_tokens > 0 ? sig_after : NULL, .prompt_tokens = r.input_tokens,
     };
     if (store_append(w->st, &ar)) {
         store_error(res, w->st, id);
@@ -348,14 +509,12 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
     body = NULL;
     rc = CTXD_OK;
 cleanup:
-    if (parsed)
-        for (size_t i = 0; i < ctx.n_messages; i++) json_object_put(parsed[i]);
-    free(parsed);
-    free(msgs);
+    history_free(&h);
     free(user);
     free(reply);
     free(body);
     free(rec);
+    free(system);
     llm_response_free(&r);
     store_context_free(&ctx);
     return rc;
@@ -392,7 +551,7 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req,
         store_error(res, w->st, id);
         return CTXD_ERR;
     }
-    if (ctx.total_messages + (int64_t)req->n > cfg->max_messages) {
+    if (ctx.max_messages == 0 && ctx.total_messages + (int64_t)req->n > cfg->max_messages) {
         set_error(res, 413, "context_full",
                   "Context %s holds %" PRId64 " messages; %zu more would exceed "
                   "the limit of %ld (CTXD_MAX_MESSAGES)",
@@ -404,7 +563,8 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req,
     int64_t now = util_now_ms();
     for (size_t i = 0; i < req->n; i++) {
         blobs[i].data = message_json(ctx.next_seq + (int64_t)i, req->roles[i],
-                                     req->contents[i], req->content_lens[i], now, NULL);
+                                     req->contents[i], req->content_lens[i], now,
+                                     llm_estimate_tokens(req->content_lens[i]), NULL);
         if (!blobs[i].data) goto oom;
         blobs[i].len = strlen(blobs[i].data);
     }

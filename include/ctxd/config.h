@@ -34,6 +34,12 @@ typedef struct ctxd_config {
     long max_messages;
     size_t max_state_bytes;
 
+    /* Windowing and expiry defaults for new contexts */
+    char strategy[16]; /* all, window or summarize */
+    long context_tokens;
+    long default_ttl_s;
+    long summary_batch; /* most messages folded into a summary per call */
+
     /* Turn coordination */
     int lock_wait_ms;
     int lock_ttl_ms;

@@ -31,6 +31,7 @@ typedef struct llm_request {
     size_t n_messages;
     llm_delta_fn on_delta; /* non-NULL: stream from the upstream */
     void *on_delta_arg;
+    int summarize; /* a summary fold, not a conversation turn (echo tells them apart) */
     llm_tick_fn on_tick; /* may be NULL */
     void *on_tick_arg;
 } llm_request;
@@ -88,6 +89,10 @@ void llm_response_free(llm_response *resp); /* frees resp->text only */
 void llm_response_set_error(llm_response *resp, llm_err err, int status,
                             const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Token estimate for text not yet counted by an upstream: a message costs
+ * its bytes / 4 plus 4 (role and framing). */
+long llm_estimate_tokens(size_t bytes);
 
 /* Providers: each in its own file. The echo provider is pure and never fails
  * unless out of memory. */

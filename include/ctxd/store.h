@@ -47,6 +47,20 @@ typedef struct store_context {
     int64_t first_seq; /* seq of the oldest message still in the list */
     int64_t ttl_seconds; /* 0: no expiry */
     int64_t total_messages; /* messages in the list */
+    char strategy[16];      /* all, window or summarize */
+    int64_t max_context_tokens;
+    int64_t max_messages;   /* 0: keep everything (up to the hard cap) */
+    char *summary;          /* owned, "" when none */
+    int64_t summary_upto;   /* the summary covers seqs <= this */
+    int64_t summary_tokens;
+    char prompt_sig[64];    /* what the last turn sent, see turn.c */
+    int64_t prompt_tokens;  /* its input tokens as the upstream counted */
+
+    /* store_turn_read only: messages that left the window but are not in the
+     * summary yet (oldest first), and the seq the window starts at. */
+    store_blob *fold;
+    size_t n_fold;
+    int64_t window_start_seq;
 
     store_blob *messages; /* owned; the range asked for, oldest first */
     size_t n_messages;
@@ -68,6 +82,9 @@ typedef struct store_new_context {
     const char *system; /* may be NULL */
     const char *model;  /* may be NULL */
     int64_t ttl_seconds;
+    const char *strategy;
+    int64_t max_context_tokens;
+    int64_t max_messages;
     const store_blob *state_keys; /* JSON-encoded values in state_values */
     const store_blob *state_values;
     size_t n_state;
@@ -110,6 +127,38 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before,
                store_context *out);
 void store_context_free(store_context *c); /* accepts NULL */
 
+/* Read what a turn needs, reading only the tail of the history: see
+ * lua_turn_read in store.c. fixed_tokens: the system prompt and the new
+ * message; fold_max: most messages to return for summarizing. */
+int store_turn_read(store *s, const char *id, int64_t fixed_tokens, long fold_max,
+                    store_context *out);
+
+/* Change settings: fields[i] = values[i] in the meta hash (names checked by
+ * the caller). CTXD_ERR with NOT_FOUND. */
+int store_set_settings(store *s, const char *id, const char *const *fields,
+                       const char *const *values, size_t n, int64_t now_ms);
+
+/* Store a folded summary covering seqs <= upto, only if the summary still
+ * covers expected_upto (else CTXD_ERR with STORE_ERR_CONFLICT). */
+int store_set_summary(store *s, const char *id, int64_t expected_upto, int64_t upto,
+                      const char *text, int64_t tokens, int64_t now_ms);
+
+typedef struct store_list_item {
+    char id[UTIL_UUID_LEN + 1];
+    char created_at[UTIL_ISO_LEN];
+    char last_updated[UTIL_ISO_LEN];
+    int64_t activity_ms; /* index score: last write */
+    int64_t message_count;
+    store_blob last_message; /* JSON text, data NULL when none */
+} store_list_item;
+
+/* Contexts by last activity, newest first, strictly after the cursor
+ * (cursor_ms 0: from the start). *items is owned by the caller: free with
+ * store_list_free. */
+int store_list(store *s, long limit, int64_t cursor_ms, const char *cursor_id,
+               store_list_item **items, size_t *n);
+void store_list_free(store_list_item *items, size_t n);
+
 /* Delete every key of a context. *deleted = 1 if it existed. */
 int store_delete(store *s, const char *id, int *deleted);
 
@@ -136,7 +185,9 @@ typedef struct store_append_req {
     const char *idem_key; /* may be NULL */
     const char *idem_record;
     int idem_ttl_s;
-    long max_messages;
+    long max_messages;    /* hard cap when the context does not trim */
+    const char *prompt_sig; /* may be NULL: leave the last turn's figures */
+    int64_t prompt_tokens;
 } store_append_req;
 
 /* CTXD_ERR with NOT_FOUND (deleted meanwhile), LOCK_LOST, CONFLICT or

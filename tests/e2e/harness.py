@@ -288,3 +288,40 @@ def main():
     passed = result.testsRun - failed - len(result.skipped)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
+
+
+class FakeUpstream:
+    """tests/fakes/fake_upstream.py on a free port (Anthropic and OpenAI
+    wire formats); see its docstring for the admin API."""
+
+    def __init__(self, anthropic_key="test-key", openai_key="test-key"):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(SOURCE_DIR, "tests", "fakes", "fake_upstream.py"),
+             "--port", "0", "--anthropic-key", anthropic_key, "--openai-key", openai_key],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        _live.append(self.proc)
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "PORT":
+            raise AssertionError("fake upstream did not start: %r" % line)
+        self.port = int(line[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def admin(self, method, path, body=None):
+        r = request(self.port, method, "/_admin/" + path, body)
+        if r.status != 200:
+            raise AssertionError("fake admin %s %s: %r" % (method, path, r))
+        return r.json()
+
+    def script(self, *behaviours):
+        self.admin("POST", "script", list(behaviours))
+
+    def requests(self):
+        return self.admin("GET", "requests")["requests"]
+
+    def reset(self):
+        self.admin("POST", "reset")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -21,7 +21,9 @@ The default reply depends on the conversation received, so a test can check
 that the whole history was sent:
   "fake-anthropic reply #<number of user messages> to: <last user message>"
   "fake-openai reply #<number of user messages> to: <last user message>"
-(with " [system: <system prompt>]" appended when there was one).
+(with " [system: <system prompt>]" appended when there was one; the last
+message is cut to 200 characters and the system prompt to 60, "..." marking
+a cut).
 
 Every request (admin ones excepted) is validated the way the real API would:
 headers (x-api-key - or Authorization: Bearer, as the newest Anthropic SDKs
@@ -121,12 +123,18 @@ def text_of(content):
     return ""
 
 
+def clip(text, n):
+    """At most n characters, marked with '...' when cut (a model's answer
+    does not grow with its prompt)."""
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def reply_for(prefix, messages, system):
     users = [m for m in messages if m.get("role") == "user"]
     last = text_of(users[-1].get("content")) if users else ""
-    text = "%s reply #%d to: %s" % (prefix, len(users), last)
+    text = "%s reply #%d to: %s" % (prefix, len(users), clip(last, 200))
     if system:
-        text += " [system: %s]" % system
+        text += " [system: %s]" % clip(system, 60)
     return text
 
 
