@@ -58,7 +58,7 @@ static const option_def options[] = {
      "most messages folded into a summary by one model call"},
     {"CTXD_LOCK_WAIT_MS", "--lock-wait-ms", OPT_INT, "10000", 0, 600000,
      "how long a turn waits for a busy context before 409"},
-    {"CTXD_LOCK_TTL_MS", "--lock-ttl-ms", OPT_INT, "30000", 1000, 3600000,
+    {"CTXD_LOCK_TTL_MS", "--lock-ttl-ms", OPT_INT, "10000", 1000, 3600000,
      "lifetime of a turn lock, renewed while the model works"},
     {"CTXD_IDEMPOTENCY_TTL", "--idempotency-ttl", OPT_INT, "86400", 1,
      30 * 86400, "seconds an Idempotency-Key is remembered"},

@@ -243,23 +243,44 @@ static void copy_text(char *out, size_t cap, const char *s, size_t len) {
     utf8_trim(out);
 }
 
+/* Copy text into out after removing secret from the whole of it, so a cut
+ * can never leave part of the secret behind. */
+static void copy_scrubbed(char *out, size_t cap, const char *s, size_t len,
+                          const char *secret) {
+    if (!secret || !*secret) {
+        copy_text(out, cap, s, len);
+        return;
+    }
+    size_t room = len * 2 + 32; /* "[redacted]" may be longer than the key */
+    char *tmp = malloc(room);
+    if (!tmp) {
+        if (cap) out[0] = '\0';
+        return;
+    }
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    llm_http_scrub(tmp, room, secret);
+    copy_text(out, cap, tmp, strlen(tmp));
+    free(tmp);
+}
+
 /* A type or code field: a string, or a number written out. */
-static void copy_code(char *out, size_t cap, json_object *v) {
+static void copy_code(char *out, size_t cap, json_object *v, const char *secret) {
     if (!v || json_object_is_type(v, json_type_null)) return;
     const char *s = json_object_is_type(v, json_type_string)
                         ? json_object_get_string(v)
                         : json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
-    if (s) copy_text(out, cap, s, strlen(s));
+    if (s) copy_scrubbed(out, cap, s, strlen(s), secret);
 }
 
-void llm_http_error_info(const char *body, size_t len, char *type,
+void llm_http_error_info(const char *body, size_t len, const char *secret, char *type,
                          size_t typelen, char *msg, size_t msglen) {
     if (typelen) type[0] = '\0';
     if (msglen) msg[0] = '\0';
     if (!body || !len) return;
     json_object *o = llm_json_parse(body, len);
     if (!o || !json_object_is_type(o, json_type_object)) {
-        if (!o) copy_text(msg, msglen, body, len < 400 ? len : 400);
+        if (!o) copy_scrubbed(msg, msglen, body, len, secret);
         json_object_put(o);
         return;
     }
@@ -269,9 +290,9 @@ void llm_http_error_info(const char *body, size_t len, char *type,
         json_object_is_type(e, json_type_object)) {
         if (json_object_object_get_ex(e, "type", &v) &&
             !json_object_is_type(v, json_type_null))
-            copy_code(type, typelen, v);
+            copy_code(type, typelen, v, secret);
         else if (json_object_object_get_ex(e, "code", &v))
-            copy_code(type, typelen, v);
+            copy_code(type, typelen, v, secret);
         m = llm_json_str(e, "message");
     } else if (e && json_object_is_type(e, json_type_string)) {
         m = json_object_get_string(e);
@@ -282,7 +303,7 @@ void llm_http_error_info(const char *body, size_t len, char *type,
     } else {
         m = llm_json_str(o, "message");
     }
-    if (m) copy_text(msg, msglen, m, strlen(m));
+    if (m) copy_scrubbed(msg, msglen, m, strlen(m), secret);
     json_object_put(o);
 }
 
@@ -341,6 +362,8 @@ llm_err llm_http_status_err(int status) {
     if (status >= 400) return LLM_ERR_BAD_REQUEST;
     return LLM_ERR_UPSTREAM;
 }
+
+const char *llm_http_secret(const llm_http *h) { return h && h->call ? h->call->secret : NULL; }
 
 void llm_http_scrub(char *s, size_t cap, const char *secret) {
     static const char mark[] = "[redacted]";
@@ -402,9 +425,14 @@ void llm_http_fail(llm_http *h, llm_err err, int status, int retryable,
     h->f_err = err;
     h->f_status = status;
     h->f_retryable = retryable;
+    /* Format in full and scrub the key before cutting to f_msg's size. */
+    char full[8192];
     va_start(ap, fmt);
-    vsnprintf(h->f_msg, sizeof(h->f_msg), fmt, ap);
+    int n = vsnprintf(full, sizeof(full), fmt, ap);
     va_end(ap);
+    copy_scrubbed(h->f_msg, sizeof(h->f_msg), full,
+                  n < 0 ? 0 : (size_t)n < sizeof(full) ? (size_t)n : sizeof(full) - 1,
+                  h->call ? h->call->secret : NULL);
 }
 
 int llm_http_emit(llm_http *h, const char *text, size_t len) {
@@ -603,7 +631,8 @@ static const char *status_prefix(llm_err err) {
 /* A non-2xx answer: record its error. */
 static void fail_status(llm_http *h) {
     char type[64], msg[180];
-    llm_http_error_info(h->body, h->body_len, type, sizeof(type), msg, sizeof(msg));
+    llm_http_error_info(h->body, h->body_len, h->call ? h->call->secret : NULL, type,
+                        sizeof(type), msg, sizeof(msg));
     llm_err err = llm_http_status_err(h->status);
     llm_http_fail(h, err, h->status, llm_http_should_retry(h->status, h->should_retry),
                   "%s: HTTP %d%s%s%s%s", status_prefix(err), h->status,

@@ -117,8 +117,9 @@ long llm_json_long(json_object *obj, const char *key);
 /* Pull a type and message out of an upstream error body in any of the
  * shapes providers use: {"error":{"type","message","code"}}, Anthropic's
  * {"type":"error","error":{...}}, {"error":"text"}, {"detail":...},
- * {"message":...}, or plain text. Writes empty strings when there is none. */
-void llm_http_error_info(const char *body, size_t len, char *type,
+ * {"message":...}, or plain text. Writes empty strings when there is none.
+ * secret (may be NULL) is removed from the full text before it is cut. */
+void llm_http_error_info(const char *body, size_t len, const char *secret, char *type,
                          size_t typelen, char *msg, size_t msglen);
 
 /* Decide whether a failed HTTP status is worth another attempt, as the
@@ -145,6 +146,9 @@ llm_err llm_http_status_err(int status);
 /* Replace every occurrence of secret in s (a NUL-terminated buffer of size
  * cap) with "[redacted]". */
 void llm_http_scrub(char *s, size_t cap, const char *secret);
+
+/* The API key of the call in progress (borrowed), or NULL. */
+const char *llm_http_secret(const llm_http *h);
 
 /* The endpoint URL: base with path appended, skipping a duplicated "/v1"
  * when base already ends with it. Returns CTXD_ERR when it does not fit. */

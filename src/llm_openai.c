@@ -100,7 +100,7 @@ static int emit_string(llm_http *h, json_object *obj, const char *key) {
 /* An error object inside a 200 stream (vLLM, LiteLLM and gateways send them). */
 static void stream_error(llm_http *h, const char *data, size_t len) {
     char type[64], msg[160];
-    llm_http_error_info(data, len, type, sizeof(type), msg, sizeof(msg));
+    llm_http_error_info(data, len, llm_http_secret(h), type, sizeof(type), msg, sizeof(msg));
     llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0,
                   "the upstream stream failed after HTTP 200: %s: %s",
                   type[0] ? type : "error", msg[0] ? msg : "no message");

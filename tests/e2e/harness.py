@@ -285,7 +285,7 @@ def main():
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     failed = len(result.failures) + len(result.errors)
-    passed = result.testsRun - failed - len(result.skipped)
+    passed = max(0, result.testsRun - failed - len(result.skipped))
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
 

@@ -586,12 +586,8 @@ class ProviderTests:
                 return self.KEY[:n]
         return None
 
-    # BUG (src/llm_http.c fail_status / report_failure): the upstream's error
-    # message is cut to 180 bytes (copy_text into msg[180]) before
-    # llm_http_scrub() looks for the key, and the scrub only matches the whole
-    # key. A key echoed across that cut reaches the client and the log in part
-    # (e.g. "sk-ant-e2e-1518..." with only the last few characters missing).
-    @unittest.expectedFailure
+    # A key echoed across the point where an error message is cut must not
+    # leak in part: the key is removed from the full text before any cut.
     def test_key_echoed_in_a_long_error_does_not_leak_partly(self):
         cid = self.create()
         leaks = []

@@ -164,7 +164,8 @@ TEST(test_llm_http_status_mapping) {
 
 static void info(const char *body, const char *want_type, const char *want_msg) {
     char type[64], msg[200];
-    llm_http_error_info(body, body ? strlen(body) : 0, type, sizeof(type), msg, sizeof(msg));
+    llm_http_error_info(body, body ? strlen(body) : 0, NULL, type, sizeof(type), msg,
+                        sizeof(msg));
     CHECK_STR(type, want_type);
     CHECK_STR(msg, want_msg);
 }
