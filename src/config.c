@@ -33,6 +33,12 @@ static const option_def options[] = {
      "HTTP worker threads (each holds one Redis connection)"},
     {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0,
      "debug, info, warn or error"},
+    {"CTXD_LOG_FORMAT", "--log-format", OPT_STR, "json", 0, 0,
+     "json (JSON lines), logfmt or text"},
+    {"CTXD_LOG_FILE", "--log-file", OPT_STR, "", 0, 0,
+     "append the log to this file instead of stderr (SIGHUP reopens it)"},
+    {"CTXD_SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", OPT_INT, "30000", 0, 3600000,
+     "on SIGTERM/SIGINT, how long in-flight requests may take to finish"},
     {"CTXD_PROVIDER", "--provider", OPT_STR, NULL, 0, 0,
      "echo, anthropic or openai (default: anthropic if ANTHROPIC_API_KEY is "
      "set, else openai if OPENAI_API_KEY is set, else echo)"},
@@ -350,6 +356,26 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
                  value);
         return CTXD_ERR;
     }
+    if (!strcmp(e, "CTXD_LOG_FORMAT")) {
+        static const char *formats[] = {"json", "logfmt", "text"};
+        for (int i = 0; i < 3; i++)
+            if (!strcasecmp(value, formats[i])) {
+                cfg->log_format = i;
+                return CTXD_OK;
+            }
+        snprintf(err, errlen, "CTXD_LOG_FORMAT=%s is not allowed: use json, logfmt or text",
+                 value);
+        return CTXD_ERR;
+    }
+    if (!strcmp(e, "CTXD_LOG_FILE")) {
+        if (strlen(value) >= sizeof(cfg->log_file)) {
+            snprintf(err, errlen, "CTXD_LOG_FILE is too long (max %zu bytes)",
+                     sizeof(cfg->log_file) - 1);
+            return CTXD_ERR;
+        }
+        snprintf(cfg->log_file, sizeof(cfg->log_file), "%s", value);
+        return CTXD_OK;
+    }
     if (!strcmp(e, "CTXD_STRATEGY")) {
         if (strcmp(value, "all") && strcmp(value, "window") && strcmp(value, "summarize")) {
             snprintf(err, errlen,
@@ -423,6 +449,7 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
     else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS")) cfg->upstream_retry_cap_ms = (int)n;
     else if (!strcmp(e, "CTXD_ECHO_DELAY_MS")) cfg->echo_delay_ms = (int)n;
     else if (!strcmp(e, "CTXD_CONTEXT_TOKENS")) cfg->context_tokens = (long)n;
+    else if (!strcmp(e, "CTXD_SHUTDOWN_GRACE_MS")) cfg->shutdown_grace_ms = (int)n;
     else if (!strcmp(e, "CTXD_DEFAULT_TTL")) cfg->default_ttl_s = (long)n;
     else if (!strcmp(e, "CTXD_SUMMARY_BATCH")) cfg->summary_batch = (long)n;
     return CTXD_OK;

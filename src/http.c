@@ -2,6 +2,7 @@
 #include "ctxd/http.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <civetweb.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,9 +16,10 @@
 
 #include "ctxd/buf.h"
 #include "ctxd/log.h"
+#include "ctxd/metrics.h"
 #include "ctxd/util.h"
 
-#define MAX_ROUTES 32
+#define MAX_ROUTES METRICS_MAX_ROUTES
 #define MAX_SEGMENTS 8
 
 typedef struct route {
@@ -29,10 +31,17 @@ typedef struct route {
 static route routes[MAX_ROUTES];
 static int n_routes;
 static struct mg_context *server;
+static atomic_long inflight;
+static atomic_int draining;
+
+void http_server_drain(void) { atomic_store(&draining, 1); }
+int http_draining(void) { return atomic_load(&draining); }
+long http_inflight(void) { return atomic_load(&inflight); }
 static const ctxd_config *server_cfg;
 
 int http_route(const char *method, const char *pattern, http_handler fn) {
     if (n_routes == MAX_ROUTES) return CTXD_ERR;
+    metrics_register_route(n_routes, method, pattern);
     routes[n_routes].method = method;
     routes[n_routes].pattern = pattern;
     routes[n_routes].fn = fn;
@@ -306,7 +315,7 @@ int http_stream_end(const http_req *req) {
 static int dispatch(struct mg_connection *conn, void *cbdata) {
     CTXD_UNUSED(cbdata);
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    int64_t t0 = util_mono_ms();
+    int64_t t0 = util_mono_us();
     char path[512], idbuf[128], rid[64];
     const char *given_rid = mg_get_header(conn, "X-Request-Id");
     if (given_rid && util_is_idem_key(given_rid) && strlen(given_rid) < sizeof(rid))
@@ -320,7 +329,9 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
 
-    int status;
+    int status, matched = -1;
+    metrics_inflight(1);
+    atomic_fetch_add(&inflight, 1);
     if (!req.w) {
         status = http_send_error(&req, 503, "out_of_memory", 1,
                                  "this worker could not allocate its resources");
@@ -333,6 +344,15 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
         if (!strcmp(routes[i].method, req.method) ||
             (!strcmp(req.method, "HEAD") && !strcmp(routes[i].method, "GET"))) {
             req.id = id;
+            if (atomic_load(&draining) && strcmp(routes[i].pattern, "/healthz") &&
+                strcmp(routes[i].pattern, "/metrics")) {
+                matched = i;
+                status = http_send_error(&req, 503, "shutting_down", 1,
+                                         "This ctxd process is shutting down; retry "
+                                         "(another process will answer)");
+                goto done;
+            }
+            matched = i;
             status = routes[i].fn(&req);
             goto done;
         }
@@ -359,9 +379,17 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
                                  "No route for %s %s (the API lives under /mcp/context)",
                                  req.method, path);
     }
-done:
-    log_msg(LOG_INFO, "request method=%s path=%s status=%d ms=%lld rid=%s",
-            req.method, path, status, (long long)(util_mono_ms() - t0), rid);
+done:;
+    int64_t us = util_mono_us() - t0;
+    metrics_inflight(-1);
+    atomic_fetch_sub(&inflight, 1);
+    metrics_http_request(matched, status, us);
+    /* Probes and scrapes come every few seconds: keep them out of info. */
+    const char *pattern = matched >= 0 ? routes[matched].pattern : "unmatched";
+    int quiet = !strcmp(pattern, "/healthz") || !strcmp(pattern, "/readyz") ||
+                !strcmp(pattern, "/metrics");
+    log_request(quiet && status < 400 ? LOG_DEBUG : LOG_INFO, req.method, path, pattern,
+                status, (double)us / 1000.0, rid);
     return status;
 }
 

@@ -1,5 +1,7 @@
 /* llm.c: the provider-neutral model interface and its dispatch. */
 #include "ctxd/llm.h"
+#include "ctxd/metrics.h"
+#include "ctxd/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,7 +64,8 @@ void llm_response_set_error(llm_response *resp, llm_err err, int status,
     va_end(ap);
 }
 
-int llm_complete(llm_client *c, const llm_request *req, llm_response *resp) {
+/* Dispatch to the configured provider. */
+static int complete(llm_client *c, const llm_request *req, llm_response *resp) {
     const ctxd_config *cfg = c->cfg;
     int rc;
     if (cfg->provider != CTXD_PROVIDER_ECHO && req->n_messages == 0) {
@@ -87,5 +90,16 @@ int llm_complete(llm_client *c, const llm_request *req, llm_response *resp) {
     if (rc == CTXD_OK && !resp->model[0])
         snprintf(resp->model, sizeof(resp->model), "%s",
                  req->model && *req->model ? req->model : cfg->model);
+    return rc;
+}
+
+int llm_complete(llm_client *c, const llm_request *req, llm_response *resp) {
+    int64_t t0 = util_mono_us();
+    int rc = complete(c, req, resp);
+    int status = resp->upstream_status ? resp->upstream_status
+                 : rc == CTXD_OK && c->cfg->provider != CTXD_PROVIDER_ECHO ? 200 : 0;
+    metrics_upstream_call(c->cfg->provider, status, rc == CTXD_OK, resp->retries,
+                          util_mono_us() - t0);
+    if (rc == CTXD_OK) metrics_tokens(c->cfg->provider, resp->input_tokens, resp->output_tokens);
     return rc;
 }

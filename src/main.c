@@ -1,4 +1,5 @@
 /* main.c: configuration, start-up checks, signals, and the server's life. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "ctxd/llm.h"
 #include "ctxd/log.h"
 #include "ctxd/store.h"
+#include "ctxd/util.h"
 #include "ctxd/version.h"
 
 /* Check Redis once at start so a missing Redis is reported at once; ctxd
@@ -20,6 +22,22 @@ static void check_redis(const ctxd_config *cfg) {
     if (store_ping(st))
         log_msg(LOG_WARN, "%s; /readyz answers 503 until it is reachable", st->errstr);
     store_free(st);
+}
+
+/* Let requests in flight finish (streams included) for up to the grace
+ * period, answering new ones 503 meanwhile. */
+static void drain(const ctxd_config *cfg, int sig) {
+    http_server_drain();
+    log_msg(LOG_INFO, "received %s, draining %ld request(s) in flight (grace %d ms)",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", http_inflight(), cfg->shutdown_grace_ms);
+    int64_t deadline = util_mono_ms() + cfg->shutdown_grace_ms;
+    while (http_inflight() > 0 && util_mono_ms() < deadline) util_sleep_ms(20);
+    if (http_inflight() > 0) {
+        /* Their locks expire by themselves; nothing half-written is stored. */
+        log_msg(LOG_WARN, "grace period over with %ld request(s) still running; exiting",
+                http_inflight());
+        _exit(0);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -37,6 +55,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     log_set_level(cfg.log_level);
+    log_set_format(cfg.log_format);
+    if (cfg.log_file[0] && log_open_file(cfg.log_file)) {
+        fprintf(stderr, "ctxd: CTXD_LOG_FILE=%s: cannot open: %s\n", cfg.log_file,
+                strerror(errno));
+        config_free(&cfg);
+        return 2;
+    }
     llm_echo_set_delay(cfg.echo_delay_ms);
     signal(SIGPIPE, SIG_IGN);
     /* Block the stop signals in every thread; main takes them with sigwait. */
@@ -44,6 +69,7 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 
     if (llm_global_init()) {
@@ -63,10 +89,14 @@ int main(int argc, char **argv) {
             config_provider_name(cfg.provider), cfg.model, cfg.threads);
     check_redis(&cfg);
     int sig = 0;
-    while (sigwait(&stop_set, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&stop_set, &sig) != 0) continue;
+        if (sig != SIGHUP) break;
+        if (log_reopen()) fprintf(stderr, "ctxd: cannot reopen %s: %s\n", cfg.log_file,
+                                  strerror(errno));
+        log_msg(LOG_INFO, "received SIGHUP, log reopened");
     }
-    log_msg(LOG_INFO, "received %s, finishing in-flight requests",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    drain(&cfg, sig);
     http_server_stop();
     log_msg(LOG_INFO, "ctxd stopped");
     rc = 0;

@@ -1,7 +1,9 @@
 /* routes_health.c: liveness and readiness probes. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "ctxd/http.h"
+#include "ctxd/metrics.h"
 #include "ctxd/store.h"
 #include "ctxd/version.h"
 
@@ -19,7 +21,18 @@ static int readyz(const http_req *req) {
     return http_send(req, 200, "application/json", body, sizeof(body) - 1, NULL);
 }
 
+/* GET /metrics: Prometheus text exposition format 0.0.4. */
+static int metrics(const http_req *req) {
+    size_t len;
+    char *text = metrics_render(&len);
+    if (!text) return http_send_error(req, 503, "out_of_memory", 1, "out of memory");
+    http_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+    free(text);
+    return 200;
+}
+
 void routes_health_register(void) {
+    http_route("GET", "/metrics", metrics);
     http_route("GET", "/healthz", healthz);
     http_route("GET", "/readyz", readyz);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "ctxd/log.h"
+#include "ctxd/metrics.h"
 
 #define KEY_LEN 320
 #define IDLE_PING_MS 1000
@@ -383,6 +384,7 @@ static void fail_io(store *s, const char *detail) {
     char why[128];
     snprintf(why, sizeof(why), "%s", detail); /* detail may live in im->c */
     fail(s, STORE_ERR_IO, "Redis unavailable at %s: %s", ADDR(s), why);
+    metrics_redis_error();
     drop_connection(im);
     store_invalidate_all();
     set_up_state(im, 0, why);
@@ -478,11 +480,13 @@ static int ensure_connected(store *s) {
         snprintf(why, sizeof(why), "%s", c ? c->errstr : "out of memory");
         if (c) redisFree(c);
         fail(s, STORE_ERR_IO, "Redis unavailable at %s: %s", ADDR(s), why);
+        metrics_redis_error();
         store_invalidate_all(); /* connections made before are suspect */
         set_up_state(im, 0, why);
         return CTXD_ERR;
     }
     redisSetTimeout(c, tv);
+    metrics_redis_reconnect();
     im->c = c;
     im->epoch = epoch;
     if (setup_connection(s)) return CTXD_ERR;

@@ -10,6 +10,7 @@
 
 #include "ctxd/buf.h"
 #include "ctxd/log.h"
+#include "ctxd/metrics.h"
 #include "ctxd/util.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -113,11 +114,14 @@ static int check_idem(ctxd_worker *w, const char *id, const char *key,
 static int lock_or_fail(ctxd_worker *w, const char *id, const char *token,
                         turn_result *res) {
     const ctxd_config *cfg = w->cfg;
-    int64_t deadline = util_mono_ms() + cfg->lock_wait_ms;
-    int pause = 5;
+    int64_t t0 = util_mono_us(), deadline = util_mono_ms() + cfg->lock_wait_ms;
+    int pause = 5, waited = 0;
     for (;;) {
-        if (store_lock_acquire(w->st, id, token, cfg->lock_ttl_ms) == CTXD_OK)
+        if (store_lock_acquire(w->st, id, token, cfg->lock_ttl_ms) == CTXD_OK) {
+            if (waited) metrics_lock_wait(util_mono_us() - t0);
             return CTXD_OK;
+        }
+        waited = 1;
         if (w->st->err != STORE_ERR_BUSY) {
             store_error(res, w->st, id);
             return CTXD_ERR;
@@ -128,6 +132,8 @@ static int lock_or_fail(ctxd_worker *w, const char *id, const char *token,
         util_sleep_ms(nap < left ? nap : (int)left);
         if (pause < 100) pause *= 2;
     }
+    metrics_lock_wait(util_mono_us() - t0);
+    metrics_lock_busy();
     set_error(res, 409, "context_busy",
               "Context %s is busy with another turn; retry after the "
               "Retry-After delay",
@@ -289,6 +295,7 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
     if (llm_complete(w->llm, &lr, &r)) {
         log_msg(LOG_WARN, "context %s: summary call failed (retried on a later turn): %s",
                 c->id, r.errstr);
+        metrics_summary_fold(0);
         goto cleanup;
     }
     int64_t tokens = r.output_tokens >= 0 ? r.output_tokens : llm_estimate_tokens(r.text_len);
@@ -298,6 +305,7 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
     }
     log_msg(LOG_DEBUG, "context %s: summary now covers seq <= %" PRId64, c->id, upto);
     folded = 1;
+    metrics_summary_fold(1);
 cleanup:
     history_free(&h);
     llm_response_free(&r);

@@ -45,8 +45,11 @@ typedef struct ctxd_config {
     int lock_ttl_ms;
     int idempotency_ttl_s;
 
-    /* Logging: 0 debug, 1 info, 2 warn, 3 error */
+    /* Logging: 0 debug, 1 info, 2 warn, 3 error; format json, logfmt, text */
     int log_level;
+    int log_format;
+    char log_file[512]; /* empty: stderr */
+    int shutdown_grace_ms;
 
     /* Model */
     ctxd_provider provider;

@@ -37,8 +37,17 @@ int http_route(const char *method, const char *pattern, http_handler fn);
  * a one-line message in err (address in use, permission...). */
 int http_server_start(const ctxd_config *cfg, char *err, size_t errlen);
 
-/* Stop accepting and wait for in-flight requests. */
+/* Begin draining: /readyz answers 503 so load balancers move away, and new
+ * requests (probes aside) get 503 shutting_down; requests already running go
+ * on. http_inflight counts the requests being handled. */
+void http_server_drain(void);
+long http_inflight(void);
+
+/* Stop the server and wait for its threads. */
 void http_server_stop(void);
+
+/* 1 once http_server_drain was called. */
+int http_draining(void);
 
 /* Send a complete answer. headers: NULL or name, value, ..., NULL. */
 int http_send(const http_req *req, int status, const char *content_type,

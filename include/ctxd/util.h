@@ -26,6 +26,7 @@ int util_is_idem_key(const char *s);
  * (monotonic). */
 int64_t util_now_ms(void);
 int64_t util_mono_ms(void);
+int64_t util_mono_us(void);
 
 /* Format ms-since-epoch as ISO-8601 UTC, e.g. 2026-11-25T09:00:00.123Z. */
 void util_iso8601(int64_t ms, char out[UTIL_ISO_LEN]);
