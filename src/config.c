@@ -51,7 +51,7 @@ static const option_def options[] = {
     {"CTXD_MAX_MESSAGE_BYTES", "--max-message-bytes", OPT_SIZE, "262144", 16,
      1073741824LL, "largest single message or system prompt (413 beyond)"},
     {"CTXD_MAX_MESSAGES", "--max-messages", OPT_INT, "10000", 2, 100000000,
-     "most messages one context may hold (413 beyond)"},
+     "most messages one context may hold (413 beyond, unless it trims with max_messages)"},
     {"CTXD_MAX_STATE_BYTES", "--max-state-bytes", OPT_SIZE, "65536", 64,
      1073741824LL, "largest state of one context, keys plus JSON values"},
     {"CTXD_STRATEGY", "--strategy", OPT_STR, "all", 0, 0,

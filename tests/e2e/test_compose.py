@@ -212,7 +212,7 @@ class DockerfileTest(unittest.TestCase):
 class SettingsTest(unittest.TestCase):
     def test_every_setting_named_is_one_ctxd_knows(self):
         help_text = ctxd_help()
-        for name in ("docker-compose.yml", "docker/Dockerfile", "docker/README-snippet.md",
+        for name in ("docker-compose.yml", "docker/Dockerfile", "README.md",
                      "scripts/cluster.sh"):
             used = set(re.findall(r"\bCTXD_[A-Z0-9_]+", read(*name.split("/")))) - NOT_SETTINGS
             unknown = sorted(v for v in used if not re.search(r"\b%s\b" % v, help_text))
@@ -308,9 +308,9 @@ class HaproxyConfigTest(unittest.TestCase):
         self.assertFalse([x for x in d if "resolvers" in x or "127.0.0.11" in x])
 
 
-class ReadmeSnippetTest(unittest.TestCase):
+class ReadmeTest(unittest.TestCase):
     def test_documents_the_commands(self):
-        text = read("docker", "README-snippet.md")
+        text = read("README.md")
         for s in ("docker-compose up", "--scale ctxd=5", "scripts/cluster.sh up",
                   "scripts/cluster.sh down", "scripts/cluster.sh status",
                   "127.0.0.1:%d" % PORT, "/readyz", "/healthz"):

@@ -1,0 +1,73 @@
+"""The README matches the code: settings, routes, error codes and the messages
+its troubleshooting table quotes."""
+import os
+import re
+import subprocess
+import unittest
+
+from harness import CTXD_BIN, SOURCE_DIR, main
+
+
+def read(*parts):
+    with open(os.path.join(SOURCE_DIR, *parts)) as f:
+        return f.read()
+
+
+def run_ctxd(env, args=()):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CTXD_")}
+    e.update(env)
+    p = subprocess.run([CTXD_BIN] + list(args), env=e, capture_output=True, text=True,
+                       timeout=20)
+    return p.stdout + p.stderr
+
+
+class ReadmeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.readme = read("README.md")
+        cls.help = run_ctxd({}, ["--help"])
+
+    def test_settings_table_matches_help(self):
+        in_help = set(re.findall(r"\b(?:CTXD|ANTHROPIC|OPENAI)_[A-Z0-9_]+", self.help))
+        table = self.readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+        in_table = set(re.findall(r"`((?:CTXD|ANTHROPIC|OPENAI)_[A-Z0-9_]+)`", table))
+        self.assertEqual(sorted(in_help - in_table), [], "settings missing from the README")
+        self.assertEqual(sorted(in_table - in_help), [], "README settings ctxd does not know")
+        # Defaults agree.
+        for name, default in re.findall(r"\| `(CTXD_[A-Z0-9_]+)` \| `?([0-9a-z:./]+)`? \|", table):
+            m = re.search(r"%s\n\s+.*\[default ([^\]]+)\]" % name, self.help)
+            if m:
+                self.assertEqual(default, m.group(1), name)
+
+    def test_every_route_is_documented(self):
+        routes = set()
+        for f in ("routes_context.c", "routes_health.c"):
+            routes |= set(re.findall(r'http_route\("([A-Z]+)", "([^"]+)"', read("src", f)))
+        for method, path in routes:
+            self.assertRegex(self.readme, r"`%s %s" % (method, re.escape(path)),
+                             "%s %s is not in the README's API table" % (method, path))
+
+    def test_every_error_code_is_documented(self):
+        codes = set()
+        for f in os.listdir(os.path.join(SOURCE_DIR, "src")):
+            if f.endswith(".c"):
+                codes |= set(re.findall(r'(?:http_send_error|set_error)\([^"]*?\d{3}, "([a-z_]+)"',
+                                        read("src", f), re.S))
+        self.assertTrue(codes)
+        for c in sorted(codes):
+            self.assertTrue("`%s`" % c in self.readme, "error code %s is not documented" % c)
+
+    def test_troubleshooting_quotes_real_messages(self):
+        out = run_ctxd({"CTXD_LISTEN": "127.0.0.1:619009"}).strip()
+        self.assertTrue(out in self.readme, out)
+        out = run_ctxd({"CTXD_THREADS": "0"}).strip()
+        self.assertTrue(out in self.readme, out)
+
+    def test_the_two_commands(self):
+        self.assertIn("scripts/run.sh      #", self.readme)
+        self.assertIn("scripts/test.sh     #", self.readme)
+        self.assertIn("exec scripts/test.sh", read(".ci", "run"))
+
+
+if __name__ == "__main__":
+    main()
