@@ -1,0 +1,131 @@
+/* test_config.c: listen and Redis URL parsing, defaults, environment and flags. */
+#include "../../src/config.c"
+
+#include "test.h"
+
+/* argv strings are never written by config_load. */
+#define S(x) ((char *)(x))
+
+static int load(ctxd_config *cfg, int argc, char **argv, char *err) {
+    int exit_now;
+    return config_load(cfg, argc, argv, err, 512, &exit_now);
+}
+
+TEST(test_config_defaults) {
+    ctxd_config cfg;
+    char err[512] = "";
+    char *argv[] = {S("ctxd"), NULL};
+    unsetenv("ANTHROPIC_API_KEY");
+    unsetenv("OPENAI_API_KEY");
+    CHECK(load(&cfg, 1, argv, err) == CTXD_OK);
+    CHECK_STR(cfg.listen_host, "127.0.0.1");
+    CHECK(cfg.listen_port == 61909);
+    CHECK_STR(cfg.redis_host, "127.0.0.1");
+    CHECK(cfg.redis_port == 6379);
+    CHECK(cfg.provider == CTXD_PROVIDER_ECHO);
+    CHECK_STR(cfg.model, "echo");
+    CHECK_STR(cfg.strategy, "all");
+    config_free(&cfg);
+}
+
+TEST(test_config_listen_port_619009_is_refused) {
+    char host[64], err[512];
+    int port;
+    CHECK(config_parse_listen("127.0.0.1:619009", host, sizeof(host), &port, err,
+                              sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "65535") != NULL);
+    CHECK(strstr(err, "61909") != NULL);
+    CHECK(config_parse_listen("127.0.0.1:0", host, sizeof(host), &port, err, sizeof(err)) ==
+          CTXD_ERR);
+    CHECK(config_parse_listen("127.0.0.1:65535", host, sizeof(host), &port, err, sizeof(err)) ==
+          CTXD_OK);
+    CHECK(port == 65535);
+    CHECK(config_parse_listen("localhost:61909", host, sizeof(host), &port, err, sizeof(err)) ==
+          CTXD_OK);
+    CHECK_STR(host, "127.0.0.1");
+    CHECK(config_parse_listen("256.1:80", host, sizeof(host), &port, err, sizeof(err)) ==
+          CTXD_ERR);
+    CHECK(config_parse_listen("61909", host, sizeof(host), &port, err, sizeof(err)) == CTXD_ERR);
+}
+
+TEST(test_config_redis_urls) {
+    ctxd_config cfg;
+    char err[512];
+    memset(&cfg, 0, sizeof(cfg));
+    CHECK(config_parse_redis_url(&cfg, "redis://:p%40ss@db.local:6380/3", err, sizeof(err)) ==
+          CTXD_OK);
+    CHECK_STR(cfg.redis_host, "db.local");
+    CHECK(cfg.redis_port == 6380);
+    CHECK(cfg.redis_db == 3);
+    CHECK_STR(cfg.redis_password, "p@ss");
+    CHECK_STR(cfg.redis_user, "");
+    CHECK(config_parse_redis_url(&cfg, "redis://alice:pw@h", err, sizeof(err)) == CTXD_OK);
+    CHECK_STR(cfg.redis_user, "alice");
+    CHECK(cfg.redis_port == 6379);
+    CHECK(config_parse_redis_url(&cfg, "unix:///run/redis.sock?db=2", err, sizeof(err)) ==
+          CTXD_OK);
+    CHECK_STR(cfg.redis_socket, "/run/redis.sock");
+    CHECK(cfg.redis_db == 2);
+    CHECK(config_parse_redis_url(&cfg, "http://h", err, sizeof(err)) == CTXD_ERR);
+    CHECK(config_parse_redis_url(&cfg, "redis://h:0", err, sizeof(err)) == CTXD_ERR);
+    CHECK(config_parse_redis_url(&cfg, "redis://h/x", err, sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "CTXD_REDIS_URL") != NULL);
+}
+
+TEST(test_config_flags_win_over_environment) {
+    ctxd_config cfg;
+    char err[512] = "";
+    setenv("CTXD_THREADS", "5", 1);
+    char *argv[] = {S("ctxd"), S("--threads"), S("7"), S("--log-level=debug"), NULL};
+    CHECK(load(&cfg, 4, argv, err) == CTXD_OK);
+    CHECK(cfg.threads == 7);
+    CHECK(cfg.log_level == 0);
+    config_free(&cfg);
+    unsetenv("CTXD_THREADS");
+}
+
+TEST(test_config_bad_values_name_the_setting) {
+    ctxd_config cfg;
+    char err[512] = "";
+    setenv("CTXD_MAX_BODY_BYTES", "12x", 1);
+    char *argv[] = {S("ctxd"), NULL};
+    CHECK(load(&cfg, 1, argv, err) == CTXD_ERR);
+    CHECK(strstr(err, "CTXD_MAX_BODY_BYTES=12x") != NULL);
+    config_free(&cfg);
+    unsetenv("CTXD_MAX_BODY_BYTES");
+    setenv("CTXD_MAX_BODY_BYTES", "2M", 1);
+    CHECK(load(&cfg, 1, argv, err) == CTXD_OK);
+    CHECK(cfg.max_body_bytes == 2 * 1048576);
+    config_free(&cfg);
+    unsetenv("CTXD_MAX_BODY_BYTES");
+    char *bad[] = {S("ctxd"), S("--nope"), NULL};
+    CHECK(load(&cfg, 2, bad, err) == CTXD_ERR);
+    CHECK(strstr(err, "--nope") != NULL);
+    config_free(&cfg);
+}
+
+TEST(test_config_provider_follows_the_keys) {
+    ctxd_config cfg;
+    char err[512] = "";
+    char *argv[] = {S("ctxd"), NULL};
+    setenv("OPENAI_API_KEY", "sk-x", 1);
+    CHECK(load(&cfg, 1, argv, err) == CTXD_OK);
+    CHECK(cfg.provider == CTXD_PROVIDER_OPENAI);
+    CHECK_STR(cfg.model, "gpt-4o-mini");
+    config_free(&cfg);
+    setenv("ANTHROPIC_API_KEY", "sk-ant", 1);
+    CHECK(load(&cfg, 1, argv, err) == CTXD_OK);
+    CHECK(cfg.provider == CTXD_PROVIDER_ANTHROPIC);
+    config_free(&cfg);
+    unsetenv("ANTHROPIC_API_KEY");
+    unsetenv("OPENAI_API_KEY");
+    setenv("CTXD_PROVIDER", "anthropic", 1);
+    CHECK(load(&cfg, 1, argv, err) == CTXD_ERR);
+    CHECK(strstr(err, "ANTHROPIC_API_KEY") != NULL);
+    config_free(&cfg);
+    unsetenv("CTXD_PROVIDER");
+}
+
+TEST_MAIN(T(test_config_defaults), T(test_config_listen_port_619009_is_refused),
+          T(test_config_redis_urls), T(test_config_flags_win_over_environment),
+          T(test_config_bad_values_name_the_setting), T(test_config_provider_follows_the_keys))
