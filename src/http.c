@@ -99,13 +99,15 @@ int http_send(const http_req *req, int status, const char *content_type,
     return status;
 }
 
-int http_send_error(const http_req *req, int status, const char *code,
-                    int retry_after_s, const char *fmt, ...) {
-    char msg[CTXD_ERRSTR_LEN * 2], ra[16];
-    va_list ap;
-    va_start(ap, fmt);
+/* The error body and its send, with optional extra headers. */
+static int send_error_v(const http_req *req, int status, const char *code,
+                        const char *const *headers, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
+static int send_error_v(const http_req *req, int status, const char *code,
+                        const char *const *headers, const char *fmt, va_list ap) {
+    char msg[CTXD_ERRSTR_LEN * 2];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     buf b;
     buf_init(&b);
     buf_puts(&b, "{\"error\":");
@@ -113,20 +115,39 @@ int http_send_error(const http_req *req, int status, const char *code,
     buf_puts(&b, ",\"code\":");
     buf_put_json_string(&b, code, strlen(code));
     buf_puts(&b, "}\n");
+    if (status >= 500)
+        log_msg(LOG_WARN, "%s %s -> %d %s: %s", req->method, req->path, status, code, msg);
+    http_send(req, status, "application/json", b.err ? "{}\n" : b.data, b.err ? 3 : b.len,
+              headers);
+    buf_free(&b);
+    return status;
+}
+
+int http_send_error(const http_req *req, int status, const char *code,
+                    int retry_after_s, const char *fmt, ...) {
+    char ra[16];
     const char *headers[3] = {NULL, NULL, NULL};
     if (retry_after_s > 0) {
         snprintf(ra, sizeof(ra), "%d", retry_after_s);
         headers[0] = "Retry-After";
         headers[1] = ra;
     }
-    if (status >= 500) log_msg(LOG_WARN, "%s %s -> %d %s: %s", req->method, req->path, status, code, msg);
-    if (b.err) {
-        buf_free(&b);
-        return http_send(req, status, "application/json", "{}\n", 3, headers);
-    }
-    http_send(req, status, "application/json", b.data, b.len, headers);
-    buf_free(&b);
+    va_list ap;
+    va_start(ap, fmt);
+    send_error_v(req, status, code, headers, fmt, ap);
+    va_end(ap);
     return status;
+}
+
+/* 405 with the Allow header. */
+static int send_not_allowed(const http_req *req, const char *allow, ...) {
+    const char *headers[3] = {"Allow", allow, NULL};
+    va_list ap;
+    va_start(ap, allow);
+    send_error_v(req, 405, "method_not_allowed", headers,
+                 "Method %s is not allowed on %s; allowed: %s", ap);
+    va_end(ap);
+    return 405;
 }
 
 int http_send_json(const http_req *req, int status, json_object *obj,
@@ -362,18 +383,7 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
         }
     }
     if (allow[0]) {
-        const char *h[3] = {"Allow", allow, NULL};
-        char msg[256];
-        snprintf(msg, sizeof(msg), "Method %s is not allowed on %s; allowed: %s",
-                 req.method, path, allow);
-        buf b;
-        buf_init(&b);
-        buf_puts(&b, "{\"error\":");
-        buf_put_json_string(&b, msg, strlen(msg));
-        buf_puts(&b, ",\"code\":\"method_not_allowed\"}\n");
-        status = http_send(&req, 405, "application/json", b.err ? "{}" : b.data,
-                           b.err ? 2 : b.len, h);
-        buf_free(&b);
+        status = send_not_allowed(&req, allow, req.method, path, allow);
     } else {
         status = http_send_error(&req, 404, "route_not_found", 0,
                                  "No route for %s %s (the API lives under /mcp/context)",
