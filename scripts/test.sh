@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh test
-scripts/build.sh --sanitize --werror --dir build-test >/dev/null
+scripts/build.sh --sanitize --werror --tests --dir build-test >/dev/null
 
 export ASAN_OPTIONS="abort_on_error=0:detect_leaks=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
