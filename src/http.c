@@ -117,8 +117,9 @@ static int send_error_v(const http_req *req, int status, const char *code,
     buf_puts(&b, "}\n");
     if (status >= 500)
         log_msg(LOG_WARN, "%s %s -> %d %s: %s", req->method, req->path, status, code, msg);
-    http_send(req, status, "application/json", b.err ? "{}\n" : b.data, b.err ? 3 : b.len,
-              headers);
+    static const char oom[] = "{\"error\":\"out of memory\",\"code\":\"out_of_memory\"}\n";
+    http_send(req, status, "application/json", b.err ? oom : b.data,
+              b.err ? sizeof(oom) - 1 : b.len, headers);
     buf_free(&b);
     return status;
 }
@@ -315,9 +316,10 @@ int http_idem_key_or_respond(const http_req *req, const char **key, int *status)
     return CTXD_OK;
 }
 
-int http_stream_start(const http_req *req, int status, const char *content_type) {
+int http_stream_start(const http_req *req, int status, const char *content_type,
+                      const char *const *headers) {
     mg_response_header_start(req->conn, status);
-    common_headers(req, content_type, NULL);
+    common_headers(req, content_type, headers);
     mg_response_header_add(req->conn, "X-Accel-Buffering", "no", -1);
     mg_response_header_add(req->conn, "Transfer-Encoding", "chunked", -1);
     return mg_response_header_send(req->conn) == 0 ? CTXD_OK : CTXD_ERR;
@@ -380,6 +382,8 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
         if (!strstr(allow, routes[i].method)) {
             if (allow[0]) strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
             strncat(allow, routes[i].method, sizeof(allow) - strlen(allow) - 1);
+            if (!strcmp(routes[i].method, "GET")) /* HEAD is served wherever GET is */
+                strncat(allow, ", HEAD", sizeof(allow) - strlen(allow) - 1);
         }
     }
     if (allow[0]) {

@@ -18,6 +18,7 @@
 #define MAX_MODEL_LEN 127
 #define MAX_TTL_SECONDS (10LL * 365 * 86400)
 #define MAX_APPEND 1000
+#define MAX_ENUM_LEN 1024 /* longer than any allowed value: a wrong one is a 400 */
 
 static const char *const replayed_headers[] = {"Idempotent-Replayed", "true", NULL};
 
@@ -233,7 +234,8 @@ static int settings_or_respond(const http_req *req, json_object *body, settings 
     if (string_field_or_respond(req, body, "system", cfg->max_message_bytes, &st->system,
                                 NULL, status) ||
         string_field_or_respond(req, body, "model", MAX_MODEL_LEN, &st->model, NULL, status) ||
-        string_field_or_respond(req, body, "strategy", 16, &st->strategy, NULL, status) ||
+        string_field_or_respond(req, body, "strategy", MAX_ENUM_LEN, &st->strategy, NULL,
+                                status) ||
         int_field_or_respond(req, body, "ttl_seconds", 0, MAX_TTL_SECONDS, &st->ttl_seconds,
                              &st->has_ttl, status) ||
         int_field_or_respond(req, body, "max_context_tokens", 64, 100000000,
@@ -626,11 +628,12 @@ static void sse_event(stream_state *ss, const char *event, const char *data, siz
     buf_free(&b);
 }
 
-static void stream_start(void *arg) {
-    stream_state *ss = arg;
-    if (http_stream_start(ss->req, 200, "text/event-stream")) ss->client_gone = 1;
+static void stream_begin(stream_state *ss, const char *const *headers) {
+    if (http_stream_start(ss->req, 200, "text/event-stream", headers)) ss->client_gone = 1;
     ss->started = 1;
 }
+
+static void stream_start(void *arg) { stream_begin(arg, NULL); }
 
 static int stream_delta(void *arg, const char *text, size_t len) {
     stream_state *ss = arg;
@@ -650,7 +653,7 @@ static int stream_finish(const http_req *req, stream_state *ss, const turn_resul
     if (res->status >= 400 && !ss->started)
         return http_send_error(req, res->status, res->code, res->retry_after_s, "%s",
                                res->errstr);
-    if (!ss->started) stream_start(ss);
+    if (!ss->started) stream_begin(ss, res->replayed ? replayed_headers : NULL);
     if (res->status < 400) {
         if (res->replayed) {
             json_object *o = json_tokener_parse(res->body), *t;
@@ -785,7 +788,7 @@ static int post_messages(const http_req *req) {
             goto cleanup;
         }
         if (only_fields_or_respond(req, m, msg_allowed, &status) ||
-            string_field_or_respond(req, m, "role", 16, &role, NULL, &status) ||
+            string_field_or_respond(req, m, "role", MAX_ENUM_LEN, &role, NULL, &status) ||
             string_field_or_respond(req, m, "content", req->cfg->max_message_bytes,
                                     &contents[i], &lens[i], &status))
             goto cleanup;

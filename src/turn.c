@@ -26,6 +26,7 @@ static void set_error(turn_result *res, int status, const char *code,
     va_start(ap, fmt);
     vsnprintf(res->errstr, sizeof(res->errstr), fmt, ap);
     va_end(ap);
+    res->retry_after_s = status == 503 ? 1 : 0; /* callers may set another */
 }
 
 void turn_result_free(turn_result *res) {
@@ -401,14 +402,20 @@ static int check_budget(const store_context *ctx, const history *h, int64_t fixe
     int64_t need = fixed + (!strcmp(ctx->strategy, "summarize") ? ctx->summary_tokens : 0);
     if (!strcmp(ctx->strategy, "all")) need += h->tokens;
     if (need <= ctx->max_context_tokens) return CTXD_OK;
+    int64_t summary = !strcmp(ctx->strategy, "summarize") ? ctx->summary_tokens : 0;
+    char why[160];
+    if (!strcmp(ctx->strategy, "all"))
+        snprintf(why, sizeof(why), "use strategy window or summarize (PATCH "
+                                   "/mcp/context/{id}) or raise max_context_tokens");
+    else
+        snprintf(why, sizeof(why),
+                 "the new message and system prompt (%" PRId64 ") and summary (%" PRId64
+                 ") alone exceed it; raise max_context_tokens",
+                 fixed, summary);
     set_error(res, 413, "prompt_too_large",
               "Context %s: the prompt would need about %" PRId64 " tokens but "
               "max_context_tokens is %" PRId64 "; %s",
-              ctx->id, need, ctx->max_context_tokens,
-              strcmp(ctx->strategy, "all")
-                  ? "the new message and system prompt alone exceed it"
-                  : "use strategy window or summarize (PATCH /mcp/context/{id}) or raise "
-                    "max_context_tokens");
+              ctx->id, need, ctx->max_context_tokens, why);
     return CTXD_ERR;
 }
 
@@ -534,7 +541,7 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
     if (check_idem(w, req->context_id, req->idem_key, req->fingerprint, res))
         return res->status < 400 ? CTXD_OK : CTXD_ERR;
     if (util_token(token)) {
-        set_error(res, 503, "out_of_memory", "no randomness for a lock token");
+        set_error(res, 503, "no_randomness", "no randomness for a lock token");
         return CTXD_ERR;
     }
     if (lock_or_fail(w, req->context_id, token, res)) return CTXD_ERR;
@@ -615,7 +622,7 @@ int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res
     if (check_idem(w, req->context_id, req->idem_key, req->fingerprint, res))
         return res->status < 400 ? CTXD_OK : CTXD_ERR;
     if (util_token(token)) {
-        set_error(res, 503, "out_of_memory", "no randomness for a lock token");
+        set_error(res, 503, "no_randomness", "no randomness for a lock token");
         return CTXD_ERR;
     }
     if (lock_or_fail(w, req->context_id, token, res)) return CTXD_ERR;

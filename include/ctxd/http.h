@@ -77,7 +77,8 @@ int http_idem_key_or_respond(const http_req *req, const char **key, int *status)
 const char *http_header(const http_req *req, const char *name);
 
 /* Streaming: start a chunked answer, send a chunk, end it. */
-int http_stream_start(const http_req *req, int status, const char *content_type);
+int http_stream_start(const http_req *req, int status, const char *content_type,
+                      const char *const *headers);
 int http_stream_write(const http_req *req, const char *data, size_t len);
 int http_stream_end(const http_req *req);
 

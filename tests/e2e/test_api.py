@@ -288,7 +288,7 @@ class ApiTest(CtxdTestCase):
         cid = self.create()
         r = self.req("PUT", "/mcp/context/" + cid)
         self.assert_error(r, 405, "method_not_allowed")
-        self.assertEqual(r.headers["allow"], "GET, PATCH, DELETE")
+        self.assertEqual(r.headers["allow"], "GET, HEAD, PATCH, DELETE")
         r = self.req("GET", "/mcp/context")
         self.assert_error(r, 405, "method_not_allowed")
         self.assertEqual(r.headers["allow"], "POST")

@@ -1,0 +1,923 @@
+"""docs/openapi.yaml against the real server.
+
+The spec is checked on its own (OpenAPI 3.1 structure, every $ref resolves,
+unique operationIds, every schema valid Draft 2020-12), against the sources
+(every registered route and every error code is documented, each code under
+the status the code sends it with), and against a running ctxd: every
+documented operation is called for each documented status, every answer's
+status must be documented for its operation, and its body (JSON, or each
+server-sent event's data) and headers must validate against the documented
+schemas. The last test fails if a documented operation, status, media type or
+event was never exercised, so documenting a new route without a test case here
+fails too.
+
+Needs python3-yaml and python3-jsonschema (Draft 2020-12: jsonschema >= 4).
+"""
+import collections
+import glob
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.parse
+import uuid
+
+import jsonschema
+import yaml
+
+from harness import (SOURCE_DIR, Ctxd, CtxdTestCase, FakeUpstream, Redis, Response, main,
+                     request, sse_events)
+
+SPEC_PATH = os.path.join(SOURCE_DIR, "docs", "openapi.yaml")
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+with open(SPEC_PATH) as f:
+    SPEC = yaml.safe_load(f)
+
+# (METHOD, path template) -> operation object, for every documented operation.
+OPS = {(m.upper(), path): op for path, item in SPEC.get("paths", {}).items()
+       for m, op in item.items() if m in HTTP_METHODS}
+
+# What the run saw: (METHOD, template) -> status -> set of media types, and
+# (METHOD, template, status, media type) -> set of event names.
+OBSERVED = collections.defaultdict(lambda: collections.defaultdict(set))
+OBSERVED_EVENTS = collections.defaultdict(set)
+
+# Documented answers no test can provoke cheaply: (METHOD, template, status) -> why.
+NOT_EXERCISED = {
+    ("GET", "/healthz", "503"): "only when a worker thread could not allocate its resources",
+    ("GET", "/metrics", "503"): "only when out of memory",
+}
+
+# Routes documented ahead of their implementation: skipped (with a message)
+# while the server answers 404 for them.
+PENDING = {("GET", "/metrics")}
+ABSENT = set()  # members of PENDING the server turned out not to have
+
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+# ---- Spec helpers ----
+
+def pointer_get(ptr):
+    """The node at a local JSON pointer ('#/a/b')."""
+    assert ptr.startswith("#/"), ptr
+    node = SPEC
+    for part in ptr[2:].split("/"):
+        part = urllib.parse.unquote(part).replace("~1", "/").replace("~0", "~")
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def pointer_join(ptr, *parts):
+    esc = [str(p).replace("~", "~0").replace("/", "~1") for p in parts]
+    return ptr + "/" + "/".join(urllib.parse.quote(p, safe="~") for p in esc)
+
+
+def deref(node, ptr):
+    """Follow $ref chains (for responses, parameters, headers): (node, its pointer)."""
+    seen = set()
+    while isinstance(node, dict) and "$ref" in node:
+        ptr = node["$ref"]
+        assert ptr not in seen, "$ref loop at " + ptr
+        seen.add(ptr)
+        node = pointer_get(ptr)
+    return node, ptr
+
+
+def op_ptr(method, template):
+    return pointer_join("#/paths", template, method.lower())
+
+
+def validate_at(instance, schema_ptr, what):
+    """Validate instance against the schema at schema_ptr (refs resolved
+    against the whole document), raising AssertionError with every problem."""
+    root = dict(SPEC)
+    root["$ref"] = schema_ptr
+    errors = sorted(jsonschema.Draft202012Validator(root).iter_errors(instance),
+                    key=lambda e: list(e.path))
+    if errors:
+        lines = []
+        for e in errors[:8]:
+            lines.append("  at %s: %s" % ("/".join(map(str, e.path)) or "(root)", e.message[:300]))
+            for c in (e.context or [])[:4]:
+                lines.append("      - %s" % c.message[:200])
+        raise AssertionError("%s does not match %s:\n%s\ninstance: %s" % (
+            what, schema_ptr, "\n".join(lines), json.dumps(instance)[:600]))
+
+
+def _media(text):
+    parts = [p.strip().lower() for p in text.split(";")]
+    return parts[0], {p.replace(" ", "") for p in parts[1:] if p}
+
+
+def media_key(content, content_type):
+    """The documented media type matching a Content-Type header (same type,
+    the documented parameters all present), or None."""
+    base, params = _media(content_type)
+    for k in content:
+        kb, kp = _media(k)
+        if kb == base and kp <= params:
+            return k
+    return None
+
+
+def walk(node, ptr="#"):
+    """Yield (pointer, node) for every dict in the document."""
+    if isinstance(node, dict):
+        yield ptr, node
+        for k, v in node.items():
+            yield from walk(v, pointer_join(ptr, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, pointer_join(ptr, i))
+
+
+def op_params(method, template):
+    """Operation + path-level parameters, dereferenced, by (in, name)."""
+    item = SPEC["paths"][template]
+    out = {}
+    base = pointer_join("#/paths", template)
+    for where, params in ((pointer_join(base, "parameters"), item.get("parameters", [])),
+                          (pointer_join(op_ptr(method, template), "parameters"),
+                           item[method.lower()].get("parameters", []))):
+        for i, p in enumerate(params):
+            p, pptr = deref(p, pointer_join(where, i))
+            out[(p["in"], p["name"].lower())] = (p, pptr)
+    return out
+
+
+def request_schema_ptr(method, template):
+    rb = OPS[(method, template)].get("requestBody")
+    if not rb:
+        return None
+    rb, ptr = deref(rb, pointer_join(op_ptr(method, template), "requestBody"))
+    return pointer_join(ptr, "content", "application/json", "schema")
+
+
+def example_body(method, template):
+    """The first example of the operation's request schema (None if it has
+    no body; AssertionError if the body is required but has no example)."""
+    ptr = request_schema_ptr(method, template)
+    if not ptr:
+        return None
+    schema, _ = deref(pointer_get(ptr), ptr)
+    ex = schema.get("examples")
+    rb, _ = deref(OPS[(method, template)]["requestBody"], "#")
+    if not ex:
+        assert not rb.get("required"), "%s %s: its request schema needs an example" % (
+            method, template)
+        return None
+    return ex[0]
+
+
+# ---- Source scan ----
+
+def source_text():
+    text = {}
+    for p in sorted(glob.glob(os.path.join(SOURCE_DIR, "src", "*.c"))):
+        with open(p) as f:
+            text[os.path.basename(p)] = f.read()
+    return text
+
+
+def source_routes():
+    out = set()
+    for text in source_text().values():
+        for m, path in re.findall(r'http_route\(\s*"([A-Z]+)"\s*,\s*"([^"]+)"', text):
+            out.add((m, path))
+    return out
+
+
+def source_codes():
+    """{code: set of literal statuses it is sent with (empty if never literal)}."""
+    codes = collections.defaultdict(set)
+    # Any error helper called as f(req/res, status, "code", ...): http_send_error,
+    # set_error, send_error_v...
+    call = re.compile(r'\b\w*error\w*\(\s*[\w&>.-]+\s*,\s*([\w>.-]+)\s*,\s*"([a-z0-9_]+)"')
+    for text in source_text().values():
+        for status, code in call.findall(text):
+            codes[code].update([status] if status.isdigit() else [])
+        for code in re.findall(r'\\"code\\":\\"([a-z0-9_]+)\\"', text):
+            codes[code]  # sent by hand (the 405 in http.c)
+    return codes
+
+
+def error_schema_codes(status):
+    s = SPEC["components"]["schemas"].get("Error%s" % status)
+    assert s, "no Error%s schema" % status
+    code = s["allOf"][1]["properties"]["code"]
+    return set(code["enum"]) if "enum" in code else {code["const"]}
+
+
+# ---- The test ----
+
+class OpenApiTest(CtxdTestCase):
+    CTXD_ENV = {"CTXD_MAX_BODY_BYTES": "2048", "CTXD_MAX_MESSAGE_BYTES": "1024",
+                "CTXD_MAX_STATE_BYTES": "128", "CTXD_MAX_MESSAGES": "4",
+                "CTXD_LOCK_WAIT_MS": "200", "CTXD_THREADS": "8"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for method, template in PENDING:
+            if request(cls.ctxd.port, method, template).status == 404:
+                ABSENT.add((method, template))
+        cls.fake = None
+        cls.upstream = None
+        try:
+            cls.fake = FakeUpstream()
+            # Same Redis, a real provider (the fake), no retries, short timeouts.
+            cls.upstream = Ctxd(cls.redis.url, env={
+                "CTXD_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "test-key",
+                "CTXD_ANTHROPIC_URL": cls.fake.url, "CTXD_UPSTREAM_MAX_RETRIES": "0",
+                "CTXD_UPSTREAM_TIMEOUT_MS": "300", "CTXD_UPSTREAM_RETRY_CAP_MS": "0",
+                "CTXD_THREADS": "4"}).start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.upstream:
+                try:
+                    rc = cls.upstream.stop()
+                    if rc != 0:
+                        raise AssertionError("upstream ctxd exited with %s:\n%s" % (
+                            rc, cls.upstream.log()[-4000:]))
+                finally:
+                    cls.upstream.cleanup()
+        finally:
+            if cls.fake:
+                cls.fake.stop()
+            super().tearDownClass()
+
+    # ---- calling and checking ----
+
+    def call(self, method, template, cid=None, query=None, body=None, raw=None,
+             headers=None, server=None, expect=None, code=None):
+        """Send a request to a documented operation, check the answer against
+        the spec, and return it (a harness Response)."""
+        self.assertIn((method, template), OPS, "%s %s is not documented" % (method, template))
+        path = template.replace("{id}", cid) if cid is not None else template
+        if query:
+            path += "?" + query
+        port = (server or self.ctxd).port
+        r = request(port, method, path, body, headers, raw, timeout=30)
+        self.check(method, template, r, query=query, body=body, expect=expect, code=code)
+        return r
+
+    def check(self, method, template, r, query=None, body=None, expect=None, code=None):
+        """Check an answer to a documented operation and record what it covered."""
+        what = "%s %s -> %d" % (method, template, r.status)
+        op = OPS[(method, template)]
+        status = str(r.status)
+        self.assertIn(status, op["responses"],
+                      "%s: status %s is not documented for this operation: %r" % (what, status, r))
+        if expect is not None:
+            self.assertEqual(r.status, expect, "%s: %r" % (what, r))
+        resp, rptr = deref(op["responses"][status],
+                           pointer_join(op_ptr(method, template), "responses", status))
+        self.check_headers(what, resp, rptr, r)
+        ct = r.headers.get("content-type")
+        self.assertTrue(ct, "%s: no Content-Type" % what)
+        content = resp.get("content", {})
+        mk = media_key(content, ct)
+        self.assertIsNotNone(mk, "%s: Content-Type %r is not documented (%s)" % (
+            what, ct, ", ".join(content)))
+        sptr = pointer_join(rptr, "content", mk, "schema")
+        if mk == "text/event-stream":
+            self.check_events(what, content[mk], pointer_join(rptr, "content", mk), r,
+                              (method, template, status, mk))
+        elif "json" in mk:
+            try:
+                doc = r.json()
+            except ValueError:
+                self.fail("%s: body is not JSON: %r" % (what, r))
+            validate_at(doc, sptr, what)
+            if code is not None:
+                self.assertEqual(doc.get("code"), code, "%s: %r" % (what, r))
+        else:
+            validate_at(r.text, sptr, what)
+        if r.status < 300:
+            self.check_request(method, template, query, body)
+        OBSERVED[(method, template)][status].add(mk)
+        return r
+
+    def check_headers(self, what, resp, rptr, r):
+        self.assertTrue(r.headers.get("x-request-id"), "%s: no X-Request-Id" % what)
+        for name, h in resp.get("headers", {}).items():
+            h, hptr = deref(h, pointer_join(rptr, "headers", name))
+            value = r.headers.get(name.lower())
+            if value is None:
+                self.assertFalse(h.get("required"), "%s: required header %s missing" % (
+                    what, name))
+            else:
+                validate_at(value, pointer_join(hptr, "schema"), "%s header %s" % (what, name))
+
+    def check_events(self, what, media, mptr, r, key):
+        events = sse_events(r.body)
+        self.assertTrue(events, "%s: an empty event stream" % what)
+        documented = media.get("x-sse-events", {})
+        for i, (name, data) in enumerate(events):
+            self.assertIn(name, documented, "%s: event %r is not documented" % (what, name))
+            validate_at(data, pointer_join(mptr, "x-sse-events", name),
+                        "%s event #%d (%s)" % (what, i, name))
+            OBSERVED_EVENTS[key].add(name)
+        names = [n for n, _ in events]
+        self.assertIn(names[-1], ("done", "error"), "%s: stream ends with %r" % (what, names[-1]))
+        self.assertEqual(names.count("done") + names.count("error"), 1,
+                         "%s: one done or error event expected: %s" % (what, names))
+        return events
+
+    def check_request(self, method, template, query, body):
+        """A request the server accepted must be one the spec allows."""
+        params = op_params(method, template)
+        for k, v in urllib.parse.parse_qsl(query or "", keep_blank_values=True):
+            self.assertIn(("query", k.lower()), params,
+                          "%s %s: query parameter %s accepted but not documented" % (
+                              method, template, k))
+            p, pptr = params[("query", k.lower())]
+            value = int(v) if p["schema"].get("type") == "integer" and re.fullmatch(r"-?\d+", v) else v
+            validate_at(value, pointer_join(pptr, "schema"), "query parameter %s" % k)
+        if isinstance(body, dict):
+            ptr = request_schema_ptr(method, template)
+            self.assertIsNotNone(ptr, "%s %s accepted a body it does not document" % (
+                method, template))
+            validate_at(body, ptr, "the accepted request body of %s %s" % (method, template))
+
+    # ---- fixtures ----
+
+    def new_context(self, body=None, server=None):
+        r = self.call("POST", "/mcp/context", body=body, server=server, expect=201)
+        return r.json()["context_id"]
+
+    def turn(self, cid, message="hi", expect=200, **kw):
+        return self.call("POST", "/mcp/context/{id}/message", cid, body={"message": message},
+                         expect=expect, **kw)
+
+    # ---- the spec itself ----
+
+    def test_00_spec_is_well_formed_openapi_3_1(self):
+        self.assertRegex(str(SPEC.get("openapi")), r"^3\.1\.\d+$")
+        self.assertTrue(SPEC["info"].get("title") and SPEC["info"].get("version"))
+        # Every $ref resolves.
+        for ptr, node in walk(SPEC):
+            if "$ref" in node:
+                ref = node["$ref"]
+                self.assertTrue(ref.startswith("#/"), "%s: non-local $ref %s" % (ptr, ref))
+                try:
+                    pointer_get(ref)
+                except (KeyError, IndexError, ValueError):
+                    self.fail("%s: $ref %s does not resolve" % (ptr, ref))
+        ids = collections.Counter()
+        self.assertTrue(OPS)
+        for template, item in SPEC["paths"].items():
+            self.assertTrue(template.startswith("/"), template)
+            ops = [m for m in item if m in HTTP_METHODS]
+            self.assertTrue(ops, "%s has no operations" % template)
+            for m in ops:
+                op = item[m]
+                where = "%s %s" % (m.upper(), template)
+                self.assertTrue(op.get("operationId"), where + ": no operationId")
+                ids[op["operationId"]] += 1
+                self.assertTrue(op.get("responses"), where + ": no responses")
+                self.assertTrue(any(s.startswith("2") for s in op["responses"]),
+                                where + ": no success response")
+                for status, resp in op["responses"].items():
+                    self.assertRegex(status, r"^[1-5][0-9]{2}$", where)
+                    resp, rptr = deref(resp, pointer_join(op_ptr(m, template), "responses", status))
+                    self.assertTrue(resp.get("description"), "%s %s: no description" % (where, status))
+                    self.assertTrue(resp.get("content"), "%s %s: no content" % (where, status))
+                    for mt, media in resp["content"].items():
+                        self.assertIn("schema", media, "%s %s %s" % (where, status, mt))
+                        if mt == "text/event-stream":
+                            self.assertTrue(media.get("x-sse-events"), where + ": events undocumented")
+                    if int(status) >= 400:  # errors use the Error schema of their status
+                        schema = resp["content"]["application/json"]["schema"]
+                        self.assertEqual(schema.get("$ref"), "#/components/schemas/Error%s" % status,
+                                         "%s %s" % (where, status))
+                    for name, h in resp.get("headers", {}).items():
+                        h, _ = deref(h, "#")
+                        self.assertIn("schema", h, "%s %s header %s" % (where, status, name))
+                if "requestBody" in op:
+                    rb, _ = deref(op["requestBody"], "#")
+                    self.assertIn("application/json", rb.get("content", {}), where)
+                # Path parameters: every {x} declared, in: path, required.
+                params = op_params(m, template)
+                for name in re.findall(r"\{([^}]+)\}", template):
+                    self.assertIn(("path", name.lower()), params, "%s: {%s} undeclared" % (where, name))
+                    self.assertTrue(params[("path", name.lower())][0].get("required"), where)
+                for (where_in, name), (p, _) in params.items():
+                    self.assertIn(where_in, ("path", "query", "header", "cookie"), where)
+                    self.assertIn("schema", p, "%s parameter %s" % (where, name))
+                example_body(m.upper(), template)  # a required body has an example
+        dups = [i for i, n in ids.items() if n > 1]
+        self.assertFalse(dups, "duplicate operationIds: %s" % dups)
+        # Every schema is a valid Draft 2020-12 schema; examples validate.
+        for ptr, node in walk(SPEC):
+            if ptr.endswith("/schema") or re.match(r"^#/components/schemas/[^/]+$", ptr) or \
+                    "/x-sse-events/" in ptr:
+                jsonschema.Draft202012Validator.check_schema(node)
+                for i, ex in enumerate(node.get("examples", [])):
+                    validate_at(ex, ptr, "%s example %d" % (ptr, i))
+
+    def test_01_spec_matches_the_sources(self):
+        routes = source_routes()
+        self.assertTrue(routes, "no http_route calls found under src/")
+        documented = set(OPS)
+        self.assertFalse(routes - documented, "routes in src/ but not in docs/openapi.yaml")
+        self.assertFalse(documented - routes - PENDING,
+                         "documented in docs/openapi.yaml but not registered in src/")
+        codes = source_codes()
+        enum = set(SPEC["components"]["schemas"]["ErrorCode"]["enum"])
+        self.assertEqual(enum, set(codes),
+                         "ErrorCode enum vs codes sent in src/ (only in enum: %s; only in src: %s)" % (
+                             sorted(enum - set(codes)), sorted(set(codes) - enum)))
+        for code, statuses in codes.items():
+            for status in statuses:
+                self.assertIn(code, error_schema_codes(status),
+                              "src/ sends %s with %s; add it to Error%s" % (code, status, status))
+        for name, s in SPEC["components"]["schemas"].items():
+            if re.fullmatch(r"Error\d{3}", name):
+                self.assertTrue(error_schema_codes(name[5:]) <= enum, name)
+        event_codes = SPEC["components"]["schemas"]["StreamErrorEvent"]["properties"]
+        self.assertEqual(event_codes["code"]["$ref"], "#/components/schemas/ErrorCode")
+
+    # ---- probes ----
+
+    def test_health_and_readiness(self):
+        self.call("GET", "/healthz", expect=200)
+        self.call("GET", "/readyz", expect=200)
+        r = self.call("GET", "/healthz", headers={"X-Request-Id": "trace-42"}, expect=200)
+        self.assertEqual(r.headers["x-request-id"], "trace-42")
+        r = request(self.ctxd.port, "GET", "/healthz/")  # a trailing slash is ignored
+        self.check("GET", "/healthz", r, expect=200)
+
+    def test_metrics(self):
+        if ("GET", "/metrics") in ABSENT:
+            self.skipTest("GET /metrics answers 404: not implemented yet")
+        r = request(self.ctxd.port, "GET", "/metrics")
+        self.check("GET", "/metrics", r, expect=200)
+        self.assertTrue(r.headers["content-type"].replace(" ", "").startswith(
+            "text/plain;version=0.0.4"), r.headers["content-type"])
+
+    # ---- contexts ----
+
+    def test_create(self):
+        self.new_context()
+        self.new_context({})
+        cid = self.new_context({"system": "Be brief.", "model": "echo-2", "strategy": "window",
+                                "ttl_seconds": 3600, "max_context_tokens": 4000,
+                                "max_messages": 4, "state": {"user": "ada", "gone": None}})
+        self.assertEqual(self.call("GET", "/mcp/context/{id}/state", cid).json(), {"user": "ada"})
+        self.new_context({"system": None, "model": None, "strategy": None, "ttl_seconds": None,
+                          "max_context_tokens": None, "max_messages": None, "state": None})
+        # Idempotent create: the same answer again, then 422 for another body.
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        a = self.call("POST", "/mcp/context", body={"system": "x"}, headers=key, expect=201)
+        self.assertNotIn("idempotent-replayed", a.headers)
+        b = self.call("POST", "/mcp/context", body={"system": "x"}, headers=key, expect=201)
+        self.assertEqual(b.headers.get("idempotent-replayed"), "true")
+        self.assertEqual(a.json(), b.json())
+        self.assertEqual(a.headers["location"], "/mcp/context/" + a.json()["context_id"])
+        self.call("POST", "/mcp/context", body={"system": "y"}, headers=key, expect=422,
+                  code="idempotency_key_reused")
+        for body, status, code in [
+                ({"sytem": "typo"}, 400, "unknown_field"),
+                ({"system": 5}, 400, "invalid_field"),
+                ({"ttl_seconds": -1}, 400, "invalid_field"),
+                ({"strategy": "most"}, 400, "invalid_field"),
+                ({"max_messages": 1}, 400, "invalid_field"),
+                ({"max_context_tokens": 10}, 400, "invalid_field"),
+                ({"state": [1]}, 400, "invalid_field"),
+                ({"state": {"": 1}}, 400, "invalid_field"),
+                ({"system": "s" * 1100}, 413, "field_too_large"),
+                ({"model": "m" * 128}, 413, "field_too_large"),
+                ({"state": {"k": "v" * 200}}, 413, "state_too_large")]:
+            with self.subTest(body=body):
+                self.call("POST", "/mcp/context", body=body, expect=status, code=code)
+                if status == 400 or "model" in body:  # the spec refuses it too
+                    with self.assertRaises(AssertionError):
+                        validate_at(body, request_schema_ptr("POST", "/mcp/context"), "body")
+        self.call("POST", "/mcp/context", headers={"Idempotency-Key": "has space"},
+                  expect=400, code="invalid_idempotency_key")
+
+    def test_incomplete_body(self):
+        s = socket.create_connection(("127.0.0.1", self.ctxd.port), timeout=10)
+        try:
+            s.sendall(b"POST /mcp/context HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sys")
+            s.shutdown(socket.SHUT_WR)
+            hr = http.client.HTTPResponse(s, method="POST")
+            hr.begin()
+            r = Response(hr.status, hr.getheaders(), hr.read())
+        finally:
+            s.close()
+        self.check("POST", "/mcp/context", r, expect=400, code="incomplete_body")
+
+    def test_list(self):
+        for _ in range(3):
+            self.new_context()
+        first = self.call("GET", "/mcp/contexts", query="limit=2", expect=200).json()
+        self.assertEqual(len(first["contexts"]), 2)
+        self.assertIsNotNone(first["next_cursor"])
+        second = self.call("GET", "/mcp/contexts",
+                           query="limit=2&cursor=" + first["next_cursor"], expect=200).json()
+        self.assertFalse({c["id"] for c in first["contexts"]} & {c["id"] for c in second["contexts"]})
+        # A context with messages has a preview.
+        cid = self.new_context()
+        self.turn(cid, "preview me " + "p" * 200)
+        page = self.call("GET", "/mcp/contexts", expect=200).json()
+        mine = [c for c in page["contexts"] if c["id"] == cid]
+        self.assertEqual(len(mine), 1)
+        self.assertTrue(mine[0]["preview"]["truncated"])
+        for q in ("limit=0", "limit=1001", "limit=x", "nope=1", "cursor=12", "limit="):
+            with self.subTest(query=q):
+                self.call("GET", "/mcp/contexts", query=q, expect=400, code="invalid_query")
+
+    def test_get_context_and_messages(self):
+        cid = self.new_context({"system": "sys"})
+        self.call("POST", "/mcp/context/{id}/messages", cid, body={"messages": [
+            {"role": "user", "content": "one"}, {"role": "assistant", "content": "two"}]},
+            expect=201)
+        self.turn(cid, "three")
+        full = self.call("GET", "/mcp/context/{id}", cid, expect=200).json()
+        self.assertEqual(full["message_count"], 4)
+        self.assertFalse(full["has_more"])
+        page = self.call("GET", "/mcp/context/{id}", cid, query="limit=1", expect=200).json()
+        self.assertTrue(page["has_more"])
+        older = self.call("GET", "/mcp/context/{id}/messages", cid,
+                          query="limit=2&before=%d" % page["next_before"], expect=200).json()
+        self.assertEqual([m["seq"] for m in older["messages"]], [2, 3])
+        self.call("GET", "/mcp/context/{id}/messages", cid, expect=200)
+        missing = str(uuid.uuid4())
+        for t in ("/mcp/context/{id}", "/mcp/context/{id}/messages"):
+            with self.subTest(route=t):
+                self.call("GET", t, missing, expect=404, code="context_not_found")
+                self.call("GET", t, "not-an-id", expect=404, code="context_not_found")
+                for q in ("limit=0", "before=x", "cursor=1"):
+                    self.call("GET", t, cid, query=q, expect=400, code="invalid_query")
+
+    def test_summary_is_documented(self):
+        # strategy summarize with a small budget: the oldest message folds into a summary.
+        cid = self.new_context({"strategy": "summarize", "max_context_tokens": 100,
+                                "max_messages": 4})
+        self.call("POST", "/mcp/context/{id}/messages", cid, body={"messages": [
+            {"role": "user", "content": "u" * 300}, {"role": "assistant", "content": "a" * 300}]},
+            expect=201)
+        self.turn(cid, "fold please")
+        g = self.call("GET", "/mcp/context/{id}", cid, expect=200).json()
+        self.assertIsInstance(g["summary"], dict, g)
+
+    def test_update_context(self):
+        cid = self.new_context()
+        r = self.call("PATCH", "/mcp/context/{id}", cid, body={
+            "system": "new", "model": "echo-3", "strategy": "window", "ttl_seconds": 600,
+            "max_context_tokens": 500, "max_messages": 2}, expect=200).json()
+        self.assertEqual((r["strategy"], r["max_messages"], r["ttl_seconds"]), ("window", 2, 600))
+        self.call("PATCH", "/mcp/context/{id}", cid, body={}, expect=200)
+        self.call("PATCH", "/mcp/context/{id}", cid, body={"ttl_seconds": 0}, expect=200)
+        self.call("PATCH", "/mcp/context/{id}", cid, expect=400, code="missing_field")
+        self.call("PATCH", "/mcp/context/{id}", cid, body={"state": {}}, expect=400,
+                  code="unknown_field")
+        self.call("PATCH", "/mcp/context/{id}", cid, body={"max_messages": 5}, expect=400,
+                  code="invalid_field")
+        self.call("PATCH", "/mcp/context/{id}", cid, body={"model": "m" * 200}, expect=413,
+                  code="field_too_large")
+        self.call("PATCH", "/mcp/context/{id}", str(uuid.uuid4()), body={"model": "x"},
+                  expect=404, code="context_not_found")
+        self.call("PATCH", "/mcp/context/{id}", "nope", body={"model": "x"}, expect=404)
+
+    def test_delete(self):
+        cid = self.new_context()
+        r = self.call("DELETE", "/mcp/context/{id}", cid, expect=200)
+        self.assertIn(cid, r.json()["message"])
+        self.call("DELETE", "/mcp/context/{id}", cid, expect=404, code="context_not_found")
+        self.call("DELETE", "/mcp/context/{id}", "nope", expect=404, code="context_not_found")
+        self.call("GET", "/mcp/context/{id}", cid, expect=404)
+
+    # ---- turns ----
+
+    def test_turn(self):
+        cid = self.new_context()
+        r = self.turn(cid, "hello")
+        self.assertEqual(r.headers["content-type"], "application/json")
+        key = {"Idempotency-Key": "turn-" + cid}
+        a = self.turn(cid, "again", headers=key)
+        b = self.turn(cid, "again", headers=key)
+        self.assertEqual(b.headers.get("idempotent-replayed"), "true")
+        self.assertEqual(a.json(), b.json())
+        self.turn(cid, "other", headers=key, expect=422, code="idempotency_key_reused")
+        # Two turns made 4 messages: CTXD_MAX_MESSAGES.
+        self.turn(cid, "one more", expect=413, code="context_full")
+        small = self.new_context({"max_context_tokens": 64})
+        self.turn(small, "w" * 400, expect=413, code="prompt_too_large")
+        self.turn(small, "w" * 1100, expect=413, code="field_too_large")
+        p = "/mcp/context/{id}/message"
+        for body, code in [(None, "missing_field"), ({}, "missing_field"),
+                           ({"message": ""}, "missing_field"),
+                           ({"message": None}, "missing_field"),
+                           ({"message": 7}, "invalid_field"),
+                           ({"message": "x", "stream": "yes"}, "invalid_field"),
+                           ({"message": "x", "extra": 1}, "unknown_field")]:
+            with self.subTest(body=body):
+                self.call("POST", p, small, body=body, expect=400, code=code)
+        self.call("POST", p, small, body={"message": "x"},
+                  headers={"Idempotency-Key": "x" * 256}, expect=400,
+                  code="invalid_idempotency_key")
+        self.call("POST", p, str(uuid.uuid4()), body={"message": "x"}, expect=404,
+                  code="context_not_found")
+        self.call("POST", p, "nope", body={"message": "x"}, expect=404)
+
+    def test_turn_streams(self):
+        cid = self.new_context({"max_messages": 4})
+        p = "/mcp/context/{id}/message"
+        r = self.call("POST", p, cid, body={"message": "stream me", "stream": True}, expect=200)
+        self.assertTrue(r.headers["content-type"].startswith("text/event-stream"))
+        events = sse_events(r.body)
+        self.assertEqual(events[-1][0], "done")
+        text = "".join(d["text"] for n, d in events if n == "delta")
+        self.assertEqual(text, events[-1][1]["ai_response"])
+        r = self.call("POST", p, cid, body={"message": "by accept"},
+                      headers={"Accept": "text/event-stream"}, expect=200)
+        self.assertTrue(r.headers["content-type"].startswith("text/event-stream"))
+        r = self.call("POST", p, cid, body={"message": "json wins", "stream": False},
+                      headers={"Accept": "text/event-stream"}, expect=200)
+        self.assertEqual(r.headers["content-type"], "application/json")
+        key = {"Idempotency-Key": "stream-" + cid}
+        self.call("POST", p, cid, body={"message": "replay", "stream": True}, headers=key)
+        r = self.call("POST", p, cid, body={"message": "replay", "stream": True}, headers=key)
+        self.assertEqual([n for n, _ in sse_events(r.body)], ["delta", "done"])
+        # Errors before the stream starts are plain JSON errors.
+        self.call("POST", p, str(uuid.uuid4()), body={"message": "x", "stream": True},
+                  expect=404, code="context_not_found")
+
+    def test_busy_context(self):
+        cid = self.new_context()
+        self.redis.cli("SET", "ctxd:{%s}:lock" % cid, "x", "PX", "5000")
+        try:
+            r = self.turn(cid, "blocked", expect=409, code="context_busy")
+            self.assertEqual(r.headers.get("retry-after"), "1")
+            self.call("POST", "/mcp/context/{id}/message", cid,
+                      body={"message": "blocked", "stream": True}, expect=409, code="context_busy")
+            self.call("POST", "/mcp/context/{id}/messages", cid,
+                      body={"messages": [{"role": "user", "content": "x"}]}, expect=409,
+                      code="context_busy")
+        finally:
+            self.redis.cli("DEL", "ctxd:{%s}:lock" % cid)
+        self.turn(cid, "free again")
+
+    def test_append(self):
+        cid = self.new_context()
+        p = "/mcp/context/{id}/messages"
+        msgs = {"messages": [{"role": "user", "content": "a"}]}
+        r = self.call("POST", p, cid, body=msgs, expect=201).json()
+        self.assertEqual((r["appended"], r["first_seq"]), (1, 1))
+        key = {"Idempotency-Key": "append-" + cid}
+        a = self.call("POST", p, cid, body=msgs, headers=key, expect=201)
+        b = self.call("POST", p, cid, body=msgs, headers=key, expect=201)
+        self.assertEqual(b.headers.get("idempotent-replayed"), "true")
+        self.assertEqual(a.json(), b.json())
+        self.call("POST", p, cid, body={"messages": [{"role": "user", "content": "b"}]},
+                  headers=key, expect=422, code="idempotency_key_reused")
+        self.call("POST", p, cid, body=msgs, headers={"Idempotency-Key": ""}, expect=400,
+                  code="invalid_idempotency_key")
+        for body, code in [(None, "missing_field"), ({}, "invalid_field"),
+                           ({"messages": []}, "invalid_field"),
+                           ({"messages": "x"}, "invalid_field"),
+                           ({"messages": [1]}, "invalid_field"),
+                           ({"messages": [{"role": "system", "content": "x"}]}, "invalid_field"),
+                           ({"messages": [{"role": "user"}]}, "missing_field"),
+                           ({"messages": [{"role": "user", "content": "x", "seq": 1}]},
+                            "unknown_field"),
+                           ({"messages": msgs["messages"], "more": 1}, "unknown_field")]:
+            with self.subTest(body=body):
+                self.call("POST", p, cid, body=body, expect=400, code=code)
+        self.call("POST", p, cid, body={"messages": [{"role": "user", "content": "c" * 1100}]},
+                  expect=413, code="field_too_large")
+        fresh = self.new_context()
+        self.call("POST", p, fresh, body={"messages": [{"role": "user", "content": "m"}] * 5},
+                  expect=413, code="context_full")
+        self.call("POST", p, str(uuid.uuid4()), body=msgs, expect=404, code="context_not_found")
+        self.call("POST", p, "nope", body=msgs, expect=404)
+
+    # ---- state ----
+
+    def test_state(self):
+        cid = self.new_context({"state": {"a": 1}})
+        p = "/mcp/context/{id}/state"
+        self.assertEqual(self.call("GET", p, cid, expect=200).json(), {"a": 1})
+        r = self.call("PUT", p, cid, body={"b": [1, 2], "c": {"d": None}, "z": None}, expect=200)
+        self.assertEqual(r.json(), {"b": [1, 2], "c": {"d": None}})
+        r = self.call("PATCH", p, cid, body={"b": None, "e": "f"}, expect=200)
+        self.assertEqual(r.json(), {"c": {"d": None}, "e": "f"})
+        self.call("PUT", p, cid, body={}, expect=200)
+        for m in ("PUT", "PATCH"):
+            with self.subTest(method=m):
+                self.call(m, p, cid, expect=400, code="missing_field")
+                self.call(m, p, cid, body={"": 1}, expect=400, code="invalid_field")
+                self.call(m, p, cid, body={"k" * 257: 1}, expect=400, code="invalid_field")
+                self.call(m, p, cid, body={"k": "v" * 200}, expect=413, code="state_too_large")
+                self.call(m, p, str(uuid.uuid4()), body={"k": 1}, expect=404,
+                          code="context_not_found")
+                self.call(m, p, "nope", body={"k": 1}, expect=404)
+        # Each part fits, the merge does not.
+        self.call("PUT", p, cid, body={"x": "v" * 70}, expect=200)
+        self.call("PATCH", p, cid, body={"y": "w" * 70}, expect=413, code="state_too_large")
+        self.call("GET", p, str(uuid.uuid4()), expect=404, code="context_not_found")
+        self.call("GET", p, "nope", expect=404)
+
+    # ---- what every body-taking operation shares ----
+
+    def test_every_body_taking_operation_checks_its_body(self):
+        cid = self.new_context()
+        ct = {"Content-Type": "application/json"}
+        for (method, template), op in sorted(OPS.items()):
+            if "requestBody" not in op or (method, template) in ABSENT:
+                continue
+            with self.subTest(op="%s %s" % (method, template)):
+                kw = {"cid": cid} if "{id}" in template else {}
+                self.call(method, template, raw=b'{"a": 1}', headers={"Content-Type": "text/plain"},
+                          expect=415, code="unsupported_media_type", **kw)
+                self.call(method, template, raw=b"{nope", headers=ct, expect=400,
+                          code="invalid_json", **kw)
+                self.call(method, template, raw=b"[1]", headers=ct, expect=400,
+                          code="invalid_json", **kw)
+                self.call(method, template, raw=b'{"a": "\xff"}', headers=ct, expect=400,
+                          code="invalid_utf8", **kw)
+                self.call(method, template, raw=b'{"a": "\\ud800"}', headers=ct, expect=400,
+                          code="invalid_utf8", **kw)
+                self.call(method, template, body={"a": "x" * 3000}, expect=413,
+                          code="body_too_large", **kw)
+
+    def test_routing_errors(self):
+        cid = str(uuid.uuid4())
+        nf_ptr = "#/components/responses/RouteNotFound"
+        for path in ("/nope", "/mcp/context/%s/nope" % cid, "/mcp"):
+            with self.subTest(path=path):
+                r = request(self.ctxd.port, "GET", path)
+                self.assertEqual(r.status, 404, r)
+                self.assertEqual(r.json()["code"], "route_not_found")
+                validate_at(r.json(), pointer_join(nf_ptr, "content", "application/json", "schema"),
+                            "GET " + path)
+        # Every documented path answers 405 for a method it does not list, and
+        # its Allow header lists exactly the documented methods.
+        mna = pointer_get("#/components/responses/MethodNotAllowed")
+        for template, item in SPEC["paths"].items():
+            documented = {m.upper() for m in item if m in HTTP_METHODS}
+            if {(m, template) for m in documented} & ABSENT:
+                continue
+            other = next(m for m in ("PUT", "DELETE", "POST", "PATCH", "GET") if m not in documented)
+            with self.subTest(path=template, method=other):
+                r = request(self.ctxd.port, other, template.replace("{id}", cid),
+                            raw=b"{}", headers={"Content-Type": "application/json"})
+                self.assertEqual(r.status, 405, r)
+                self.assertTrue(r.headers.get("x-request-id"))
+                validate_at(r.json(), "#/components/responses/MethodNotAllowed/content/"
+                            "application~1json/schema", "%s %s" % (other, template))
+                validate_at(r.headers.get("allow"), mna["headers"]["Allow"]["$ref"] + "/schema",
+                            "Allow header")
+                # HEAD is served wherever GET is documented.
+                self.assertEqual(set(r.headers["allow"].split(", ")),
+                                 documented | ({"HEAD"} if "GET" in documented else set()))
+
+    # ---- upstream failures (a real provider: the fake) ----
+
+    def test_upstream_errors(self):
+        up = self.upstream
+        cid = self.new_context({"max_messages": 4}, server=up)
+        self.fake.reset()
+        self.turn(cid, "fine", server=up)
+        cases = [({"status": 429, "headers": {"retry-after": "1"}}, 429, "upstream_rate_limited"),
+                 ({"status": 401}, 502, "upstream_auth"),
+                 ({"status": 400}, 502, "upstream_rejected"),
+                 ({"status": 500}, 502, "upstream_error"),
+                 ({"status": 529}, 503, "upstream_overloaded"),
+                 ({"delay_ms": 1500}, 504, "upstream_timeout")]
+        for script, status, code in cases:
+            with self.subTest(code=code):
+                self.fake.script(script)
+                r = self.turn(cid, "fail " + code, server=up, expect=status, code=code)
+                if status in (429, 503):
+                    self.assertTrue(r.headers.get("retry-after"), r.headers)
+        # After the stream started, the error is the stream's last event.
+        self.fake.script({"status": 429, "headers": {"retry-after": "1"}})
+        r = self.call("POST", "/mcp/context/{id}/message", cid, server=up,
+                      body={"message": "stream fail", "stream": True}, expect=200)
+        name, data = sse_events(r.body)[-1]
+        self.assertEqual((name, data["status"], data["code"]), ("error", 429, "upstream_rate_limited"))
+        self.fake.script({"stream_error": {"type": "overloaded_error", "message": "Overloaded"},
+                          "error_after": 1})
+        r = self.call("POST", "/mcp/context/{id}/message", cid, server=up,
+                      body={"message": "mid-stream fail", "stream": True}, expect=200)
+        self.assertEqual(sse_events(r.body)[-1][0], "error")
+        self.fake.reset()
+
+    # ---- Redis down: every operation that needs it answers 503 ----
+
+    def test_redis_outage(self):
+        redis = Redis(appendonly=False).start()
+        ctxd = None
+        try:
+            ctxd = Ctxd(redis.url, env={"CTXD_REDIS_TIMEOUT_MS": "300", "CTXD_THREADS": "2"}).start()
+            redis.kill()
+            cid = str(uuid.uuid4())
+            for (method, template) in sorted(OPS):
+                if (method, template) in ABSENT:
+                    continue
+                with self.subTest(op="%s %s" % (method, template)):
+                    body = example_body(method, template)
+                    r = self.call(method, template, cid if "{id}" in template else None, body=body,
+                                  server=ctxd)
+                    if template in ("/healthz", "/metrics"):
+                        continue  # no Redis needed
+                    self.assertEqual(r.status, 503, r)
+                    self.assertEqual(r.json()["code"], "redis_unavailable")
+                    self.assertEqual(r.headers.get("retry-after"), "1")
+        finally:
+            if ctxd:
+                try:
+                    self.assertEqual(ctxd.stop(), 0)
+                finally:
+                    ctxd.cleanup()
+            redis.cleanup()
+
+    # ---- Draining after SIGTERM: 503 shutting_down but for the probes ----
+
+    def test_draining(self):
+        redis = Redis(appendonly=False).start()
+        ctxd = None
+        try:
+            ctxd = Ctxd(redis.url, env={"CTXD_ECHO_DELAY_MS": "1500", "CTXD_THREADS": "4",
+                                        "CTXD_SHUTDOWN_GRACE_MS": "10000"}).start()
+            cid = self.new_context(server=ctxd)
+            body = {"message": "slow", "stream": True}
+            conn = http.client.HTTPConnection("127.0.0.1", ctxd.port, timeout=20)
+            conn.request("POST", "/mcp/context/%s/message" % cid, body=json.dumps(body),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            first = resp.readline()  # the turn is admitted and streaming
+            self.assertTrue(first.startswith(b"event: "), first)
+            ctxd.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)  # draining now
+            other = str(uuid.uuid4())
+            for (method, template) in sorted(OPS):
+                if (method, template) in ABSENT:
+                    continue
+                with self.subTest(op="%s %s" % (method, template)):
+                    r = self.call(method, template, other if "{id}" in template else None,
+                                  body=example_body(method, template), server=ctxd)
+                    if template in ("/healthz", "/metrics"):
+                        self.assertEqual(r.status, 200, r)
+                    else:
+                        self.assertEqual((r.status, r.json()["code"]), (503, "shutting_down"), r)
+                        self.assertEqual(r.headers.get("retry-after"), "1")
+            slow = Response(resp.status, resp.getheaders(), first + resp.read())
+            conn.close()
+            self.check("POST", "/mcp/context/{id}/message", slow, body=body, expect=200)
+            self.assertEqual(sse_events(slow.body)[-1][0], "done")
+            self.assertEqual(ctxd.proc.wait(timeout=15), 0)
+        finally:
+            if ctxd:
+                ctxd.cleanup()
+            redis.cleanup()
+
+    # ---- last: everything documented was exercised ----
+
+    def test_zz_every_documented_answer_was_exercised(self):
+        missing = []
+        for (method, template), op in sorted(OPS.items()):
+            if (method, template) in ABSENT:
+                print("note: %s %s is documented but not served yet; not checked" % (
+                    method, template))
+                continue
+            seen = OBSERVED.get((method, template))
+            if not seen:
+                missing.append("%s %s: never called" % (method, template))
+                continue
+            for status, resp in op["responses"].items():
+                if (method, template, status) in NOT_EXERCISED:
+                    continue
+                if status not in seen:
+                    missing.append("%s %s: status %s never answered" % (method, template, status))
+                    continue
+                resp, _ = deref(resp, "#")
+                for mt, media in resp.get("content", {}).items():
+                    if mt not in seen[status]:
+                        missing.append("%s %s: %s %s never answered" % (method, template, status, mt))
+                    for ev in media.get("x-sse-events", {}):
+                        if ev not in OBSERVED_EVENTS[(method, template, status, mt)]:
+                            missing.append("%s %s: event %s never sent" % (method, template, ev))
+        for (method, template, status), why in NOT_EXERCISED.items():
+            self.assertIn(status, OPS.get((method, template), {}).get("responses", {}),
+                          "stale NOT_EXERCISED entry %s %s %s" % (method, template, status))
+        self.assertFalse(missing, "documented but never exercised:\n  " + "\n  ".join(missing))
+
+
+if __name__ == "__main__":
+    main()
