@@ -1,4 +1,5 @@
 /* http.c: civetweb setup, per-thread workers, routing and answer helpers. */
+#define _GNU_SOURCE /* strcasestr */
 #include "ctxd/http.h"
 
 #include <arpa/inet.h>
@@ -87,15 +88,54 @@ static void common_headers(const http_req *req, const char *content_type,
         mg_response_header_add(c, headers[i], headers[i + 1], -1);
 }
 
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* Whether the client keeps the connection: HTTP/1.1 unless it says close,
+ * HTTP/1.0 only if it asks for keep-alive. */
+static int client_keeps_alive(const http_req *req) {
+    const struct mg_request_info *ri = mg_get_request_info(req->conn);
+    const char *c = mg_get_header(req->conn, "Connection");
+    if (c && strcasestr(c, "close")) return 0;
+    if (ri->http_version && !strcmp(ri->http_version, "1.0"))
+        return c && strcasestr(c, "keep-alive");
+    return 1;
+}
+
+/* A complete answer goes out in one write: status line, headers and body
+ * (separate small writes would wait on delayed ACKs). */
 int http_send(const http_req *req, int status, const char *content_type,
               const char *body, size_t len, const char *const *headers) {
-    char cl[24];
-    mg_response_header_start(req->conn, status);
-    common_headers(req, content_type, headers);
-    snprintf(cl, sizeof(cl), "%zu", len);
-    mg_response_header_add(req->conn, "Content-Length", cl, -1);
-    mg_response_header_send(req->conn);
-    if (len && strcmp(req->method, "HEAD") != 0) mg_write(req->conn, body, len);
+    buf b;
+    buf_init(&b);
+    int head = !strcmp(req->method, "HEAD");
+    buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                   "Cache-Control: no-store\r\nConnection: %s\r\n",
+               status, reason(status), content_type, len,
+               client_keeps_alive(req) ? "keep-alive" : "close");
+    if (req->request_id) buf_printf(&b, "X-Request-Id: %s\r\n", req->request_id);
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+        buf_printf(&b, "%s: %s\r\n", headers[i], headers[i + 1]);
+    buf_puts(&b, "\r\n");
+    if (!head) buf_putn(&b, body, len);
+    if (!b.err) mg_write(req->conn, b.data, b.len);
+    buf_free(&b);
     return status;
 }
 
@@ -474,6 +514,9 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
         "keep_alive_timeout_ms", "2000",
         "request_timeout_ms", "30000",
         "linger_timeout_ms", "0",
+        "tcp_nodelay", "1",
+        "listen_backlog", "1024",
+        "connection_queue", "1024",
         "decode_url", "yes",
         NULL};
     struct mg_callbacks cb;

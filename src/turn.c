@@ -187,9 +187,10 @@ static char *answer_json(const char *id, const llm_response *r) {
     return out;
 }
 
-/* Stored messages parsed for a model call. The json objects own the strings
- * that msgs[] borrows. */
+/* Stored messages parsed for a model call. root owns every object; parsed[]
+ * and msgs[] borrow from it. */
 typedef struct history {
+    json_object *root;
     json_object **parsed;
     llm_message *msgs; /* n stored + room for one more */
     size_t n;
@@ -198,7 +199,7 @@ typedef struct history {
 } history;
 
 static void history_free(history *h) {
-    for (size_t i = 0; h->parsed && i < h->n; i++) json_object_put(h->parsed[i]);
+    json_object_put(h->root);
     free(h->parsed);
     free(h->msgs);
     memset(h, 0, sizeof(*h));
@@ -211,21 +212,47 @@ static int64_t message_tokens(json_object *o, size_t content_len) {
     return llm_estimate_tokens(content_len);
 }
 
+/* All blobs as one JSON array, parsed in one call: json-c copies the locale
+ * under a process-wide lock on every parse, so one parse per message would
+ * serialize the workers. Falls back to one parse each if a blob is bad. */
+static json_object *parse_all(const store_blob *blobs, size_t n) {
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i) buf_puts(&b, ",");
+        buf_putn(&b, blobs[i].data, blobs[i].len);
+    }
+    buf_puts(&b, "]");
+    json_object *root = b.err ? NULL : json_tokener_parse(b.data);
+    buf_free(&b);
+    if (root && json_object_is_type(root, json_type_array) &&
+        json_object_array_length(root) == n)
+        return root;
+    json_object_put(root);
+    if (!(root = json_object_new_array())) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        json_object *o = json_tokener_parse(blobs[i].data);
+        if (o) json_object_array_add(root, o);
+    }
+    return root;
+}
+
 /* Parse blobs (stored message JSON) into h. Unreadable ones are skipped. */
 static int history_parse(history *h, const char *id, const store_blob *blobs, size_t n) {
     memset(h, 0, sizeof(*h));
     h->last_reply_tokens = -1;
     h->parsed = calloc(n + 1, sizeof(*h->parsed));
     h->msgs = calloc(n + 1, sizeof(*h->msgs));
-    if (!h->parsed || !h->msgs) return CTXD_ERR;
-    for (size_t i = 0; i < n; i++) {
-        json_object *o = json_tokener_parse(blobs[i].data), *role, *content;
-        if (!o || !json_object_object_get_ex(o, "role", &role) ||
-            !json_object_object_get_ex(o, "content", &content)) {
-            log_msg(LOG_WARN, "context %s: skipping unreadable stored message", id);
-            json_object_put(o);
+    if (!h->parsed || !h->msgs || !(h->root = parse_all(blobs, n))) return CTXD_ERR;
+    size_t got = json_object_array_length(h->root);
+    if (got < n) log_msg(LOG_WARN, "context %s: skipping %zu unreadable stored message(s)",
+                         id, n - got);
+    for (size_t i = 0; i < got; i++) {
+        json_object *o = json_object_array_get_idx(h->root, i), *role, *content;
+        if (!json_object_object_get_ex(o, "role", &role) ||
+            !json_object_object_get_ex(o, "content", &content))
             continue;
-        }
         llm_message *m = &h->msgs[h->n];
         h->parsed[h->n++] = o;
         m->role = json_object_get_string(role);

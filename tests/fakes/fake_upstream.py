@@ -164,6 +164,9 @@ class Refusal(Exception):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-upstream/1"
+    # Headers and body go out in separate sends: without TCP_NODELAY the body
+    # would wait for a delayed ACK (~40 ms), which real APIs do not add.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -523,6 +526,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # the default 5 drops SYNs under parallel calls
 
     def handle_error(self, request, client_address):
         if isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError)):
