@@ -330,6 +330,34 @@ bad:
     return CTXD_ERR;
 }
 
+/* value must be one of choices (case-insensitive): *index gets which. */
+static int set_choice(const char *name, const char *value, const char *const *choices,
+                      int *index, char *err, size_t errlen) {
+    char list[128] = "";
+    for (int i = 0; choices[i]; i++) {
+        if (!strcasecmp(value, choices[i])) {
+            *index = i;
+            return CTXD_OK;
+        }
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof(list) - l, "%s%s", i ? (choices[i + 1] ? ", " : " or ") : "",
+                 choices[i]);
+    }
+    snprintf(err, errlen, "%s=%s is not allowed: use %s", name, value, list);
+    return CTXD_ERR;
+}
+
+/* Copy value into dst[cap], refusing what does not fit. */
+static int set_string(const char *name, const char *value, char *dst, size_t cap, char *err,
+                      size_t errlen) {
+    if (strlen(value) >= cap) {
+        snprintf(err, errlen, "%s is too long (max %zu bytes)", name, cap - 1);
+        return CTXD_ERR;
+    }
+    memcpy(dst, value, strlen(value) + 1);
+    return CTXD_OK;
+}
+
 /* Apply one setting's text value to cfg. */
 static int config_apply(ctxd_config *cfg, const option_def *o,
                         const char *value, char *err, size_t errlen) {
@@ -344,69 +372,31 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
     if (!strcmp(e, "CTXD_REDIS_URL"))
         return config_parse_redis_url(cfg, value, err, errlen);
     if (!strcmp(e, "CTXD_LOG_LEVEL")) {
-        static const char *levels[] = {"debug", "info", "warn", "error"};
-        for (int i = 0; i < 4; i++)
-            if (!strcasecmp(value, levels[i])) {
-                cfg->log_level = i;
-                return CTXD_OK;
-            }
-        snprintf(err, errlen,
-                 "CTXD_LOG_LEVEL=%s is not allowed: use debug, info, warn or "
-                 "error",
-                 value);
-        return CTXD_ERR;
+        static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+        return set_choice(e, value, levels, &cfg->log_level, err, errlen);
     }
     if (!strcmp(e, "CTXD_LOG_FORMAT")) {
-        static const char *formats[] = {"json", "logfmt", "text"};
-        for (int i = 0; i < 3; i++)
-            if (!strcasecmp(value, formats[i])) {
-                cfg->log_format = i;
-                return CTXD_OK;
-            }
-        snprintf(err, errlen, "CTXD_LOG_FORMAT=%s is not allowed: use json, logfmt or text",
-                 value);
-        return CTXD_ERR;
-    }
-    if (!strcmp(e, "CTXD_LOG_FILE")) {
-        if (strlen(value) >= sizeof(cfg->log_file)) {
-            snprintf(err, errlen, "CTXD_LOG_FILE is too long (max %zu bytes)",
-                     sizeof(cfg->log_file) - 1);
-            return CTXD_ERR;
-        }
-        snprintf(cfg->log_file, sizeof(cfg->log_file), "%s", value);
-        return CTXD_OK;
+        static const char *const formats[] = {"json", "logfmt", "text", NULL};
+        return set_choice(e, value, formats, &cfg->log_format, err, errlen);
     }
     if (!strcmp(e, "CTXD_STRATEGY")) {
-        if (strcmp(value, "all") && strcmp(value, "window") && strcmp(value, "summarize")) {
-            snprintf(err, errlen,
-                     "CTXD_STRATEGY=%s is not allowed: use all, window or summarize", value);
-            return CTXD_ERR;
-        }
-        snprintf(cfg->strategy, sizeof(cfg->strategy), "%s", value);
-        return CTXD_OK;
+        static const char *const strategies[] = {"all", "window", "summarize", NULL};
+        int i;
+        if (set_choice(e, value, strategies, &i, err, errlen)) return CTXD_ERR;
+        return set_string(e, strategies[i], cfg->strategy, sizeof(cfg->strategy), err, errlen);
     }
     if (!strcmp(e, "CTXD_PROVIDER")) {
-        if (!strcmp(value, "echo")) cfg->provider = CTXD_PROVIDER_ECHO;
-        else if (!strcmp(value, "anthropic")) cfg->provider = CTXD_PROVIDER_ANTHROPIC;
-        else if (!strcmp(value, "openai")) cfg->provider = CTXD_PROVIDER_OPENAI;
-        else {
-            snprintf(err, errlen,
-                     "CTXD_PROVIDER=%s is not allowed: use echo, anthropic or "
-                     "openai",
-                     value);
-            return CTXD_ERR;
-        }
+        /* Same order as ctxd_provider. */
+        static const char *const providers[] = {"echo", "anthropic", "openai", NULL};
+        int i;
+        if (set_choice(e, value, providers, &i, err, errlen)) return CTXD_ERR;
+        cfg->provider = (ctxd_provider)i;
         return CTXD_OK;
     }
-    if (!strcmp(e, "CTXD_MODEL")) {
-        if (strlen(value) >= sizeof(cfg->model)) {
-            snprintf(err, errlen, "CTXD_MODEL is too long (max %zu bytes)",
-                     sizeof(cfg->model) - 1);
-            return CTXD_ERR;
-        }
-        snprintf(cfg->model, sizeof(cfg->model), "%s", value);
-        return CTXD_OK;
-    }
+    if (!strcmp(e, "CTXD_LOG_FILE"))
+        return set_string(e, value, cfg->log_file, sizeof(cfg->log_file), err, errlen);
+    if (!strcmp(e, "CTXD_MODEL"))
+        return set_string(e, value, cfg->model, sizeof(cfg->model), err, errlen);
     if (!strcmp(e, "CTXD_ANTHROPIC_URL") || !strcmp(e, "CTXD_OPENAI_URL")) {
         char *dst = e[5] == 'A' ? cfg->anthropic_url : cfg->openai_url;
         if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8)) {
@@ -414,11 +404,7 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
                                   "https:// URL", e, value);
             return CTXD_ERR;
         }
-        if (strlen(value) >= 512) {
-            snprintf(err, errlen, "%s is too long (max 511 bytes)", e);
-            return CTXD_ERR;
-        }
-        snprintf(dst, 512, "%s", value);
+        if (set_string(e, value, dst, sizeof(cfg->anthropic_url), err, errlen)) return CTXD_ERR;
         size_t l = strlen(dst);
         while (l && dst[l - 1] == '/') dst[--l] = '\0'; /* no double slash */
         return CTXD_OK;

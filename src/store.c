@@ -87,22 +87,34 @@ static const char lua_read[] =
     "if what >= 2 then state = redis.call('HGETALL', KEYS[3]) end\n"
     "return {meta, msgs, state, len}\n";
 
-/* What a turn sends: with strategy 'all' every message; otherwise the newest
- * whole units (a user message and the replies after it) whose "tokens" fit
- * max_context_tokens minus ARGV[1] (the new message), the system prompt
- * (bytes / 4) and the summary. Reads only the tail it needs. With 'summarize' also returns up to
- * ARGV[2] of the oldest messages that left the window but are not yet in the
- * summary. Returns nil or {meta-pairs, window, fold, llen, window_start_seq}. */
+/* Take the turn lock and read what the turn sends, in one round trip.
+ * KEYS meta messages lock idem; ARGV fixed fold_max token ttl_ms idem_key.
+ * The lock is taken for token unless another owner holds it ('BUSY'); token
+ * may hold it already (a second read in the same turn). With strategy 'all'
+ * every message; otherwise the newest whole units (a user message and the
+ * replies after it) whose "tokens" fit max_context_tokens minus ARGV[1] (the
+ * new message), the system prompt (bytes / 4) and the summary. Reads only
+ * the tail it needs. With 'summarize' also returns up to ARGV[2] of the
+ * oldest messages that left the window but are not yet in the summary.
+ * Returns nil, 'BUSY' or {meta-pairs, window, fold, llen, window_start_seq,
+ * idempotency record or nil}. */
 static const char lua_turn_read[] =
     "local flat = redis.call('HGETALL', KEYS[1])\n"
     "if #flat == 0 then return false end\n"
+    "local holder = redis.call('GET', KEYS[3])\n"
+    "if holder ~= ARGV[3] then\n"
+    "  if holder then return 'BUSY' end\n"
+    "  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])\n"
+    "end\n"
+    "local idem = false\n"
+    "if ARGV[5] ~= '' then idem = redis.call('HGET', KEYS[4], ARGV[5]) end\n"
     "local m = {}\n"
     "for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end\n"
     "local len = redis.call('LLEN', KEYS[2])\n"
     "local first = tonumber(m.first_seq or '1')\n"
     "local strategy = m.strategy or 'all'\n"
     "if strategy == 'all' or strategy == '' then\n"
-    "  return {flat, redis.call('LRANGE', KEYS[2], 0, -1), {}, len, first}\n"
+    "  return {flat, redis.call('LRANGE', KEYS[2], 0, -1), {}, len, first, idem}\n"
     "end\n"
     "local budget = tonumber(m.max_context_tokens or '0') - tonumber(ARGV[1])\n"
     "  - math.floor(#(m.system or '') / 4)\n"
@@ -136,7 +148,7 @@ static const char lua_turn_read[] =
     "  local to = math.min(start - 1, from + tonumber(ARGV[2]) - 1)\n"
     "  if to >= from then fold = redis.call('LRANGE', KEYS[2], from, to) end\n"
     "end\n"
-    "return {flat, window, fold, len, first + start}\n";
+    "return {flat, window, fold, len, first + start, idem}\n";
 
 /* ARGV token expected_seq now_iso now_ms idem_key idem_record idem_ttl
  * hard_cap n prompt_sig prompt_tokens msg1 ... Appends, trims to the
@@ -786,6 +798,7 @@ void store_context_free(store_context *c) {
     free(c->system);
     free(c->model);
     free(c->summary);
+    free(c->idem_record);
     blobs_free(c->messages, c->n_messages);
     blobs_free(c->fold, c->n_fold);
     blobs_free(c->state_keys, c->n_state);
@@ -853,6 +866,9 @@ static int read_reply(store *s, const char *id, redisReply *r, size_t elements,
     if (r->type == REDIS_REPLY_NIL) {
         s->err = STORE_ERR_NOT_FOUND;
         snprintf(s->errstr, sizeof(s->errstr), "context %s not found", id);
+    } else if (r->type == REDIS_REPLY_STRING && !strcmp(r->str, "BUSY")) {
+        s->err = STORE_ERR_BUSY;
+        snprintf(s->errstr, sizeof(s->errstr), "context %s is busy", id);
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != elements) {
         fail(s, STORE_ERR_REDIS, "unexpected reply from Redis at %s reading %s", ADDR(s), id);
     } else if (fill_meta(out, r->element[0]) ||
@@ -863,8 +879,18 @@ static int read_reply(store *s, const char *id, redisReply *r, size_t elements,
         snprintf(s->errstr, sizeof(s->errstr), "out of memory");
     } else {
         out->total_messages = r->element[3]->integer;
-        if (turn) out->window_start_seq = r->element[4]->integer;
         rc = CTXD_OK;
+        if (turn) {
+            const redisReply *idem = r->element[5];
+            out->window_start_seq = r->element[4]->integer;
+            if (idem->type == REDIS_REPLY_STRING &&
+                strtoll(idem->str, NULL, 10) >= util_now_ms() && /* not expired */
+                !(out->idem_record = strdup(idem->str))) {
+                s->err = STORE_ERR_NOMEM;
+                snprintf(s->errstr, sizeof(s->errstr), "out of memory");
+                rc = CTXD_ERR;
+            }
+        }
     }
     freeReplyObject(r);
     if (rc) store_context_free(out);
@@ -885,17 +911,21 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before,
     return read_reply(s, id, read_eval(s, S_READ, 3, k.all, 3, a), 4, out, 0);
 }
 
-int store_turn_read(store *s, const char *id, int64_t fixed_tokens, long fold_max,
+int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
+                    const char *idem_key, int64_t fixed_tokens, long fold_max,
                     store_context *out) {
     ctx_keys k;
-    char f[24], m[24];
+    char f[24], m[24], ttl[16];
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
     ctx_keys_init(&k, id);
     snprintf(f, sizeof(f), "%" PRId64, fixed_tokens);
     snprintf(m, sizeof(m), "%ld", fold_max);
-    const char *a[2] = {f, m};
-    return read_reply(s, id, read_eval(s, S_TURN_READ, 2, k.all, 2, a), 5, out, 1);
+    snprintf(ttl, sizeof(ttl), "%d", lock_ttl_ms);
+    const char *keys[4] = {k.meta, k.messages, k.lock, k.idem};
+    const char *a[5] = {f, m, token, ttl, idem_key ? idem_key : ""};
+    /* Not retried on I/O errors: it may have taken the lock. */
+    return read_reply(s, id, eval(s, S_TURN_READ, 4, keys, 5, a, NULL), 6, out, 1);
 }
 
 int store_delete(store *s, const char *id, int *deleted) {

@@ -111,14 +111,18 @@ static int check_idem(ctxd_worker *w, const char *id, const char *key,
     return 1;
 }
 
-/* Take the context's lock, waiting up to lock_wait_ms. */
+/* One try at taking a context's lock; CTXD_ERR with st->err BUSY when
+ * someone else holds it. */
+typedef int (*lock_try_fn)(ctxd_worker *w, const char *id, const char *token, void *arg);
+
+/* Take the context's lock with try_lock, waiting up to lock_wait_ms. */
 static int lock_or_fail(ctxd_worker *w, const char *id, const char *token,
-                        turn_result *res) {
+                        lock_try_fn try_lock, void *arg, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     int64_t t0 = util_mono_us(), deadline = util_mono_ms() + cfg->lock_wait_ms;
     int pause = 5, waited = 0;
     for (;;) {
-        if (store_lock_acquire(w->st, id, token, cfg->lock_ttl_ms) == CTXD_OK) {
+        if (try_lock(w, id, token, arg) == CTXD_OK) {
             if (waited) metrics_lock_wait(util_mono_us() - t0);
             return CTXD_OK;
         }
@@ -141,6 +145,25 @@ static int lock_or_fail(ctxd_worker *w, const char *id, const char *token,
               id);
     res->retry_after_s = 1;
     return CTXD_ERR;
+}
+
+/* The plain lock (appends). */
+static int try_lock(ctxd_worker *w, const char *id, const char *token, void *arg) {
+    CTXD_UNUSED(arg);
+    return store_lock_acquire(w->st, id, token, w->cfg->lock_ttl_ms);
+}
+
+/* The lock and the turn's read together (one round trip). */
+typedef struct turn_read_arg {
+    const turn_request *req;
+    int64_t user_estimate;
+    store_context *ctx;
+} turn_read_arg;
+
+static int try_lock_and_read(ctxd_worker *w, const char *id, const char *token, void *arg) {
+    turn_read_arg *a = arg;
+    return store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, a->req->idem_key,
+                           a->user_estimate, w->cfg->summary_batch, a->ctx);
 }
 
 /* The stored form of one message, with its token count. Returns a JSON
@@ -396,31 +419,28 @@ static int on_tick(void *arg) {
     return CTXD_OK;
 }
 
-/* Read what the turn sends; with strategy summarize, fold what left the
- * window first (and read again, as the summary changed the budget). */
-static int read_for_turn(ctxd_worker *w, const turn_request *req, tick_state *ts,
-                         int64_t fixed, store_context *ctx, turn_result *res) {
+/* With strategy summarize, fold what left the window into the summary and
+ * read again (the summary's size changed the budget). */
+static int fold_if_needed(ctxd_worker *w, const turn_request *req, const char *token,
+                          tick_state *ts, int64_t user_estimate, store_context *ctx,
+                          turn_result *res) {
     const char *id = req->context_id;
-    if (store_turn_read(w->st, id, fixed, w->cfg->summary_batch, ctx)) {
-        store_error(res, w->st, id);
-        return CTXD_ERR;
-    }
-    if (!strcmp(ctx->strategy, "summarize") && ctx->n_fold &&
-        fold_summary(w, ctx, on_tick, ts)) {
-        store_context_free(ctx);
-        if (store_turn_read(w->st, id, fixed, w->cfg->summary_batch, ctx)) {
-            store_error(res, w->st, id);
-            return CTXD_ERR;
-        }
-    }
-    if (ts->lost) {
+    if (strcmp(ctx->strategy, "summarize") || !ctx->n_fold ||
+        !fold_summary(w, ctx, on_tick, ts))
+        return CTXD_OK;
+    store_context_free(ctx);
+    if (!ts->lost && store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, NULL,
+                                     user_estimate, w->cfg->summary_batch, ctx) == CTXD_OK)
+        return CTXD_OK;
+    if (ts->lost || w->st->err == STORE_ERR_BUSY) {
         set_error(res, 409, "context_busy",
                   "Context %s: this turn lost its lock while summarizing; nothing was "
                   "stored, retry the request", id);
         res->retry_after_s = 1;
-        return CTXD_ERR;
+    } else {
+        store_error(res, w->st, id);
     }
-    return CTXD_OK;
+    return CTXD_ERR;
 }
 
 /* 413 when the prompt cannot fit the context's budget. */
@@ -446,27 +466,24 @@ static int check_budget(const store_context *ctx, const history *h, int64_t fixe
     return CTXD_ERR;
 }
 
-/* Everything after the lock is held. */
+/* Everything after the lock is held and ctx read (run_locked frees it). */
 static int run_locked(ctxd_worker *w, const turn_request *req, const char *token,
-                      turn_result *res) {
+                      store_context ctx, int64_t user_estimate, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     const char *id = req->context_id;
-    store_context ctx;
     history h = {0};
     llm_response r;
     char *user = NULL, *reply = NULL, *body = NULL, *rec = NULL, *system = NULL;
     char sig_before[64], sig_after[64];
     int rc = CTXD_ERR;
     llm_response_init(&r);
-    memset(&ctx, 0, sizeof(ctx));
 
-    if (check_idem(w, id, req->idem_key, req->fingerprint, res))
-        return res->status < 400 ? CTXD_OK : CTXD_ERR;
+    if (ctx.idem_record) { /* a repeat that arrived while the first ran */
+        rc = replay(ctx.idem_record, req->fingerprint, req->idem_key, res);
+        goto cleanup;
+    }
     tick_state ts = {w, id, token, util_mono_ms(), 0};
-    /* The new message is estimated; the read script adds the system
-     * prompt's share (bytes / 4) and the summary's known count. */
-    int64_t user_estimate = llm_estimate_tokens(req->message_len);
-    if (read_for_turn(w, req, &ts, user_estimate, &ctx, res)) goto cleanup;
+    if (fold_if_needed(w, req, token, &ts, user_estimate, &ctx, res)) goto cleanup;
     int64_t fixed = user_estimate + (int64_t)strlen(ctx.system) / 4;
     if (ctx.total_messages + 2 > cfg->max_messages && ctx.max_messages == 0) {
         set_error(res, 413, "context_full",
@@ -571,8 +588,12 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
         set_error(res, 503, "no_randomness", "no randomness for a lock token");
         return CTXD_ERR;
     }
-    if (lock_or_fail(w, req->context_id, token, res)) return CTXD_ERR;
-    int rc = run_locked(w, req, token, res);
+    /* The new message is estimated; the read script adds the system
+     * prompt's share (bytes / 4) and the summary's known count. */
+    store_context ctx;
+    turn_read_arg a = {req, llm_estimate_tokens(req->message_len), &ctx};
+    if (lock_or_fail(w, req->context_id, token, try_lock_and_read, &a, res)) return CTXD_ERR;
+    int rc = run_locked(w, req, token, ctx, a.user_estimate, res);
     /* The append released the lock on success; make sure on every path. */
     if (rc != CTXD_OK || res->replayed) store_lock_release(w->st, req->context_id, token);
     return rc;
@@ -652,7 +673,7 @@ int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res
         set_error(res, 503, "no_randomness", "no randomness for a lock token");
         return CTXD_ERR;
     }
-    if (lock_or_fail(w, req->context_id, token, res)) return CTXD_ERR;
+    if (lock_or_fail(w, req->context_id, token, try_lock, NULL, res)) return CTXD_ERR;
     int rc = append_locked(w, req, token, res);
     if (rc != CTXD_OK || res->replayed) store_lock_release(w->st, req->context_id, token);
     return rc;

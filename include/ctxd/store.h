@@ -61,6 +61,7 @@ typedef struct store_context {
     store_blob *fold;
     size_t n_fold;
     int64_t window_start_seq;
+    char *idem_record; /* the unexpired idempotency record asked for, or NULL */
 
     store_blob *messages; /* owned; the range asked for, oldest first */
     size_t n_messages;
@@ -127,10 +128,15 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before,
                store_context *out);
 void store_context_free(store_context *c); /* accepts NULL */
 
-/* Read what a turn needs, reading only the tail of the history: see
- * lua_turn_read in store.c. fixed_tokens: the system prompt and the new
- * message; fold_max: most messages to return for summarizing. */
-int store_turn_read(store *s, const char *id, int64_t fixed_tokens, long fold_max,
+/* Take the turn lock for token and read what the turn needs, reading only
+ * the tail of the history (see lua_turn_read in store.c), in one round trip.
+ * fixed_tokens: the new message; fold_max: most messages to return for
+ * summarizing; idem_key (or NULL): its record comes back in
+ * out->idem_record. CTXD_ERR with STORE_ERR_BUSY when another owner holds
+ * the lock, STORE_ERR_NOT_FOUND when there is no such context (no lock
+ * taken then). */
+int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
+                    const char *idem_key, int64_t fixed_tokens, long fold_max,
                     store_context *out);
 
 /* Change settings: fields[i] = values[i] in the meta hash (names checked by

@@ -93,6 +93,23 @@ class Redis:
     def keys(self, pattern="*"):
         return sorted(k for k in self.raw("KEYS", pattern) if k)
 
+    def snapshot(self):
+        """Every key with its type and content, to prove nothing changed."""
+        out = {}
+        for k in self.keys():
+            t = self.cli("TYPE", k)
+            if t == "list":
+                out[k] = self.raw("LRANGE", k, "0", "-1")
+            elif t == "hash":
+                out[k] = sorted(self.raw("HGETALL", k))
+            elif t == "set":
+                out[k] = sorted(self.raw("SMEMBERS", k))
+            elif t == "zset":
+                out[k] = self.raw("ZRANGE", k, "0", "-1", "WITHSCORES")
+            else:
+                out[k] = self.raw("GET", k)
+        return out
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -292,30 +309,42 @@ def main():
 
 class FakeUpstream:
     """tests/fakes/fake_upstream.py on a free port (Anthropic and OpenAI
-    wire formats); see its docstring for the admin API."""
+    wire formats); see its docstring for the admin API. args default to
+    checking the key "test-key" on both routes."""
 
-    def __init__(self, anthropic_key="test-key", openai_key="test-key"):
+    def __init__(self, args=None):
+        if args is None:
+            args = ["--anthropic-key", "test-key", "--openai-key", "test-key"]
+        self.errlog = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", os.path.join(SOURCE_DIR, "tests", "fakes", "fake_upstream.py"),
-             "--port", "0", "--anthropic-key", anthropic_key, "--openai-key", openai_key],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--port", "0"] + list(args),
+            stdout=subprocess.PIPE, stderr=self.errlog, text=True)
         _live.append(self.proc)
-        line = self.proc.stdout.readline().split()
-        if len(line) != 2 or line[0] != "PORT":
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
             raise AssertionError("fake upstream did not start: %r" % line)
-        self.port = int(line[1])
+        self.port = int(line.split()[1])
         self.url = "http://127.0.0.1:%d" % self.port
 
+    def start(self):
+        """Kept for callers that chain it: the fake starts in __init__."""
+        return self
+
     def admin(self, method, path, body=None):
-        r = request(self.port, method, "/_admin/" + path, body)
+        r = request(self.port, method, "/_admin/" + path.lstrip("/").replace("_admin/", ""),
+                    body, timeout=10)
         if r.status != 200:
             raise AssertionError("fake admin %s %s: %r" % (method, path, r))
         return r.json()
 
     def script(self, *behaviours):
+        """Queue behaviours; each model request takes the next one."""
         self.admin("POST", "script", list(behaviours))
 
     def requests(self):
+        """Every model request received since the last reset, in order."""
         return self.admin("GET", "requests")["requests"]
 
     def reset(self):
@@ -323,5 +352,12 @@ class FakeUpstream:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.errlog.close()

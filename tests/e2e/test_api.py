@@ -15,17 +15,7 @@ class ApiTest(CtxdTestCase):
                 "CTXD_LOCK_WAIT_MS": "300"}
 
     def snapshot(self):
-        """Every key with its type and content, to prove nothing changed."""
-        out = {}
-        for k in self.redis.keys():
-            t = self.redis.cli("TYPE", k)
-            if t == "list":
-                out[k] = self.redis.raw("LRANGE", k, "0", "-1")
-            elif t == "hash":
-                out[k] = sorted(self.redis.raw("HGETALL", k))
-            else:
-                out[k] = self.redis.cli("GET", k)
-        return out
+        return self.redis.snapshot()
 
     def assert_unchanged(self, before):
         self.assertEqual(self.snapshot(), before)

@@ -17,7 +17,8 @@ import time
 import unittest
 import uuid
 
-from harness import SOURCE_DIR, Ctxd, CtxdTestCase, free_port, main, request, sse_events
+from harness import (SOURCE_DIR, Ctxd, CtxdTestCase, FakeUpstream, free_port, main, request,
+                     sse_events)
 
 FAKE = os.path.join(SOURCE_DIR, "tests", "fakes", "fake_upstream.py")
 sys.path.insert(0, os.path.dirname(FAKE))
@@ -40,61 +41,6 @@ COMMON_ENV = {
     "CTXD_MAX_TOKENS": str(MAX_TOKENS),
     "CTXD_LOG_LEVEL": "debug",  # the most talkative log must not leak the key either
 }
-
-
-# ---- the fake upstream ----
-
-class FakeUpstream:
-    """tests/fakes/fake_upstream.py as a subprocess on a free port."""
-
-    def __init__(self, args):
-        self.args = list(args)
-        self.proc = None
-        self.port = None
-        self.errlog = tempfile.TemporaryFile()
-
-    def start(self):
-        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", "0"] + self.args,
-                                     stdout=subprocess.PIPE, stderr=self.errlog, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.stop()
-            raise AssertionError("fake upstream did not start: %r" % line)
-        self.port = int(line.split()[1])
-        return self
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def admin(self, method, path, body=None):
-        r = request(self.port, method, path, body=body, timeout=10)
-        if r.status != 200:
-            raise AssertionError("fake admin %s %s: %r" % (method, path, r))
-        return r.json()
-
-    def script(self, *behaviours):
-        """Queue behaviours; each model request takes the next one."""
-        self.admin("POST", "/_admin/script", list(behaviours))
-
-    def requests(self):
-        """Every model request received since the last reset, in order."""
-        return self.admin("GET", "/_admin/requests")["requests"]
-
-    def reset(self):
-        self.admin("POST", "/_admin/reset")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc and self.proc.stdout:
-            self.proc.stdout.close()
-        self.errlog.close()
 
 
 def stream_incrementally(port, cid, message, timeout=30):
@@ -196,21 +142,7 @@ class ProviderTests:
             "LRANGE", "ctxd:{%s}:messages" % cid, "0", "-1")]
 
     def snapshot(self):
-        """Every Redis key with its type and content."""
-        out = {}
-        for k in self.redis.keys():
-            t = self.redis.cli("TYPE", k)
-            if t == "list":
-                out[k] = self.redis.raw("LRANGE", k, "0", "-1")
-            elif t == "hash":
-                out[k] = sorted(self.redis.raw("HGETALL", k))
-            elif t == "set":
-                out[k] = sorted(self.redis.raw("SMEMBERS", k))
-            elif t == "zset":
-                out[k] = self.redis.raw("ZRANGE", k, "0", "-1", "WITHSCORES")
-            else:
-                out[k] = self.redis.raw("GET", k)
-        return out
+        return self.redis.snapshot()
 
     def assert_no_lock(self, cid):
         self.assertEqual(self.redis.cli("EXISTS", "ctxd:{%s}:lock" % cid), "0")

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# bench.sh: where ctxd stands against its limits, as ratios measured in one run.
+#   scripts/bench.sh [--quick]
+# Builds a Release ctxd (build-bench/), starts its own redis-server, fake
+# upstream, ctxd processes and haproxy on free 127.0.0.1 ports in a temp dir,
+# measures the floors (ctxd /healthz, redis-benchmark, the fake upstream
+# called directly) and the scenarios, and writes bench/results.md,
+# bench/results.json and bench/scaling.png. Everything it starts is stopped
+# on exit. --quick: short runs, under two minutes; the full run takes ~10.
+# CTXD_BIN=/path/to/ctxd skips the build and measures that binary.
+# Helpers (wrk Lua, Python clients, report) live in scripts/bench/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+here=$root/scripts/bench
+py=/usr/bin/python3
+
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+
+if [ $quick = 1 ]; then
+  warm=1 dur=3 rb_n=20000 s5_ns="100 500" s4_turns="100 50 10" s4_turns_win=200
+else
+  warm=5 dur=20 rb_n=200000 s5_ns="100 500 2000" s4_turns="1000 300 20" s4_turns_win=1000
+fi
+# Scenario 4 loads up to 100,000 messages in one context; scenario 7 10,000.
+s4_sizes="10 1000 100000"
+s7_count=10000
+s7_size=200
+
+say() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---- Packages (apt-get only for what is missing) ----
+install_missing() {
+  local want="wrk redis-server redis-tools haproxy gnuplot-nox curl python3" missing=() p
+  for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  # Any gnuplot flavour will do.
+  if [[ " ${missing[*]} " == *" gnuplot-nox "* ]] && command -v gnuplot >/dev/null; then
+    missing=("${missing[@]/gnuplot-nox/}")
+  fi
+  [ -z "${missing[*]// /}" ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    sudo=sudo
+  fi
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2068
+  $sudo apt-get install -y -qq --no-install-recommends ${missing[@]} >/dev/null
+}
+install_missing
+scripts/deps.sh build
+
+if [ -n "${CTXD_BIN:-}" ]; then
+  bin=$CTXD_BIN # a binary built elsewhere (e.g. from a clean checkout)
+else
+  say "building Release ctxd in build-bench/"
+  bin=$root/$(scripts/build.sh --release --dir build-bench | tail -1)
+fi
+[ -x "$bin" ] || die "no binary at $bin"
+
+# ---- Processes, ports, cleanup ----
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctxd-bench.XXXXXX")
+results=$tmp/results.jsonl
+: >"$results"
+pids=()
+cleanup() {
+  local rc=$? p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ $rc -ne 0 ]; then # keep the logs of a failed run
+    rm -rf "$root/bench/failed-run" && mkdir -p "$root/bench/failed-run"
+    cp "$tmp"/*.log "$tmp"/*.out "$tmp"/*.err "$tmp/redis/redis.log" "$root/bench/failed-run/" 2>/dev/null || true
+    say "logs of the failed run in bench/failed-run/"
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # URL: up to 15 s
+  local i
+  for i in $(seq 150); do
+    curl -sf -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+rport=$(free_port)
+mkdir -p "$tmp/redis"
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
+  --appendonly no --maxclients 10000 --daemonize no \
+  --logfile "$tmp/redis/redis.log" &
+pids+=($!)
+rcli() { redis-cli -p "$rport" "$@"; }
+for _ in $(seq 100); do [ "$(rcli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+[ "$(rcli PING)" = PONG ] || die "redis-server did not start"
+
+$py "$root/tests/fakes/fake_upstream.py" --port 0 >"$tmp/fake.out" 2>"$tmp/fake.err" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^PORT ' "$tmp/fake.out" 2>/dev/null && break; sleep 0.1; done
+fport=$(awk '/^PORT /{print $2}' "$tmp/fake.out")
+[ -n "$fport" ] || die "fake upstream did not start"
+
+# start_ctxd NAME [VAR=VALUE...]: a ctxd on a free port; sets ctxd_port/ctxd_pid.
+start_ctxd() {
+  local name=$1
+  shift
+  ctxd_port=$(free_port)
+  env -u ANTHROPIC_API_KEY -u OPENAI_API_KEY -u CTXD_PROVIDER \
+    CTXD_LISTEN="127.0.0.1:$ctxd_port" CTXD_REDIS_URL="redis://127.0.0.1:$rport/0" \
+    CTXD_PROVIDER=echo CTXD_MAX_MESSAGES=200000 "$@" \
+    "$bin" >"$tmp/ctxd-$name.log" 2>&1 &
+  ctxd_pid=$!
+  pids+=("$ctxd_pid")
+  wait_http "http://127.0.0.1:$ctxd_port/healthz" ||
+    die "ctxd $name did not start: $(tail -5 "$tmp/ctxd-$name.log")"
+}
+
+record() { echo "$1" >>"$results"; }
+
+# run_wrk KEY PORT CONNS MODE [VAR=VALUE...]: warm up, then measure for $dur s.
+run_wrk() {
+  local key=$1 port=$2 conns=$3 mode=$4 threads=2 out line
+  shift 4
+  [ "$conns" -lt 2 ] && threads=1
+  local w=(env BENCH_MODE="$mode" BENCH_THREADS=$threads "$@" wrk -t$threads -c"$conns"
+           --timeout 10s -s "$here/wrk.lua" "http://127.0.0.1:$port")
+  "${w[@]}" -d"${warm}s" >/dev/null
+  out=$("${w[@]}" -d"${dur}s")
+  line=$(grep '^BENCH ' <<<"$out" | head -1 | cut -c7-)
+  [ -n "$line" ] || die "$key: wrk printed no summary: $out"
+  record "{\"key\":\"$key\",\"conns\":$conns,\"wrk\":$line}"
+  say "$key: $($py -c 'import json,sys; w=json.loads(sys.argv[1]); print("%.0f req/s p50 %.2f ms p99 %.2f ms errors %d" % (w["rps"], w["p50_us"]/1e3, w["p99_us"]/1e3, w["errors"]))' "$line")"
+}
+
+say "redis :$rport, fake upstream :$fport, $(nproc) cores, quick=$quick"
+record "{\"key\":\"env\",\"quick\":$quick,\"cores\":$(nproc),\"warm_s\":$warm,\"dur_s\":$dur,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\",\"dirty\":$([ -z "$(git status --porcelain -uno 2>/dev/null)" ] && echo false || echo true),\"redis\":\"$(redis-server --version | awk '{print $3}' | cut -d= -f2)\"}"
+
+# ---- Main ctxd: echo provider, default 64 threads, default log level ----
+start_ctxd main
+main_port=$ctxd_port main_pid=$ctxd_pid
+
+# Framework floor, and one connection alone (a ~40 ms p50 there is a
+# Nagle / delayed-ACK stall, not work).
+run_wrk healthz "$main_port" 64 healthz
+run_wrk healthz_c1 "$main_port" 1 healthz
+
+# Scenario 1: GET a context holding 20 messages, 64 connections.
+$py "$here/prep.py" create "$main_port" 1 "$tmp/s1.ids"
+$py "$here/prep.py" fill "$main_port" "$tmp/s1.ids" 20 >/dev/null
+run_wrk s1 "$main_port" 64 get BENCH_IDS="$tmp/s1.ids"
+
+# Storage floor: redis-benchmark on the same Redis, 64 clients, no pipelining,
+# the built-in mix plus what scenario 1's read script does on its real keys.
+s1id=$(head -1 "$tmp/s1.ids")
+k_meta="ctxd:{$s1id}:meta" k_msgs="ctxd:{$s1id}:messages" k_state="ctxd:{$s1id}:state"
+read_sha=$(rcli SCRIPT LOAD "local m = redis.call('HGETALL', KEYS[1]) local n = redis.call('LLEN', KEYS[2]) local l = redis.call('LRANGE', KEYS[2], 0, -1) local s = redis.call('HGETALL', KEYS[3]) return {m, l, s, n}")
+rb() { redis-benchmark -p "$rport" -c 64 -n "$rb_n" --csv "$@" 2>/dev/null | tail -n +2; }
+{
+  rb -t get,set,lpush,lrange_100
+  rb HGETALL "$k_meta"
+  rb LRANGE "$k_msgs" 0 -1
+  rb EVALSHA "$read_sha" 3 "$k_meta" "$k_msgs" "$k_state"
+} | $py -c '
+import csv, json, sys
+rows = []
+for r in csv.reader(sys.stdin):
+    if len(r) >= 7 and "needed to benchmark" not in r[0]:
+        name = r[0].split(" ctxd:")[0].split(" {")[0] if r[0].startswith(("HGETALL", "LRANGE ctxd", "EVALSHA")) else r[0]
+        if name.startswith("EVALSHA"): name = "EVALSHA read-script (20 msgs)"
+        elif name.startswith("LRANGE") and "ctxd" in r[0]: name = "LRANGE 0 -1 (20 msgs)"
+        elif name.startswith("HGETALL"): name = "HGETALL meta"
+        rows.append({"test": name, "rps": float(r[1]), "p50_ms": float(r[4]), "p99_ms": float(r[6])})
+print(json.dumps({"key": "redis", "clients": 64, "rows": rows}))' >>"$results"
+say "redis-benchmark: $(tail -1 "$results" | cut -c1-300)..."
+
+# Scenario 2: echo turns spread over 1,000 contexts, 64 connections.
+$py "$here/prep.py" create "$main_port" 1000 "$tmp/s2.ids"
+run_wrk s2 "$main_port" 64 turn BENCH_IDS="$tmp/s2.ids"
+
+# Scenario 4: turn latency against stored history length (windowed).
+win_body='{"strategy":"window","max_context_tokens":2000}'
+probe=$($py "$here/prep.py" probe "$main_port" "$win_body")
+if $py -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["status"] == 201 else 1)' "$probe"; then
+  s4_mode=window s4_body=$win_body s4_skip=""
+  set -- $s4_turns_win $s4_turns_win $s4_turns_win
+else
+  s4_mode=full s4_body="" s4_turns_list=$s4_turns
+  s4_skip=$($py -c 'import json,sys; p=json.loads(sys.argv[1]); print("POST /mcp/context %s was refused: HTTP %s %s" % (sys.argv[2], p["status"], p["body"][:160]))' "$probe" "$win_body")
+  say "scenario 4: SKIP windowed: $s4_skip; measuring full-history turns instead (informational)"
+  set -- $s4_turns
+fi
+s4_rows=""
+for size in $s4_sizes; do
+  turns=$1
+  shift
+  ctxs=20
+  [ "$size" -ge 100000 ] && ctxs=1
+  if [ -n "$s4_body" ]; then
+    $py "$here/prep.py" create "$main_port" $ctxs "$tmp/s4-$size.ids" "$s4_body"
+  else
+    $py "$here/prep.py" create "$main_port" $ctxs "$tmp/s4-$size.ids"
+  fi
+  # Messages of ~720 bytes (~184 tokens): every window holds about ten of
+  # them whatever the history length, so only the length differs.
+  fill=$($py "$here/prep.py" fill "$main_port" "$tmp/s4-$size.ids" "$size" 720)
+  line=$($py "$here/prep.py" turns "$main_port" "$tmp/s4-$size.ids" "$turns")
+  say "s4 history $size ($ctxs contexts, $turns turns): $line"
+  s4_rows="$s4_rows${s4_rows:+,}{\"history\":$size,\"contexts\":$ctxs,\"turns\":$turns,\"fill\":$fill,\"wrk\":$line}"
+done
+record "{\"key\":\"s4\",\"mode\":\"$s4_mode\",\"skip\":$($py -c 'import json,sys; print(json.dumps(sys.argv[1] or None))' "$s4_skip"),\"rows\":[$s4_rows]}"
+
+# Scenario 7: Redis bytes per stored message at 10,000 messages.
+$py "$here/prep.py" create "$main_port" 1 "$tmp/s7.ids"
+fill=$($py "$here/prep.py" fill "$main_port" "$tmp/s7.ids" $s7_count $s7_size)
+s7id=$(head -1 "$tmp/s7.ids")
+mem=$(rcli MEMORY USAGE "ctxd:{$s7id}:messages" SAMPLES 0)
+stored=$(rcli --raw LINDEX "ctxd:{$s7id}:messages" 0 | head -c 400)
+record "$($py -c 'import json,sys; f=json.loads(sys.argv[1]); print(json.dumps({"key":"s7","messages":int(sys.argv[2]),"content_bytes":int(sys.argv[3]),"raw_bytes":f["raw_bytes"],"redis_bytes":int(sys.argv[4]),"sample_stored":sys.argv[5]}))' "$fill" $s7_count $s7_size "$mem" "$stored")"
+say "s7: MEMORY USAGE $mem bytes for $s7_count messages; raw $(tail -1 "$results" | $py -c 'import json,sys; print(json.load(sys.stdin)["raw_bytes"])') bytes"
+stop_pid "$main_pid"
+
+# ---- Scenario 3 and the upstream floor: Anthropic provider vs the fake ----
+start_ctxd anthropic CTXD_PROVIDER=anthropic ANTHROPIC_API_KEY=bench-key \
+  CTXD_ANTHROPIC_URL="http://127.0.0.1:$fport"
+anth_pid=$ctxd_pid anth_port=$ctxd_port
+$py "$here/prep.py" create "$anth_port" 1000 "$tmp/s3.ids"
+for c in 1 8; do
+  curl -sf -o /dev/null -X POST "http://127.0.0.1:$fport/_admin/reset"
+  run_wrk "s3_c$c" "$anth_port" $c turn BENCH_IDS="$tmp/s3.ids"
+  $py "$here/prep.py" capture "$fport" "$tmp/upstream-body.json" >/dev/null
+  curl -sf -o /dev/null -X POST "http://127.0.0.1:$fport/_admin/reset"
+  run_wrk "upstream_c$c" "$fport" $c direct BENCH_BODY="$tmp/upstream-body.json" BENCH_APIKEY=bench-key
+done
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$fport/_admin/reset"
+stop_pid "$anth_pid"
+
+# ---- Scenario 5: N streaming turns held open at once ----
+# The echo provider streams its reply word by word over CTXD_ECHO_DELAY_MS=2000.
+s5_rows=""
+for n in $s5_ns; do
+  threads=$((n + 16))
+  [ $threads -gt 1024 ] && threads=1024
+  start_ctxd "s5-$n" CTXD_ECHO_DELAY_MS=2000 CTXD_THREADS=$threads
+  $py "$here/prep.py" create "$ctxd_port" "$n" "$tmp/s5.ids"
+  row=$($py "$here/streams.py" "$ctxd_port" "$tmp/s5.ids" "$n" 60)
+  hwm=$(awk '/^VmHWM/{print $2}' "/proc/$ctxd_pid/status")
+  nthreads=$(awk '/^Threads/{print $2}' "/proc/$ctxd_pid/status")
+  say "s5 N=$n threads=$threads: $row VmHWM ${hwm} kB"
+  s5_rows="$s5_rows${s5_rows:+,}{\"threads\":$threads,\"os_threads\":$nthreads,\"vmhwm_kb\":$hwm,\"result\":$row}"
+  stop_pid "$ctxd_pid"
+done
+record "{\"key\":\"s5\",\"provider\":\"echo, CTXD_ECHO_DELAY_MS=2000, streaming\",\"rows\":[$s5_rows]}"
+
+# ---- Scenario 6: 1 vs 3 ctxd processes behind haproxy, scenario-2 workload ----
+# Four processes: the 1-process backend has its own ctxd, so connections
+# haproxy keeps open to it cannot occupy the threads of the 3-process backend.
+s6_ports=()
+for i in 0 1 2 3; do
+  start_ctxd "s6-$i"
+  s6_ports+=("$ctxd_port")
+done
+hp1=$(free_port) hp3=$(free_port)
+cat >"$tmp/haproxy.cfg" <<EOF
+global
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 10s
+frontend one
+    bind 127.0.0.1:$hp1
+    default_backend one
+frontend three
+    bind 127.0.0.1:$hp3
+    default_backend three
+backend one
+    balance roundrobin
+    server c0 127.0.0.1:${s6_ports[0]}
+backend three
+    balance roundrobin
+    server c1 127.0.0.1:${s6_ports[1]}
+    server c2 127.0.0.1:${s6_ports[2]}
+    server c3 127.0.0.1:${s6_ports[3]}
+EOF
+haproxy -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$hp3/healthz" || die "haproxy did not start: $(tail -5 "$tmp/haproxy.log")"
+run_wrk s6_1 "$hp1" 64 turn BENCH_IDS="$tmp/s2.ids"
+run_wrk s6_3 "$hp3" 64 turn BENCH_IDS="$tmp/s2.ids"
+
+# ---- Report ----
+mkdir -p bench
+$py "$here/report.py" "$results" bench
+say "wrote bench/results.md bench/results.json bench/scaling.png"
+cat bench/results.md
