@@ -2,7 +2,6 @@
 #include "ctxd/turn.h"
 
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +9,10 @@
 
 #include "ctxd/buf.h"
 #include "ctxd/log.h"
+#include "ctxd/message.h"
 #include "ctxd/metrics.h"
 #include "ctxd/util.h"
 
-#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 static void set_error(turn_result *res, int status, const char *code,
                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -166,124 +165,90 @@ static int try_lock_and_read(ctxd_worker *w, const char *id, const char *token, 
                            a->user_estimate, w->cfg->summary_batch, a->ctx);
 }
 
-/* The stored form of one message, with its token count. Returns a JSON
- * text (free it) or NULL. */
+/* The stored form of one message (see message.h). Returns a JSON text
+ * (free it) or NULL when out of memory. r: the reply's figures, or NULL. */
 static char *message_json(int64_t seq, const char *role, const char *content,
                           size_t len, int64_t now_ms, int64_t tokens,
                           const llm_response *r) {
-    char iso[UTIL_ISO_LEN];
-    util_iso8601(now_ms, iso);
-    json_object *o = json_object_new_object();
-    if (!o) return NULL;
-    json_object_object_add(o, "seq", json_object_new_int64(seq));
-    json_object_object_add(o, "role", json_object_new_string(role));
-    json_object_object_add(o, "content", json_object_new_string_len(content, (int)len));
-    json_object_object_add(o, "created_at", json_object_new_string(iso));
-    json_object_object_add(o, "tokens", json_object_new_int64(tokens));
+    message m = {.seq = seq, .role = role, .content = content, .content_len = len,
+                 .created_ms = now_ms, .tokens = tokens, .input_tokens = -1,
+                 .output_tokens = -1};
     if (r) {
-        json_object *u = json_object_new_object();
-        json_object_object_add(u, "input_tokens", r->input_tokens >= 0 ? json_object_new_int64(r->input_tokens) : NULL);
-        json_object_object_add(u, "output_tokens", r->output_tokens >= 0 ? json_object_new_int64(r->output_tokens) : NULL);
-        json_object_object_add(o, "usage", u);
-        if (r->model[0]) json_object_object_add(o, "model", json_object_new_string(r->model));
-        if (r->stop_reason[0])
-            json_object_object_add(o, "stop_reason", json_object_new_string(r->stop_reason));
+        m.model = r->model;
+        m.stop_reason = r->stop_reason;
+        m.input_tokens = r->input_tokens;
+        m.output_tokens = r->output_tokens;
     }
-    char *out = strdup(json_object_to_json_string_ext(o, JSON_FLAGS));
-    json_object_put(o);
-    return out;
+    buf b;
+    buf_init(&b);
+    message_encode(&b, &m);
+    return buf_take(&b, NULL);
 }
 
 /* The turn's answer body {"context_id","ai_response","usage","model"}. */
 static char *answer_json(const char *id, const llm_response *r) {
-    json_object *o = json_object_new_object();
-    if (!o) return NULL;
-    json_object_object_add(o, "context_id", json_object_new_string(id));
-    json_object_object_add(o, "ai_response", json_object_new_string_len(r->text, (int)r->text_len));
-    json_object *u = json_object_new_object();
-    json_object_object_add(u, "input_tokens", r->input_tokens >= 0 ? json_object_new_int64(r->input_tokens) : NULL);
-    json_object_object_add(u, "output_tokens", r->output_tokens >= 0 ? json_object_new_int64(r->output_tokens) : NULL);
-    json_object_object_add(o, "usage", u);
-    if (r->model[0]) json_object_object_add(o, "model", json_object_new_string(r->model));
-    char *out = strdup(json_object_to_json_string_ext(o, JSON_FLAGS));
-    json_object_put(o);
-    return out;
+    buf b;
+    buf_init(&b);
+    buf_printf(&b, "{\"context_id\":\"%s\",\"ai_response\":", id);
+    buf_put_json_string(&b, r->text, r->text_len);
+    buf_puts(&b, ",\"usage\":{\"input_tokens\":");
+    if (r->input_tokens >= 0) buf_printf(&b, "%ld", r->input_tokens);
+    else buf_puts(&b, "null");
+    buf_puts(&b, ",\"output_tokens\":");
+    if (r->output_tokens >= 0) buf_printf(&b, "%ld", r->output_tokens);
+    else buf_puts(&b, "null");
+    buf_puts(&b, "}");
+    if (r->model[0]) {
+        buf_puts(&b, ",\"model\":");
+        buf_put_json_string(&b, r->model, strlen(r->model));
+    }
+    buf_puts(&b, "}");
+    return buf_take(&b, NULL);
 }
 
-/* Stored messages parsed for a model call. root owns every object; parsed[]
- * and msgs[] borrow from it. */
+/* Stored messages decoded for a model call: msgs[] point into arena. */
 typedef struct history {
-    json_object *root;
-    json_object **parsed;
+    char *arena;
     llm_message *msgs; /* n stored + room for one more */
+    int64_t *seqs;
     size_t n;
-    int64_t tokens;         /* what the stored messages count */
+    int64_t tokens;            /* what the stored messages count */
     int64_t last_reply_tokens; /* the newest message's, if an assistant's; else -1 */
 } history;
 
 static void history_free(history *h) {
-    json_object_put(h->root);
-    free(h->parsed);
+    free(h->arena);
     free(h->msgs);
+    free(h->seqs);
     memset(h, 0, sizeof(*h));
 }
 
-static int64_t message_tokens(json_object *o, size_t content_len) {
-    json_object *t;
-    if (json_object_object_get_ex(o, "tokens", &t) && json_object_is_type(t, json_type_int))
-        return json_object_get_int64(t);
-    return llm_estimate_tokens(content_len);
-}
-
-/* All blobs as one JSON array, parsed in one call: json-c copies the locale
- * under a process-wide lock on every parse, so one parse per message would
- * serialize the workers. Falls back to one parse each if a blob is bad. */
-static json_object *parse_all(const store_blob *blobs, size_t n) {
-    buf b;
-    buf_init(&b);
-    buf_puts(&b, "[");
-    for (size_t i = 0; i < n; i++) {
-        if (i) buf_puts(&b, ",");
-        buf_putn(&b, blobs[i].data, blobs[i].len);
-    }
-    buf_puts(&b, "]");
-    json_object *root = b.err ? NULL : json_tokener_parse(b.data);
-    buf_free(&b);
-    if (root && json_object_is_type(root, json_type_array) &&
-        json_object_array_length(root) == n)
-        return root;
-    json_object_put(root);
-    if (!(root = json_object_new_array())) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        json_object *o = json_tokener_parse(blobs[i].data);
-        if (o) json_object_array_add(root, o);
-    }
-    return root;
-}
-
-/* Parse blobs (stored message JSON) into h. Unreadable ones are skipped. */
+/* Decode blobs (stored message JSON) into h. Unreadable ones are skipped. */
 static int history_parse(history *h, const char *id, const store_blob *blobs, size_t n) {
+    size_t room = 1, used = 0;
     memset(h, 0, sizeof(*h));
     h->last_reply_tokens = -1;
-    h->parsed = calloc(n + 1, sizeof(*h->parsed));
+    for (size_t i = 0; i < n; i++) room += blobs[i].len + 2;
+    h->arena = malloc(room);
     h->msgs = calloc(n + 1, sizeof(*h->msgs));
-    if (!h->parsed || !h->msgs || !(h->root = parse_all(blobs, n))) return CTXD_ERR;
-    size_t got = json_object_array_length(h->root);
-    if (got < n) log_msg(LOG_WARN, "context %s: skipping %zu unreadable stored message(s)",
-                         id, n - got);
-    for (size_t i = 0; i < got; i++) {
-        json_object *o = json_object_array_get_idx(h->root, i), *role, *content;
-        if (!json_object_object_get_ex(o, "role", &role) ||
-            !json_object_object_get_ex(o, "content", &content))
+    h->seqs = calloc(n + 1, sizeof(*h->seqs));
+    if (!h->arena || !h->msgs || !h->seqs) return CTXD_ERR;
+    for (size_t i = 0; i < n; i++) {
+        message m;
+        size_t mark = used;
+        if (message_decode(blobs[i].data, blobs[i].len, h->arena, &used, &m)) {
+            used = mark;
+            log_msg(LOG_WARN, "context %s: skipping an unreadable stored message", id);
             continue;
-        llm_message *m = &h->msgs[h->n];
-        h->parsed[h->n++] = o;
-        m->role = json_object_get_string(role);
-        m->content = json_object_get_string(content);
-        m->content_len = (size_t)json_object_get_string_len(content);
-        int64_t t = message_tokens(o, m->content_len);
+        }
+        llm_message *lm = &h->msgs[h->n];
+        lm->role = m.role;
+        lm->content = m.content;
+        lm->content_len = m.content_len;
+        h->seqs[h->n++] = m.seq;
+        int64_t t = m.tokens >= 0 ? m.tokens : llm_estimate_tokens(m.content_len);
         h->tokens += t;
-        h->last_reply_tokens = strcmp(m->role, "assistant") ? -1 : t;
+        h->last_reply_tokens = strcmp(m.role, "assistant") ? -1 : t;
     }
     return CTXD_OK;
 }
@@ -331,9 +296,7 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
     if (history_parse(&h, c->id, c->fold, c->n_fold)) goto cleanup;
     buf_printf(&b, "Current summary:\n%s\n\nNew messages:\n", c->summary[0] ? c->summary : "(none)");
     for (size_t i = 0; i < h.n; i++) {
-        json_object *seq = NULL;
-        json_object_object_get_ex(h.parsed[i], "seq", &seq);
-        upto = json_object_get_int64(seq);
+        upto = h.seqs[i];
         buf_printf(&b, "[seq %" PRId64 "] %s: ", upto, h.msgs[i].role);
         buf_putn(&b, h.msgs[i].content, h.msgs[i].content_len);
         buf_puts(&b, "\n");

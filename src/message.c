@@ -1,0 +1,203 @@
+/* message.c: encode and decode stored messages with a small purpose-built
+ * JSON reader; json-c would build (and free) a tree per message. */
+#include "ctxd/message.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include "ctxd/util.h"
+
+int message_encode(buf *b, const message *m) {
+    char iso[UTIL_ISO_LEN];
+    util_iso8601(m->created_ms, iso);
+    buf_printf(b, "{\"seq\":%" PRId64 ",\"role\":", m->seq);
+    buf_put_json_string(b, m->role, strlen(m->role));
+    buf_puts(b, ",\"content\":");
+    buf_put_json_string(b, m->content, m->content_len);
+    buf_printf(b, ",\"created_at\":\"%s\",\"tokens\":%" PRId64, iso, m->tokens);
+    if (m->model || m->stop_reason || m->input_tokens >= 0 || m->output_tokens >= 0) {
+        buf_puts(b, ",\"usage\":{\"input_tokens\":");
+        if (m->input_tokens >= 0) buf_printf(b, "%" PRId64, m->input_tokens);
+        else buf_puts(b, "null");
+        buf_puts(b, ",\"output_tokens\":");
+        if (m->output_tokens >= 0) buf_printf(b, "%" PRId64, m->output_tokens);
+        else buf_puts(b, "null");
+        buf_puts(b, "}");
+        if (m->model && *m->model) {
+            buf_puts(b, ",\"model\":");
+            buf_put_json_string(b, m->model, strlen(m->model));
+        }
+        if (m->stop_reason && *m->stop_reason) {
+            buf_puts(b, ",\"stop_reason\":");
+            buf_put_json_string(b, m->stop_reason, strlen(m->stop_reason));
+        }
+    }
+    buf_puts(b, "}");
+    return b->err ? CTXD_ERR : CTXD_OK;
+}
+
+typedef struct reader {
+    const char *p, *end;
+} reader;
+
+static void skip_ws(reader *r) {
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+        r->p++;
+}
+
+static int hex4(const char *p, unsigned *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (d > 15) return CTXD_ERR;
+        *v = *v << 4 | d;
+    }
+    return CTXD_OK;
+}
+
+static size_t put_utf8(char *out, unsigned cp) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* A string at r->p (the opening quote), unescaped into out when out is not
+ * NULL (never longer than its escaped form). */
+static int read_string(reader *r, char *out, size_t *len) {
+    size_t n = 0;
+    if (r->p >= r->end || *r->p != '"') return CTXD_ERR;
+    r->p++;
+    while (r->p < r->end && *r->p != '"') {
+        char c = *r->p++;
+        if (c != '\\') {
+            if (out) out[n] = c;
+            n++;
+            continue;
+        }
+        if (r->p >= r->end) return CTXD_ERR;
+        char e = *r->p++;
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (simple && e) {
+            static const char map[] = "\"\\/\b\f\n\r\t";
+            if (out) out[n] = map[simple - "\"\\/bfnrt"];
+            n++;
+            continue;
+        }
+        unsigned cp, lo;
+        if (e != 'u' || r->end - r->p < 4 || hex4(r->p, &cp)) return CTXD_ERR;
+        r->p += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            if (r->end - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u' || hex4(r->p + 2, &lo) ||
+                lo < 0xdc00 || lo > 0xdfff)
+                return CTXD_ERR;
+            r->p += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+            return CTXD_ERR;
+        }
+        char tmp[4];
+        size_t k = put_utf8(tmp, cp);
+        if (out) memcpy(out + n, tmp, k);
+        n += k;
+    }
+    if (r->p >= r->end) return CTXD_ERR;
+    r->p++;
+    *len = n;
+    return CTXD_OK;
+}
+
+/* Skip any value: string, number, literal, or a nested object or array. */
+static int skip_value(reader *r) {
+    int depth = 0;
+    do {
+        skip_ws(r);
+        if (r->p >= r->end) return CTXD_ERR;
+        char c = *r->p;
+        size_t dummy;
+        if (c == '"') {
+            if (read_string(r, NULL, &dummy)) return CTXD_ERR;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            r->p++;
+        } else if (c == '}' || c == ']') {
+            if (--depth < 0) return CTXD_ERR;
+            r->p++;
+        } else {
+            while (r->p < r->end && !strchr(",}] \n\r\t", *r->p)) r->p++;
+        }
+        skip_ws(r);
+        if (depth > 0 && r->p < r->end && (*r->p == ',' || *r->p == ':')) r->p++;
+    } while (depth > 0);
+    return CTXD_OK;
+}
+
+static int read_int(reader *r, int64_t *v) {
+    int neg = 0;
+    int64_t n = 0;
+    if (r->p < r->end && *r->p == '-') neg = 1, r->p++;
+    const char *start = r->p;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') n = n * 10 + (*r->p++ - '0');
+    if (r->p == start) return CTXD_ERR;
+    *v = neg ? -n : n;
+    return CTXD_OK;
+}
+
+int message_decode(const char *json, size_t len, char *arena, size_t *used, message *out) {
+    reader r = {json, json + len};
+    memset(out, 0, sizeof(*out));
+    out->seq = out->tokens = out->input_tokens = out->output_tokens = -1;
+    skip_ws(&r);
+    if (r.p >= r.end || *r.p++ != '{') return CTXD_ERR;
+    for (;;) {
+        skip_ws(&r);
+        if (r.p < r.end && *r.p == '}') break;
+        size_t klen;
+        const char *key = r.p + 1;
+        if (read_string(&r, NULL, &klen)) return CTXD_ERR;
+        skip_ws(&r);
+        if (r.p >= r.end || *r.p++ != ':') return CTXD_ERR;
+        skip_ws(&r);
+        int is_role = klen == 4 && !memcmp(key, "role", 4);
+        int is_content = klen == 7 && !memcmp(key, "content", 7);
+        if (is_role || is_content) {
+            char *dst = arena + *used;
+            size_t n;
+            if (read_string(&r, dst, &n)) return CTXD_ERR;
+            dst[n] = '\0';
+            *used += n + 1;
+            if (is_role) out->role = dst;
+            else out->content = dst, out->content_len = n;
+        } else if ((klen == 3 && !memcmp(key, "seq", 3)) ||
+                   (klen == 6 && !memcmp(key, "tokens", 6))) {
+            if (read_int(&r, key[0] == 's' ? &out->seq : &out->tokens)) return CTXD_ERR;
+        } else if (skip_value(&r)) {
+            return CTXD_ERR;
+        }
+        skip_ws(&r);
+        if (r.p < r.end && *r.p == ',') r.p++;
+        else if (r.p < r.end && *r.p == '}') break;
+        else return CTXD_ERR;
+    }
+    return out->role && out->content ? CTXD_OK : CTXD_ERR;
+}
