@@ -23,7 +23,7 @@ case "${1:-}" in
 esac
 
 if [ $quick = 1 ]; then
-  warm=1 dur=3 rb_n=20000 s5_ns="100 500" s4_turns="100 50 10" s4_turns_win=200
+  warm=1 dur=3 rb_n=20000 s5_ns="100 500 2000" s4_turns="100 50 10" s4_turns_win=200
 else
   warm=5 dur=20 rb_n=200000 s5_ns="100 500 2000" s4_turns="1000 300 20" s4_turns_win=1000
 fi
@@ -260,8 +260,7 @@ stop_pid "$anth_pid"
 # The echo provider streams its reply word by word over CTXD_ECHO_DELAY_MS=2000.
 s5_rows=""
 for n in $s5_ns; do
-  threads=$((n + 16))
-  [ $threads -gt 1024 ] && threads=1024
+  threads=$((n + 16)) # civetweb serves one connection per thread
   start_ctxd "s5-$n" CTXD_ECHO_DELAY_MS=2000 CTXD_THREADS=$threads
   $py "$here/prep.py" create "$ctxd_port" "$n" "$tmp/s5.ids"
   row=$($py "$here/streams.py" "$ctxd_port" "$tmp/s5.ids" "$n" 60)

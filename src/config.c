@@ -29,7 +29,7 @@ static const option_def options[] = {
      "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]"},
     {"CTXD_REDIS_TIMEOUT_MS", "--redis-timeout-ms", OPT_INT, "2000", 50, 60000,
      "connect and command timeout for Redis"},
-    {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 1024,
+    {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 8192,
      "HTTP worker threads (each holds one Redis connection)"},
     {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0,
      "debug, info, warn or error"},
