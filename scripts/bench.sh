@@ -254,6 +254,11 @@ for c in 1 8; do
   run_wrk "upstream_c$c" "$fport" $c direct BENCH_BODY="$tmp/upstream-body.json" BENCH_APIKEY=bench-key
 done
 curl -sf -o /dev/null -X POST "http://127.0.0.1:$fport/_admin/reset"
+# Scenario 8: the token estimate against the upstream's counts.
+s8=$($py "$here/prep.py" tokens "$anth_port" 40)
+say "s8: token estimate vs upstream: $s8"
+record "{\"key\":\"s8\",\"result\":$s8}"
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$fport/_admin/reset"
 stop_pid "$anth_pid"
 
 # ---- Scenario 5: N streaming turns held open at once ----

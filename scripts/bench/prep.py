@@ -137,6 +137,36 @@ def capture(port, out):
                       "bytes": len(json.dumps(reqs[-1]["body"], separators=(",", ":")))}))
 
 
+def token_error(port, turns):
+    """Scenario 8: how far ctxd's estimate of a new message (bytes / 4 + 4)
+    falls from the upstream's own count, which ctxd derives after the turn
+    (input tokens now - input before - the reply in between)."""
+    c = Client(port)
+    st, raw = c.call("POST", "/mcp/context", {"strategy": "window",
+                                              "max_context_tokens": 1000000})
+    cid = json.loads(raw)["context_id"]
+    for i in range(turns):
+        st, raw = c.call("POST", "/mcp/context/%s/message" % cid,
+                         {"message": text(i, 40 + (i * 37) % 400)})
+        if st != 200:
+            sys.exit("prep.py tokens: HTTP %d %s" % (st, raw[:300]))
+    st, raw = c.call("GET", "/mcp/context/%s" % cid)
+    msgs = json.loads(raw)["messages"]
+    errors = []
+    for k in range(1, len(msgs) // 2):
+        user, reply, prev = msgs[2 * k], msgs[2 * k + 1], msgs[2 * k - 1]
+        exact = reply["usage"]["input_tokens"] - prev["usage"]["input_tokens"] - prev["tokens"]
+        estimate = len(user["content"].encode()) // 4 + 4
+        if exact > 0:
+            errors.append((estimate - exact) / exact)
+    errors.sort(key=abs)
+    print(json.dumps({"turns": turns, "samples": len(errors),
+                      "mean_abs_pct": round(100 * sum(abs(e) for e in errors) / len(errors), 1),
+                      "p90_abs_pct": round(100 * abs(errors[int(len(errors) * 0.9)]), 1),
+                      "max_abs_pct": round(100 * abs(errors[-1]), 1),
+                      "mean_pct": round(100 * sum(errors) / len(errors), 1)}))
+
+
 def main():
     a = sys.argv[1:]
     if not a:
@@ -149,6 +179,8 @@ def main():
         probe(int(a[1]), json.loads(a[2]))
     elif a[0] == "turns":
         turns(int(a[1]), a[2], int(a[3]))
+    elif a[0] == "tokens":
+        token_error(int(a[1]), int(a[2]))
     elif a[0] == "capture":
         capture(int(a[1]), a[2])
     else:

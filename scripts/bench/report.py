@@ -85,6 +85,7 @@ class Report:
         self.s5()
         self.s6()
         self.s7()
+        self.s8()
 
     def s4(self):
         s4 = self.r["s4"]
@@ -157,6 +158,17 @@ class Report:
         self.targets.append(("S7 Redis bytes <= 1.5x raw JSON bytes", "%.2fx" % ratio,
                              verdict(ratio <= 1.5)))
         self.notes.append("S7: one stored message as ctxd writes it: `%s`" % s7["sample_stored"][:300])
+
+    def s8(self):
+        if "s8" not in self.r:
+            return
+        x = self.r["s8"]["result"]
+        self.rows.append(("S8 token estimate (bytes / 4 + 4) vs the upstream's count, new "
+                          "messages of 40-440 B", "-", "-", "-", "-",
+                          "mean |error| %.1f%%, p90 %.1f%%, max %.1f%%, bias %+.1f%% over %d "
+                          "turns (fake upstream counts as its docstring says)"
+                          % (x["mean_abs_pct"], x["p90_abs_pct"], x["max_abs_pct"],
+                             x["mean_pct"], x["samples"])))
 
     def markdown(self):
         env = self.r["env"]
