@@ -165,7 +165,7 @@ class Report:
         x = self.r["s8"]["result"]
         self.rows.append(("S8 token estimate (bytes / 4 + 4) vs the upstream's count, new "
                           "messages of 40-440 B", "-", "-", "-", "-",
-                          "mean |error| %.1f%%, p90 %.1f%%, max %.1f%%, bias %+.1f%% over %d "
+                          "mean abs error %.1f%%, p90 %.1f%%, max %.1f%%, bias %+.1f%% over %d "
                           "turns (fake upstream counts as its docstring says)"
                           % (x["mean_abs_pct"], x["p90_abs_pct"], x["max_abs_pct"],
                              x["mean_pct"], x["samples"])))
