@@ -45,10 +45,6 @@ oom:
     return NULL;
 }
 
-static void copy_field(char *out, size_t cap, const char *s) {
-    if (s) snprintf(out, cap, "%s", s);
-}
-
 /* usage.{input,output}_tokens into resp when present. */
 static void take_usage(llm_response *resp, json_object *usage) {
     long in = llm_json_long(usage, "input_tokens");
@@ -100,7 +96,7 @@ static int anthropic_event(void *arg, llm_http *h, const char *event,
         st->started = 1;
         json_object *msg = NULL, *usage = NULL;
         json_object_object_get_ex(o, "message", &msg);
-        copy_field(st->resp->model, sizeof(st->resp->model), llm_json_str(msg, "model"));
+        llm_copy_str(st->resp->model, sizeof(st->resp->model), llm_json_str(msg, "model"));
         if (msg && json_object_object_get_ex(msg, "usage", &usage))
             take_usage(st->resp, usage);
     } else if (!strcmp(type, "content_block_delta")) {
@@ -113,7 +109,7 @@ static int anthropic_event(void *arg, llm_http *h, const char *event,
                                (size_t)json_object_get_string_len(text));
     } else if (!strcmp(type, "message_delta")) {
         json_object_object_get_ex(o, "delta", &v);
-        copy_field(st->resp->stop_reason, sizeof(st->resp->stop_reason),
+        llm_copy_str(st->resp->stop_reason, sizeof(st->resp->stop_reason),
                    llm_json_str(v, "stop_reason"));
         if (json_object_object_get_ex(o, "usage", &v)) take_usage(st->resp, v);
     } else if (!strcmp(type, "message_stop")) {
@@ -147,8 +143,8 @@ static int anthropic_parse_message(llm_http *h, const char *body, size_t len,
             rc = llm_http_emit(h, json_object_get_string(text),
                                (size_t)json_object_get_string_len(text));
     }
-    copy_field(resp->stop_reason, sizeof(resp->stop_reason), llm_json_str(o, "stop_reason"));
-    copy_field(resp->model, sizeof(resp->model), llm_json_str(o, "model"));
+    llm_copy_str(resp->stop_reason, sizeof(resp->stop_reason), llm_json_str(o, "stop_reason"));
+    llm_copy_str(resp->model, sizeof(resp->model), llm_json_str(o, "model"));
     if (json_object_object_get_ex(o, "usage", &v)) take_usage(resp, v);
     json_object_put(o);
     return rc;

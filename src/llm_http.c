@@ -363,6 +363,10 @@ llm_err llm_http_status_err(int status) {
     return LLM_ERR_UPSTREAM;
 }
 
+void llm_copy_str(char *out, size_t cap, const char *s) {
+    if (s) snprintf(out, cap, "%s", s);
+}
+
 const char *llm_http_secret(const llm_http *h) { return h && h->call ? h->call->secret : NULL; }
 
 void llm_http_scrub(char *s, size_t cap, const char *secret) {

@@ -108,6 +108,9 @@ void llm_http_fail(llm_http *h, llm_err err, int status, int retryable,
  * when it is not one complete JSON value. */
 json_object *llm_json_parse(const char *s, size_t len);
 
+/* Copy s into out[cap] (cut if longer); nothing when s is NULL. */
+void llm_copy_str(char *out, size_t cap, const char *s);
+
 /* Borrow obj[key] when it is a string, else NULL. */
 const char *llm_json_str(json_object *obj, const char *key);
 

@@ -62,10 +62,6 @@ oom:
     return NULL;
 }
 
-static void copy_field(char *out, size_t cap, const char *s) {
-    if (s) snprintf(out, cap, "%s", s);
-}
-
 /* usage.{prompt,completion}_tokens into resp when usage is an object. */
 static void take_usage(llm_response *resp, json_object *o) {
     json_object *usage = NULL;
@@ -134,14 +130,14 @@ static int openai_event(void *arg, llm_http *h, const char *event, const char *d
         rc = CTXD_ERR;
         goto out;
     }
-    copy_field(st->resp->model, sizeof(st->resp->model), llm_json_str(o, "model"));
+    llm_copy_str(st->resp->model, sizeof(st->resp->model), llm_json_str(o, "model"));
     take_usage(st->resp, o);
     json_object *choice = first_choice(o);
     if (choice && json_object_object_get_ex(choice, "delta", &v))
         rc = emit_string(h, v, "content");
     const char *fr = llm_json_str(choice, "finish_reason");
     if (fr) {
-        copy_field(st->resp->stop_reason, sizeof(st->resp->stop_reason), fr);
+        llm_copy_str(st->resp->stop_reason, sizeof(st->resp->stop_reason), fr);
         st->finished = 1;
     }
 out:
@@ -161,9 +157,9 @@ static int openai_parse_completion(llm_http *h, const char *body, size_t len,
         return CTXD_ERR;
     }
     int rc = emit_string(h, msg, "content");
-    copy_field(resp->stop_reason, sizeof(resp->stop_reason),
+    llm_copy_str(resp->stop_reason, sizeof(resp->stop_reason),
                llm_json_str(choice, "finish_reason"));
-    copy_field(resp->model, sizeof(resp->model), llm_json_str(o, "model"));
+    llm_copy_str(resp->model, sizeof(resp->model), llm_json_str(o, "model"));
     take_usage(resp, o);
     json_object_put(o);
     return rc;

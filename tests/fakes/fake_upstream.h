@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+
+#include "ctxd/llm.h"
 #include <unistd.h>
 
 typedef struct fake_upstream {
@@ -162,6 +164,24 @@ static int fake_reset(const fake_upstream *f) {
 /* The recorded requests as JSON text (caller frees). */
 static char *fake_requests(const fake_upstream *f) {
     return fake_admin(f, "GET", "/_admin/requests", NULL);
+}
+
+/* How many model requests the fake has recorded since its last reset. */
+static int fake_count_requests(const fake_upstream *f) {
+    char *r = fake_requests(f);
+    int n = 0;
+    for (const char *p = r; p && (p = strstr(p, "\"method\"")); p++) n++;
+    free(r);
+    return n;
+}
+
+/* One llm_complete with a fresh client for cfg; resp is initialised here. */
+static int fake_llm_call(ctxd_config *cfg, llm_request *req, llm_response *resp) {
+    llm_client *c = llm_client_new(cfg);
+    llm_response_init(resp);
+    int rc = llm_complete(c, req, resp);
+    llm_client_free(c);
+    return rc;
 }
 
 #endif

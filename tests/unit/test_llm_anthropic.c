@@ -249,21 +249,10 @@ static int fake_up(void) {
     return fake_start(&fake, args);
 }
 
-/* Count recorded requests. */
-static int n_requests(void) {
-    char *r = fake_requests(&fake);
-    int n = 0;
-    for (const char *p = r; p && (p = strstr(p, "\"method\"")); p++) n++;
-    free(r);
-    return n;
-}
+static int n_requests(void) { return fake_count_requests(&fake); }
 
 static int call(ctxd_config *cfg, llm_request *req, llm_response *resp) {
-    llm_client *c = llm_client_new(cfg);
-    llm_response_init(resp);
-    int rc = llm_complete(c, req, resp);
-    llm_client_free(c);
-    return rc;
+    return fake_llm_call(cfg, req, resp);
 }
 
 TEST(test_llm_anthropic_fake_plain_call) {
