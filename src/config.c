@@ -31,10 +31,8 @@ static const option_def options[] = {
      "connect and command timeout for Redis"},
     {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 8192,
      "HTTP worker threads (each holds one Redis connection)"},
-    {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0,
-     "debug, info, warn or error"},
-    {"CTXD_LOG_FORMAT", "--log-format", OPT_STR, "json", 0, 0,
-     "json (JSON lines), logfmt or text"},
+    {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0, "debug, info, warn or error"},
+    {"CTXD_LOG_FORMAT", "--log-format", OPT_STR, "json", 0, 0, "json (JSON lines), logfmt or text"},
     {"CTXD_LOG_FILE", "--log-file", OPT_STR, "", 0, 0,
      "append the log to this file instead of stderr (SIGHUP reopens it)"},
     {"CTXD_SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", OPT_INT, "30000", 0, 3600000,
@@ -46,18 +44,18 @@ static const option_def options[] = {
      "default model (per provider: claude-sonnet-4-5, gpt-4o-mini, echo)"},
     {"CTXD_MAX_TOKENS", "--max-tokens", OPT_INT, "1024", 1, 1000000,
      "default max_tokens for a reply"},
-    {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "1048576", 1024,
-     1073741824LL, "largest request body accepted (413 beyond)"},
-    {"CTXD_MAX_MESSAGE_BYTES", "--max-message-bytes", OPT_SIZE, "262144", 16,
-     1073741824LL, "largest single message or system prompt (413 beyond)"},
+    {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "1048576", 1024, 1073741824LL,
+     "largest request body accepted (413 beyond)"},
+    {"CTXD_MAX_MESSAGE_BYTES", "--max-message-bytes", OPT_SIZE, "262144", 16, 1073741824LL,
+     "largest single message or system prompt (413 beyond)"},
     {"CTXD_MAX_MESSAGES", "--max-messages", OPT_INT, "10000", 2, 100000000,
      "most messages one context may hold (413 beyond, unless it trims with max_messages)"},
-    {"CTXD_MAX_STATE_BYTES", "--max-state-bytes", OPT_SIZE, "65536", 64,
-     1073741824LL, "largest state of one context, keys plus JSON values"},
+    {"CTXD_MAX_STATE_BYTES", "--max-state-bytes", OPT_SIZE, "65536", 64, 1073741824LL,
+     "largest state of one context, keys plus JSON values"},
     {"CTXD_STRATEGY", "--strategy", OPT_STR, "all", 0, 0,
      "default for new contexts: all, window or summarize"},
-    {"CTXD_CONTEXT_TOKENS", "--context-tokens", OPT_INT, "100000", 64,
-     100000000, "default prompt budget (max_context_tokens) of new contexts"},
+    {"CTXD_CONTEXT_TOKENS", "--context-tokens", OPT_INT, "100000", 64, 100000000,
+     "default prompt budget (max_context_tokens) of new contexts"},
     {"CTXD_DEFAULT_TTL", "--default-ttl", OPT_INT, "0", 0, 10LL * 365 * 86400,
      "default ttl_seconds of new contexts (0: never expire)"},
     {"CTXD_SUMMARY_BATCH", "--summary-batch", OPT_INT, "200", 2, 100000,
@@ -66,22 +64,22 @@ static const option_def options[] = {
      "how long a turn waits for a busy context before 409"},
     {"CTXD_LOCK_TTL_MS", "--lock-ttl-ms", OPT_INT, "10000", 1000, 3600000,
      "lifetime of a turn lock, renewed while the model works"},
-    {"CTXD_IDEMPOTENCY_TTL", "--idempotency-ttl", OPT_INT, "86400", 1,
-     30 * 86400, "seconds an Idempotency-Key is remembered"},
-    {"CTXD_ANTHROPIC_URL", "--anthropic-url", OPT_STR, "https://api.anthropic.com",
-     0, 0, "base URL of the Anthropic Messages API"},
-    {"CTXD_OPENAI_URL", "--openai-url", OPT_STR, "https://api.openai.com/v1", 0,
-     0, "base URL of an OpenAI-compatible API"},
-    {"CTXD_UPSTREAM_CONNECT_TIMEOUT_MS", "--upstream-connect-timeout-ms",
-     OPT_INT, "5000", 100, 600000, "connect timeout to the model API"},
-    {"CTXD_UPSTREAM_TIMEOUT_MS", "--upstream-timeout-ms", OPT_INT, "120000",
-     100, 3600000, "timeout of one model API attempt"},
-    {"CTXD_UPSTREAM_DEADLINE_MS", "--upstream-deadline-ms", OPT_INT, "300000",
-     100, 3600000, "deadline for a model call, all retries included"},
-    {"CTXD_UPSTREAM_MAX_RETRIES", "--upstream-max-retries", OPT_INT, "2", 0,
-     10, "retries after a failed model API attempt"},
-    {"CTXD_UPSTREAM_RETRY_CAP_MS", "--upstream-retry-cap-ms", OPT_INT, "60000",
-     0, 600000, "longest wait between attempts, retry-after included"},
+    {"CTXD_IDEMPOTENCY_TTL", "--idempotency-ttl", OPT_INT, "86400", 1, 30 * 86400,
+     "seconds an Idempotency-Key is remembered"},
+    {"CTXD_ANTHROPIC_URL", "--anthropic-url", OPT_STR, "https://api.anthropic.com", 0, 0,
+     "base URL of the Anthropic Messages API"},
+    {"CTXD_OPENAI_URL", "--openai-url", OPT_STR, "https://api.openai.com/v1", 0, 0,
+     "base URL of an OpenAI-compatible API"},
+    {"CTXD_UPSTREAM_CONNECT_TIMEOUT_MS", "--upstream-connect-timeout-ms", OPT_INT, "5000", 100,
+     600000, "connect timeout to the model API"},
+    {"CTXD_UPSTREAM_TIMEOUT_MS", "--upstream-timeout-ms", OPT_INT, "120000", 100, 3600000,
+     "timeout of one model API attempt"},
+    {"CTXD_UPSTREAM_DEADLINE_MS", "--upstream-deadline-ms", OPT_INT, "300000", 100, 3600000,
+     "deadline for a model call, all retries included"},
+    {"CTXD_UPSTREAM_MAX_RETRIES", "--upstream-max-retries", OPT_INT, "2", 0, 10,
+     "retries after a failed model API attempt"},
+    {"CTXD_UPSTREAM_RETRY_CAP_MS", "--upstream-retry-cap-ms", OPT_INT, "60000", 0, 600000,
+     "longest wait between attempts, retry-after included"},
     {"CTXD_ECHO_DELAY_MS", "--echo-delay-ms", OPT_INT, "0", 0, 600000,
      "simulated latency of the echo model (demos and tests)"},
     {"ANTHROPIC_API_KEY_FILE", "--anthropic-api-key-file", OPT_STR, "", 0, 0,
@@ -108,8 +106,7 @@ void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen) {
 }
 
 void config_usage(void) {
-    printf("ctxd %s: conversation contexts for LLM APIs, kept in Redis\n\n",
-           CTXD_VERSION);
+    printf("ctxd %s: conversation contexts for LLM APIs, kept in Redis\n\n", CTXD_VERSION);
     printf("usage: ctxd [--flag VALUE]... [--help] [--version]\n\n");
     printf("Each setting is an environment variable or a flag (flags win):\n\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
@@ -121,12 +118,11 @@ void config_usage(void) {
     printf("\nAPI keys: ANTHROPIC_API_KEY, OPENAI_API_KEY (never logged).\n");
 }
 
-int config_parse_listen(const char *value, char *host, size_t hostlen,
-                        int *port, char *err, size_t errlen) {
+int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
+                        size_t errlen) {
     const char *colon = strrchr(value, ':');
     if (!colon || colon == value || colon[1] == '\0') {
-        snprintf(err, errlen,
-                 "CTXD_LISTEN=%s is not HOST:PORT (for example 127.0.0.1:61909)",
+        snprintf(err, errlen, "CTXD_LISTEN=%s is not HOST:PORT (for example 127.0.0.1:61909)",
                  value);
         return CTXD_ERR;
     }
@@ -199,8 +195,7 @@ static int parse_db(const char *s, int *db) {
 static void percent_decode(char *s) {
     char *w = s;
     for (char *r = s; *r; r++) {
-        if (r[0] == '%' && isxdigit((unsigned char)r[1]) &&
-            isxdigit((unsigned char)r[2])) {
+        if (r[0] == '%' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
             char hex[3] = {r[1], r[2], 0};
             *w++ = (char)strtol(hex, NULL, 16);
             r += 2;
@@ -211,14 +206,12 @@ static void percent_decode(char *s) {
     *w = '\0';
 }
 
-int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
-                           size_t errlen) {
+int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen) {
     char buf[512];
     const char *allowed = "redis://[[user]:password@]host[:port][/db] or "
                           "unix:///path/to/redis.sock[?db=N]";
     if (strlen(url) >= sizeof(buf)) {
-        snprintf(err, errlen, "CTXD_REDIS_URL is too long (max %zu bytes)",
-                 sizeof(buf) - 1);
+        snprintf(err, errlen, "CTXD_REDIS_URL is too long (max %zu bytes)", sizeof(buf) - 1);
         return CTXD_ERR;
     }
     snprintf(cfg->redis_url, sizeof(cfg->redis_url), "%s", url);
@@ -232,8 +225,7 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
         char *q = strchr(buf, '?');
         if (q) {
             *q++ = '\0';
-            if (strncmp(q, "db=", 3) != 0 || parse_db(q + 3, &cfg->redis_db))
-                goto bad;
+            if (strncmp(q, "db=", 3) != 0 || parse_db(q + 3, &cfg->redis_db)) goto bad;
         }
         if (buf[0] != '/' || strlen(buf) >= sizeof(cfg->redis_socket)) goto bad;
         memcpy(cfg->redis_socket, buf, strlen(buf) + 1);
@@ -269,8 +261,7 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
         char *end;
         long p = strtol(colon + 1, &end, 10);
         if (*end || colon[1] == '\0' || p < 1 || p > 65535) {
-            snprintf(err, errlen,
-                     "CTXD_REDIS_URL=%s: port must be between 1 and 65535", url);
+            snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535", url);
             return CTXD_ERR;
         }
         cfg->redis_port = (int)p;
@@ -279,18 +270,15 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
     memcpy(cfg->redis_host, hostpart, strlen(hostpart) + 1);
     return CTXD_OK;
 bad:
-    snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s", url,
-             allowed);
+    snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s", url, allowed);
     return CTXD_ERR;
 }
 
 /* Read a key file: first line, surrounding whitespace trimmed. */
-static char *read_key_file(const char *setting, const char *path, char *err,
-                           size_t errlen) {
+static char *read_key_file(const char *setting, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "%s=%s: cannot open: %s", setting, path,
-                 strerror(errno));
+        snprintf(err, errlen, "%s=%s: cannot open: %s", setting, path, strerror(errno));
         return NULL;
     }
     char line[4096];
@@ -307,16 +295,19 @@ static char *read_key_file(const char *setting, const char *path, char *err,
     return strdup(s);
 }
 
-static int set_size(const option_def *o, const char *value, long long *out,
-                    char *err, size_t errlen) {
+static int set_size(const option_def *o, const char *value, long long *out, char *err,
+                    size_t errlen) {
     char *end;
     errno = 0;
     long long v = strtoll(value, &end, 10);
     if (errno || end == value) goto bad;
     if (o->type == OPT_SIZE && *end) {
-        if ((*end == 'k' || *end == 'K') && end[1] == '\0') v *= 1024;
-        else if ((*end == 'm' || *end == 'M') && end[1] == '\0') v *= 1048576;
-        else goto bad;
+        if ((*end == 'k' || *end == 'K') && end[1] == '\0')
+            v *= 1024;
+        else if ((*end == 'm' || *end == 'M') && end[1] == '\0')
+            v *= 1048576;
+        else
+            goto bad;
     } else if (*end) {
         goto bad;
     }
@@ -324,15 +315,15 @@ static int set_size(const option_def *o, const char *value, long long *out,
     *out = v;
     return CTXD_OK;
 bad:
-    snprintf(err, errlen, "%s=%s is not allowed: expected %s %lld..%lld%s",
-             o->env, value, o->type == OPT_SIZE ? "a size" : "an integer",
-             o->min, o->max, o->type == OPT_SIZE ? " bytes (K/M suffix ok)" : "");
+    snprintf(err, errlen, "%s=%s is not allowed: expected %s %lld..%lld%s", o->env, value,
+             o->type == OPT_SIZE ? "a size" : "an integer", o->min, o->max,
+             o->type == OPT_SIZE ? " bytes (K/M suffix ok)" : "");
     return CTXD_ERR;
 }
 
 /* value must be one of choices (case-insensitive): *index gets which. */
-static int set_choice(const char *name, const char *value, const char *const *choices,
-                      int *index, char *err, size_t errlen) {
+static int set_choice(const char *name, const char *value, const char *const *choices, int *index,
+                      char *err, size_t errlen) {
     char list[128] = "";
     for (int i = 0; choices[i]; i++) {
         if (!strcasecmp(value, choices[i])) {
@@ -359,18 +350,16 @@ static int set_string(const char *name, const char *value, char *dst, size_t cap
 }
 
 /* Apply one setting's text value to cfg. */
-static int config_apply(ctxd_config *cfg, const option_def *o,
-                        const char *value, char *err, size_t errlen) {
+static int config_apply(ctxd_config *cfg, const option_def *o, const char *value, char *err,
+                        size_t errlen) {
     const char *e = o->env;
     long long n = 0;
     if (o->type != OPT_STR && set_size(o, value, &n, err, errlen)) return CTXD_ERR;
 
     if (!strcmp(e, "CTXD_LISTEN"))
-        return config_parse_listen(value, cfg->listen_host,
-                                   sizeof(cfg->listen_host), &cfg->listen_port,
-                                   err, errlen);
-    if (!strcmp(e, "CTXD_REDIS_URL"))
-        return config_parse_redis_url(cfg, value, err, errlen);
+        return config_parse_listen(value, cfg->listen_host, sizeof(cfg->listen_host),
+                                   &cfg->listen_port, err, errlen);
+    if (!strcmp(e, "CTXD_REDIS_URL")) return config_parse_redis_url(cfg, value, err, errlen);
     if (!strcmp(e, "CTXD_LOG_LEVEL")) {
         static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
         return set_choice(e, value, levels, &cfg->log_level, err, errlen);
@@ -400,8 +389,10 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
     if (!strcmp(e, "CTXD_ANTHROPIC_URL") || !strcmp(e, "CTXD_OPENAI_URL")) {
         char *dst = e[5] == 'A' ? cfg->anthropic_url : cfg->openai_url;
         if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8)) {
-            snprintf(err, errlen, "%s=%s is not allowed: use an http:// or "
-                                  "https:// URL", e, value);
+            snprintf(err, errlen,
+                     "%s=%s is not allowed: use an http:// or "
+                     "https:// URL",
+                     e, value);
             return CTXD_ERR;
         }
         if (set_string(e, value, dst, sizeof(cfg->anthropic_url), err, errlen)) return CTXD_ERR;
@@ -418,26 +409,46 @@ static int config_apply(ctxd_config *cfg, const option_def *o,
         *dst = key;
         return CTXD_OK;
     }
-    if (!strcmp(e, "CTXD_REDIS_TIMEOUT_MS")) cfg->redis_timeout_ms = (int)n;
-    else if (!strcmp(e, "CTXD_THREADS")) cfg->threads = (int)n;
-    else if (!strcmp(e, "CTXD_MAX_TOKENS")) cfg->max_tokens = (int)n;
-    else if (!strcmp(e, "CTXD_MAX_BODY_BYTES")) cfg->max_body_bytes = (size_t)n;
-    else if (!strcmp(e, "CTXD_MAX_MESSAGE_BYTES")) cfg->max_message_bytes = (size_t)n;
-    else if (!strcmp(e, "CTXD_MAX_MESSAGES")) cfg->max_messages = (long)n;
-    else if (!strcmp(e, "CTXD_MAX_STATE_BYTES")) cfg->max_state_bytes = (size_t)n;
-    else if (!strcmp(e, "CTXD_LOCK_WAIT_MS")) cfg->lock_wait_ms = (int)n;
-    else if (!strcmp(e, "CTXD_LOCK_TTL_MS")) cfg->lock_ttl_ms = (int)n;
-    else if (!strcmp(e, "CTXD_IDEMPOTENCY_TTL")) cfg->idempotency_ttl_s = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_CONNECT_TIMEOUT_MS")) cfg->upstream_connect_timeout_ms = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_TIMEOUT_MS")) cfg->upstream_timeout_ms = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_DEADLINE_MS")) cfg->upstream_deadline_ms = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_MAX_RETRIES")) cfg->upstream_max_retries = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS")) cfg->upstream_retry_cap_ms = (int)n;
-    else if (!strcmp(e, "CTXD_ECHO_DELAY_MS")) cfg->echo_delay_ms = (int)n;
-    else if (!strcmp(e, "CTXD_CONTEXT_TOKENS")) cfg->context_tokens = (long)n;
-    else if (!strcmp(e, "CTXD_SHUTDOWN_GRACE_MS")) cfg->shutdown_grace_ms = (int)n;
-    else if (!strcmp(e, "CTXD_DEFAULT_TTL")) cfg->default_ttl_s = (long)n;
-    else if (!strcmp(e, "CTXD_SUMMARY_BATCH")) cfg->summary_batch = (long)n;
+    if (!strcmp(e, "CTXD_REDIS_TIMEOUT_MS"))
+        cfg->redis_timeout_ms = (int)n;
+    else if (!strcmp(e, "CTXD_THREADS"))
+        cfg->threads = (int)n;
+    else if (!strcmp(e, "CTXD_MAX_TOKENS"))
+        cfg->max_tokens = (int)n;
+    else if (!strcmp(e, "CTXD_MAX_BODY_BYTES"))
+        cfg->max_body_bytes = (size_t)n;
+    else if (!strcmp(e, "CTXD_MAX_MESSAGE_BYTES"))
+        cfg->max_message_bytes = (size_t)n;
+    else if (!strcmp(e, "CTXD_MAX_MESSAGES"))
+        cfg->max_messages = (long)n;
+    else if (!strcmp(e, "CTXD_MAX_STATE_BYTES"))
+        cfg->max_state_bytes = (size_t)n;
+    else if (!strcmp(e, "CTXD_LOCK_WAIT_MS"))
+        cfg->lock_wait_ms = (int)n;
+    else if (!strcmp(e, "CTXD_LOCK_TTL_MS"))
+        cfg->lock_ttl_ms = (int)n;
+    else if (!strcmp(e, "CTXD_IDEMPOTENCY_TTL"))
+        cfg->idempotency_ttl_s = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_CONNECT_TIMEOUT_MS"))
+        cfg->upstream_connect_timeout_ms = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_TIMEOUT_MS"))
+        cfg->upstream_timeout_ms = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_DEADLINE_MS"))
+        cfg->upstream_deadline_ms = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_MAX_RETRIES"))
+        cfg->upstream_max_retries = (int)n;
+    else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS"))
+        cfg->upstream_retry_cap_ms = (int)n;
+    else if (!strcmp(e, "CTXD_ECHO_DELAY_MS"))
+        cfg->echo_delay_ms = (int)n;
+    else if (!strcmp(e, "CTXD_CONTEXT_TOKENS"))
+        cfg->context_tokens = (long)n;
+    else if (!strcmp(e, "CTXD_SHUTDOWN_GRACE_MS"))
+        cfg->shutdown_grace_ms = (int)n;
+    else if (!strcmp(e, "CTXD_DEFAULT_TTL"))
+        cfg->default_ttl_s = (long)n;
+    else if (!strcmp(e, "CTXD_SUMMARY_BATCH"))
+        cfg->summary_batch = (long)n;
     return CTXD_OK;
 }
 
@@ -456,8 +467,7 @@ static const option_def *find_flag(const char *arg, const char **inline_value) {
     return NULL;
 }
 
-int config_load(ctxd_config *cfg, int argc, char **argv, char *err,
-                size_t errlen, int *exit_now) {
+int config_load(ctxd_config *cfg, int argc, char **argv, char *err, size_t errlen, int *exit_now) {
     memset(cfg, 0, sizeof(*cfg));
     *exit_now = 0;
     cfg->provider = CTXD_PROVIDER_ECHO;
@@ -519,8 +529,10 @@ int config_load(ctxd_config *cfg, int argc, char **argv, char *err,
         }
     }
     if (!provider_set) {
-        if (cfg->anthropic_key) cfg->provider = CTXD_PROVIDER_ANTHROPIC;
-        else if (cfg->openai_key) cfg->provider = CTXD_PROVIDER_OPENAI;
+        if (cfg->anthropic_key)
+            cfg->provider = CTXD_PROVIDER_ANTHROPIC;
+        else if (cfg->openai_key)
+            cfg->provider = CTXD_PROVIDER_OPENAI;
     }
     if (cfg->provider == CTXD_PROVIDER_ANTHROPIC && !cfg->anthropic_key) {
         snprintf(err, errlen,
@@ -537,8 +549,8 @@ int config_load(ctxd_config *cfg, int argc, char **argv, char *err,
     }
     if (!cfg->model[0]) {
         const char *m = cfg->provider == CTXD_PROVIDER_ANTHROPIC ? "claude-sonnet-4-5"
-                        : cfg->provider == CTXD_PROVIDER_OPENAI ? "gpt-4o-mini"
-                                                                : "echo";
+                        : cfg->provider == CTXD_PROVIDER_OPENAI  ? "gpt-4o-mini"
+                                                                 : "echo";
         snprintf(cfg->model, sizeof(cfg->model), "%s", m);
     }
     if (cfg->max_message_bytes > cfg->max_body_bytes) {

@@ -51,8 +51,8 @@ int http_route(const char *method, const char *pattern, http_handler fn) {
 }
 
 /* Match path against pattern; *id gets the {id} segment (copied into idbuf). */
-static int match(const char *pattern, const char *path, char *idbuf,
-                 size_t idlen, const char **id) {
+static int match(const char *pattern, const char *path, char *idbuf, size_t idlen,
+                 const char **id) {
     const char *p = pattern, *s = path;
     *id = NULL;
     while (*p && *s) {
@@ -120,13 +120,14 @@ static int client_keeps_alive(const http_req *req) {
 
 /* A complete answer goes out in one write: status line, headers and body
  * (separate small writes would wait on delayed ACKs). */
-int http_send(const http_req *req, int status, const char *content_type,
-              const char *body, size_t len, const char *const *headers) {
+int http_send(const http_req *req, int status, const char *content_type, const char *body,
+              size_t len, const char *const *headers) {
     buf b;
     buf_init(&b);
     int head = !strcmp(req->method, "HEAD");
-    buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Cache-Control: no-store\r\nConnection: %s\r\n",
+    buf_printf(&b,
+               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+               "Cache-Control: no-store\r\nConnection: %s\r\n",
                status, reason(status), content_type, len,
                client_keeps_alive(req) ? "keep-alive" : "close");
     if (req->request_id) buf_printf(&b, "X-Request-Id: %s\r\n", req->request_id);
@@ -164,8 +165,8 @@ static int send_error_v(const http_req *req, int status, const char *code,
     return status;
 }
 
-int http_send_error(const http_req *req, int status, const char *code,
-                    int retry_after_s, const char *fmt, ...) {
+int http_send_error(const http_req *req, int status, const char *code, int retry_after_s,
+                    const char *fmt, ...) {
     char ra[16];
     const char *headers[3] = {NULL, NULL, NULL};
     if (retry_after_s > 0) {
@@ -191,8 +192,7 @@ static int send_not_allowed(const http_req *req, const char *allow, ...) {
     return 405;
 }
 
-int http_send_json(const http_req *req, int status, json_object *obj,
-                   const char *const *headers) {
+int http_send_json(const http_req *req, int status, json_object *obj, const char *const *headers) {
     size_t len = 0;
     const char *s = json_object_to_json_string_length(
         obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
@@ -217,8 +217,7 @@ static int is_json_type(const char *ct) {
     while (*ct == ' ') ct++;
     size_t n = strcspn(ct, "; ");
     if (n == 16 && !strncasecmp(ct, "application/json", 16)) return 1;
-    return n > 17 && !strncasecmp(ct, "application/", 12) &&
-           !strncasecmp(ct + n - 5, "+json", 5);
+    return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
 }
 
 /* Read the whole body, capped. Returns CTXD_OK with *out (caller frees). */
@@ -256,14 +255,15 @@ static int read_body(const http_req *req, char **out, size_t *len, int *status) 
         free(b);
         *status = http_send_error(req, 413, "body_too_large", 0,
                                   "Request body is larger than the %zu bytes "
-                                  "allowed (CTXD_MAX_BODY_BYTES)", cap);
+                                  "allowed (CTXD_MAX_BODY_BYTES)",
+                                  cap);
         return CTXD_ERR;
     }
     if (ri->content_length > 0 && got < want) {
         free(b);
-        *status = http_send_error(req, 400, "incomplete_body", 0,
-                                  "Request body ended after %zu of %lld bytes",
-                                  got, ri->content_length);
+        *status =
+            http_send_error(req, 400, "incomplete_body", 0,
+                            "Request body ended after %zu of %lld bytes", got, ri->content_length);
         return CTXD_ERR;
     }
     b[got] = '\0';
@@ -276,8 +276,8 @@ oom:
     return CTXD_ERR;
 }
 
-int http_json_body_or_respond(const http_req *req, json_object **out,
-                              uint64_t *fingerprint, int *status) {
+int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
+                              int *status) {
     char *body = NULL;
     size_t len = 0;
     *out = NULL;
@@ -327,10 +327,11 @@ int http_json_body_or_respond(const http_req *req, json_object **out,
     while (end < len && strchr(" \t\r\n", body[end])) end++;
     if (end < len || !json_object_is_type(obj, json_type_object)) {
         json_object_put(obj);
-        *status = http_send_error(req, 400, "invalid_json",
-                                  0, end < len ? "Request body has data after the JSON value (near byte %zu)"
-                                               : "Request body must be a JSON object (near byte %zu)",
-                                  end);
+        *status =
+            http_send_error(req, 400, "invalid_json", 0,
+                            end < len ? "Request body has data after the JSON value (near byte %zu)"
+                                      : "Request body must be a JSON object (near byte %zu)",
+                            end);
         goto cleanup;
     }
     *out = obj;
@@ -386,8 +387,14 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
     else if (util_token(rid))
         snprintf(rid, sizeof(rid), "none");
 
-    http_req req = {ri->request_method, path, ri->query_string, NULL,
-                    mg_get_thread_pointer(conn), server_cfg, conn, rid};
+    http_req req = {ri->request_method,
+                    path,
+                    ri->query_string,
+                    NULL,
+                    mg_get_thread_pointer(conn),
+                    server_cfg,
+                    conn,
+                    rid};
     snprintf(path, sizeof(path), "%s", ri->local_uri ? ri->local_uri : "/");
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
@@ -440,10 +447,10 @@ done:;
     metrics_http_request(matched, status, us);
     /* Probes and scrapes come every few seconds: keep them out of info. */
     const char *pattern = matched >= 0 ? routes[matched].pattern : "unmatched";
-    int quiet = !strcmp(pattern, "/healthz") || !strcmp(pattern, "/readyz") ||
-                !strcmp(pattern, "/metrics");
-    log_request(quiet && status < 400 ? LOG_DEBUG : LOG_INFO, req.method, path, pattern,
-                status, (double)us / 1000.0, rid);
+    int quiet =
+        !strcmp(pattern, "/healthz") || !strcmp(pattern, "/readyz") || !strcmp(pattern, "/metrics");
+    log_request(quiet && status < 400 ? LOG_DEBUG : LOG_INFO, req.method, path, pattern, status,
+                (double)us / 1000.0, rid);
     return status;
 }
 
@@ -474,8 +481,8 @@ static int probe_listen(const ctxd_config *cfg, char *err, size_t errlen) {
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)cfg->listen_port);
     if (inet_pton(AF_INET, cfg->listen_host, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "CTXD_LISTEN=%s:%d: '%s' is not an IPv4 address",
-                 cfg->listen_host, cfg->listen_port, cfg->listen_host);
+        snprintf(err, errlen, "CTXD_LISTEN=%s:%d: '%s' is not an IPv4 address", cfg->listen_host,
+                 cfg->listen_port, cfg->listen_host);
         return CTXD_ERR;
     }
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -496,8 +503,8 @@ static int probe_listen(const ctxd_config *cfg, char *err, size_t errlen) {
                  "CTXD_LISTEN to another port",
                  cfg->listen_host, cfg->listen_port, cfg->listen_port);
     else
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host,
-                 cfg->listen_port, strerror(e));
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                 strerror(e));
     return CTXD_ERR;
 }
 
@@ -507,18 +514,27 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     if (probe_listen(cfg, err, errlen)) return CTXD_ERR;
     snprintf(ports, sizeof(ports), "%s:%d", cfg->listen_host, cfg->listen_port);
     snprintf(threads, sizeof(threads), "%d", cfg->threads);
-    const char *options[] = {
-        "listening_ports", ports,
-        "num_threads", threads,
-        "enable_keep_alive", "yes",
-        "keep_alive_timeout_ms", "2000",
-        "request_timeout_ms", "30000",
-        "linger_timeout_ms", "0",
-        "tcp_nodelay", "1",
-        "listen_backlog", "1024",
-        "connection_queue", "1024",
-        "decode_url", "yes",
-        NULL};
+    const char *options[] = {"listening_ports",
+                             ports,
+                             "num_threads",
+                             threads,
+                             "enable_keep_alive",
+                             "yes",
+                             "keep_alive_timeout_ms",
+                             "2000",
+                             "request_timeout_ms",
+                             "30000",
+                             "linger_timeout_ms",
+                             "0",
+                             "tcp_nodelay",
+                             "1",
+                             "listen_backlog",
+                             "1024",
+                             "connection_queue",
+                             "1024",
+                             "decode_url",
+                             "yes",
+                             NULL};
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof(cb));
     cb.init_thread = init_thread;

@@ -54,8 +54,7 @@ void llm_response_free(llm_response *resp) {
     resp->text_len = 0;
 }
 
-void llm_response_set_error(llm_response *resp, llm_err err, int status,
-                            const char *fmt, ...) {
+void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...) {
     va_list ap;
     resp->err = err;
     resp->upstream_status = status;
@@ -73,14 +72,9 @@ static int complete(llm_client *c, const llm_request *req, llm_response *resp) {
         return CTXD_ERR;
     }
     switch (cfg->provider) {
-    case CTXD_PROVIDER_ECHO:
-        return llm_echo_complete(req, resp);
-    case CTXD_PROVIDER_ANTHROPIC:
-        rc = llm_anthropic_complete(c->http, cfg, req, resp);
-        break;
-    case CTXD_PROVIDER_OPENAI:
-        rc = llm_openai_complete(c->http, cfg, req, resp);
-        break;
+    case CTXD_PROVIDER_ECHO: return llm_echo_complete(req, resp);
+    case CTXD_PROVIDER_ANTHROPIC: rc = llm_anthropic_complete(c->http, cfg, req, resp); break;
+    case CTXD_PROVIDER_OPENAI: rc = llm_openai_complete(c->http, cfg, req, resp); break;
     default:
         llm_response_set_error(resp, LLM_ERR_CONFIG, 0,
                                "provider %s is not available in this build",
@@ -96,8 +90,9 @@ static int complete(llm_client *c, const llm_request *req, llm_response *resp) {
 int llm_complete(llm_client *c, const llm_request *req, llm_response *resp) {
     int64_t t0 = util_mono_us();
     int rc = complete(c, req, resp);
-    int status = resp->upstream_status ? resp->upstream_status
-                 : rc == CTXD_OK && c->cfg->provider != CTXD_PROVIDER_ECHO ? 200 : 0;
+    int status = resp->upstream_status                                     ? resp->upstream_status
+                 : rc == CTXD_OK && c->cfg->provider != CTXD_PROVIDER_ECHO ? 200
+                                                                           : 0;
     metrics_upstream_call(c->cfg->provider, status, rc == CTXD_OK, resp->retries,
                           util_mono_us() - t0);
     if (rc == CTXD_OK) metrics_tokens(c->cfg->provider, resp->input_tokens, resp->output_tokens);

@@ -60,13 +60,13 @@ static void stream_error(llm_http *h, json_object *o) {
     const char *type = llm_json_str(e, "type");
     const char *msg = llm_json_str(e, "message");
     llm_err err = LLM_ERR_UPSTREAM;
-    if (type && !strcmp(type, "overloaded_error")) err = LLM_ERR_OVERLOADED;
-    else if (type && !strcmp(type, "rate_limit_error")) err = LLM_ERR_RATE;
-    int retryable = type && (!strcmp(type, "overloaded_error") ||
-                             !strcmp(type, "api_error") ||
+    if (type && !strcmp(type, "overloaded_error"))
+        err = LLM_ERR_OVERLOADED;
+    else if (type && !strcmp(type, "rate_limit_error"))
+        err = LLM_ERR_RATE;
+    int retryable = type && (!strcmp(type, "overloaded_error") || !strcmp(type, "api_error") ||
                              !strcmp(type, "rate_limit_error"));
-    llm_http_fail(h, err, 200, retryable,
-                  "the upstream stream failed after HTTP 200: %s: %s",
+    llm_http_fail(h, err, 200, retryable, "the upstream stream failed after HTTP 200: %s: %s",
                   type ? type : "error", msg ? msg : "no message");
 }
 
@@ -76,8 +76,8 @@ static void anthropic_begin(void *arg) {
 }
 
 /* One streamed event: message_start, content_block_*, message_delta, ... */
-static int anthropic_event(void *arg, llm_http *h, const char *event,
-                           const char *data, size_t len) {
+static int anthropic_event(void *arg, llm_http *h, const char *event, const char *data,
+                           size_t len) {
     anthropic_state *st = arg;
     if (st->stopped) return CTXD_OK; /* nothing counts after message_stop */
     json_object *o = llm_json_parse(data, len);
@@ -97,8 +97,7 @@ static int anthropic_event(void *arg, llm_http *h, const char *event,
         json_object *msg = NULL, *usage = NULL;
         json_object_object_get_ex(o, "message", &msg);
         llm_copy_str(st->resp->model, sizeof(st->resp->model), llm_json_str(msg, "model"));
-        if (msg && json_object_object_get_ex(msg, "usage", &usage))
-            take_usage(st->resp, usage);
+        if (msg && json_object_object_get_ex(msg, "usage", &usage)) take_usage(st->resp, usage);
     } else if (!strcmp(type, "content_block_delta")) {
         json_object_object_get_ex(o, "delta", &v);
         const char *dt = llm_json_str(v, "type");
@@ -110,7 +109,7 @@ static int anthropic_event(void *arg, llm_http *h, const char *event,
     } else if (!strcmp(type, "message_delta")) {
         json_object_object_get_ex(o, "delta", &v);
         llm_copy_str(st->resp->stop_reason, sizeof(st->resp->stop_reason),
-                   llm_json_str(v, "stop_reason"));
+                     llm_json_str(v, "stop_reason"));
         if (json_object_object_get_ex(o, "usage", &v)) take_usage(st->resp, v);
     } else if (!strcmp(type, "message_stop")) {
         st->stopped = 1;
@@ -123,8 +122,7 @@ static int anthropic_event(void *arg, llm_http *h, const char *event,
 }
 
 /* A plain (non-streamed) Message object. */
-static int anthropic_parse_message(llm_http *h, const char *body, size_t len,
-                                   llm_response *resp) {
+static int anthropic_parse_message(llm_http *h, const char *body, size_t len, llm_response *resp) {
     json_object *o = llm_json_parse(body, len), *content = NULL, *v = NULL;
     if (!o || !json_object_object_get_ex(o, "content", &content) ||
         !json_object_is_type(content, json_type_array)) {
@@ -155,18 +153,16 @@ static int anthropic_finish(void *arg, llm_http *h, const char *body, size_t len
     anthropic_state *st = arg;
     if (body) return anthropic_parse_message(h, body, len, resp);
     if (!st->stopped) {
-        llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 1,
-                      "the upstream stream ended before message_stop");
+        llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 1, "the upstream stream ended before message_stop");
         return CTXD_ERR;
     }
     return CTXD_OK;
 }
 
-static const llm_http_ops anthropic_ops = {anthropic_begin, anthropic_event,
-                                           anthropic_finish};
+static const llm_http_ops anthropic_ops = {anthropic_begin, anthropic_event, anthropic_finish};
 
-int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg,
-                           const llm_request *req, llm_response *resp) {
+int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg, const llm_request *req,
+                           llm_response *resp) {
     char url[600], *key_hdr = NULL;
     const char *body = NULL;
     json_object *jbody = NULL;
@@ -188,14 +184,13 @@ int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg,
         goto cleanup;
     }
     snprintf(key_hdr, kl, "x-api-key: %s", cfg->anthropic_key);
-    const char *headers[] = {key_hdr, "anthropic-version: " ANTHROPIC_VERSION,
-                             "content-type: application/json",
-                             req->on_delta ? "accept: text/event-stream"
-                                           : "accept: application/json",
-                             NULL};
+    const char *headers[] = {
+        key_hdr, "anthropic-version: " ANTHROPIC_VERSION, "content-type: application/json",
+        req->on_delta ? "accept: text/event-stream" : "accept: application/json", NULL};
     anthropic_state st = {resp, 0, 0};
-    llm_http_call call = {url, headers, body, strlen(body), req->on_delta != NULL,
-                          cfg->anthropic_key, &anthropic_ops, &st};
+    llm_http_call call = {
+        url, headers, body, strlen(body), req->on_delta != NULL, cfg->anthropic_key, &anthropic_ops,
+        &st};
     rc = llm_http_run(h, cfg, req, &call, resp);
 cleanup:
     if (key_hdr) {

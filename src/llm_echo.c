@@ -54,18 +54,18 @@ static char *echo_reply(const llm_request *req) {
                 "to your flight preferences?";
     if (fixed) return strdup(fixed);
 
-#define ECHO_FMT                                                         \
-    "Acknowledged: '%.*s'. How can I further assist you with the context " \
+#define ECHO_FMT                                                                                   \
+    "Acknowledged: '%.*s'. How can I further assist you with the context "                         \
     "ID '%s'? (echo model: %ld earlier turn%s in this conversation%s)"
     const char *cid = req->context_id ? req->context_id : "";
     const char *sys = req->system && *req->system ? "; I have a system prompt" : "";
-    int n = snprintf(NULL, 0, ECHO_FMT, (int)last->content_len, last->content, cid,
-                     earlier, earlier == 1 ? "" : "s", sys);
+    int n = snprintf(NULL, 0, ECHO_FMT, (int)last->content_len, last->content, cid, earlier,
+                     earlier == 1 ? "" : "s", sys);
     if (n < 0) return NULL;
     char *out = malloc((size_t)n + 1);
     if (!out) return NULL;
-    snprintf(out, (size_t)n + 1, ECHO_FMT, (int)last->content_len, last->content, cid,
-             earlier, earlier == 1 ? "" : "s", sys);
+    snprintf(out, (size_t)n + 1, ECHO_FMT, (int)last->content_len, last->content, cid, earlier,
+             earlier == 1 ? "" : "s", sys);
     return out;
 }
 
@@ -93,7 +93,8 @@ static char *echo_summary(const llm_message *prompt) {
         size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
         if (l && p[0] == '[') {
             size_t take = l > 72 ? 72 : l;
-            while (take < l && ((unsigned char)p[take] & 0xc0) == 0x80) take--; /* keep UTF-8 whole */
+            while (take < l && ((unsigned char)p[take] & 0xc0) == 0x80)
+                take--; /* keep UTF-8 whole */
             if (n) out[n++] = '\n';
             memcpy(out + n, p, take);
             n += take;
@@ -114,8 +115,7 @@ static int echo_stream(const llm_request *req, const char *text, size_t len) {
         if (i == len || (text[i] == ' ' && i > start)) {
             size_t end = i == len ? len : i;
             if (echo_wait(req, pause)) return CTXD_ERR;
-            if (req->on_delta(req->on_delta_arg, text + start, end - start))
-                return CTXD_ERR;
+            if (req->on_delta(req->on_delta_arg, text + start, end - start)) return CTXD_ERR;
             start = end;
         }
     }
@@ -127,8 +127,8 @@ int llm_echo_complete(const llm_request *req, llm_response *resp) {
         llm_response_set_error(resp, LLM_ERR_BAD_REQUEST, 0, "no messages to answer");
         return CTXD_ERR;
     }
-    char *text = req->summarize ? echo_summary(&req->messages[req->n_messages - 1])
-                                : echo_reply(req);
+    char *text =
+        req->summarize ? echo_summary(&req->messages[req->n_messages - 1]) : echo_reply(req);
     if (!text) {
         llm_response_set_error(resp, LLM_ERR_UPSTREAM, 0, "out of memory");
         return CTXD_ERR;

@@ -63,8 +63,7 @@ static long long now_ms(void) {
 }
 
 /* Append n bytes to a NUL-terminated growable buffer, up to max bytes. */
-static int buf_append(char **buf, size_t *len, size_t *cap, const char *s,
-                      size_t n, size_t max) {
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n, size_t max) {
     if (*len + n > max) return CTXD_ERR;
     if (*len + n + 1 > *cap) {
         size_t nc = *cap ? *cap : 256;
@@ -135,10 +134,8 @@ static int sse_line(llm_sse *p, const char *line, size_t len) {
         memcpy(p->event, val, n);
         p->event[n] = '\0';
     } else if (nlen == 4 && !memcmp(line, "data", 4)) {
-        if (buf_append(&p->data, &p->data_len, &p->data_cap, val, vlen,
-                       LLM_HTTP_MAX_BODY) ||
-            buf_append(&p->data, &p->data_len, &p->data_cap, "\n", 1,
-                       LLM_HTTP_MAX_BODY))
+        if (buf_append(&p->data, &p->data_len, &p->data_cap, val, vlen, LLM_HTTP_MAX_BODY) ||
+            buf_append(&p->data, &p->data_len, &p->data_cap, "\n", 1, LLM_HTTP_MAX_BODY))
             return CTXD_ERR;
         p->has_data = 1;
     } /* id, retry and unknown fields: nothing to do for us */
@@ -150,9 +147,8 @@ int llm_sse_feed(llm_sse *p, const char *buf, size_t len) {
     size_t i = 0;
     while (!p->bom_checked && i < len) {
         if ((unsigned char)buf[i] != bom[p->bom_seen]) {
-            if (p->bom_seen && buf_append(&p->line, &p->line_len, &p->line_cap,
-                                          (const char *)bom, p->bom_seen,
-                                          LLM_HTTP_MAX_BODY))
+            if (p->bom_seen && buf_append(&p->line, &p->line_len, &p->line_cap, (const char *)bom,
+                                          p->bom_seen, LLM_HTTP_MAX_BODY))
                 return CTXD_ERR;
             p->bom_checked = 1;
             break;
@@ -176,8 +172,7 @@ int llm_sse_feed(llm_sse *p, const char *buf, size_t len) {
         /* Copy the run of ordinary bytes at once. */
         size_t j = i;
         while (j < len && buf[j] != '\r' && buf[j] != '\n') j++;
-        if (buf_append(&p->line, &p->line_len, &p->line_cap, buf + i, j - i,
-                       LLM_HTTP_MAX_BODY))
+        if (buf_append(&p->line, &p->line_len, &p->line_cap, buf + i, j - i, LLM_HTTP_MAX_BODY))
             return CTXD_ERR;
         i = j - 1;
     }
@@ -208,8 +203,7 @@ json_object *llm_json_parse(const char *s, size_t len) {
 const char *llm_json_str(json_object *obj, const char *key) {
     json_object *v;
     if (!obj || !json_object_object_get_ex(obj, key, &v)) return NULL;
-    return json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-                                                    : NULL;
+    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
 long llm_json_long(json_object *obj, const char *key) {
@@ -245,8 +239,7 @@ static void copy_text(char *out, size_t cap, const char *s, size_t len) {
 
 /* Copy text into out after removing secret from the whole of it, so a cut
  * can never leave part of the secret behind. */
-static void copy_scrubbed(char *out, size_t cap, const char *s, size_t len,
-                          const char *secret) {
+static void copy_scrubbed(char *out, size_t cap, const char *s, size_t len, const char *secret) {
     if (!secret || !*secret) {
         copy_text(out, cap, s, len);
         return;
@@ -286,10 +279,8 @@ void llm_http_error_info(const char *body, size_t len, const char *secret, char 
     }
     json_object *e = NULL, *v = NULL;
     const char *m = NULL;
-    if (json_object_object_get_ex(o, "error", &e) &&
-        json_object_is_type(e, json_type_object)) {
-        if (json_object_object_get_ex(e, "type", &v) &&
-            !json_object_is_type(v, json_type_null))
+    if (json_object_object_get_ex(o, "error", &e) && json_object_is_type(e, json_type_object)) {
+        if (json_object_object_get_ex(e, "type", &v) && !json_object_is_type(v, json_type_null))
             copy_code(type, typelen, v, secret);
         else if (json_object_object_get_ex(e, "code", &v))
             copy_code(type, typelen, v, secret);
@@ -327,11 +318,9 @@ static int header_number(const char *s, double *out) {
     return 1;
 }
 
-long llm_http_header_ms(const char *retry_after_ms, const char *retry_after,
-                        long now) {
+long llm_http_header_ms(const char *retry_after_ms, const char *retry_after, long now) {
     double v;
-    if (header_number(retry_after_ms, &v) && v > 0)
-        return v > 1e9 ? 1000000000L : (long)ceil(v);
+    if (header_number(retry_after_ms, &v) && v > 0) return v > 1e9 ? 1000000000L : (long)ceil(v);
     if (header_number(retry_after, &v))
         return v <= 0 ? -1 : v > 1e6 ? 1000000000L : (long)ceil(v * 1000);
     if (retry_after && *retry_after) {
@@ -342,8 +331,8 @@ long llm_http_header_ms(const char *retry_after_ms, const char *retry_after,
     return -1;
 }
 
-long llm_http_retry_wait_ms(const char *retry_after_ms, const char *retry_after,
-                            long now, int retry, double rnd, long cap_ms) {
+long llm_http_retry_wait_ms(const char *retry_after_ms, const char *retry_after, long now,
+                            int retry, double rnd, long cap_ms) {
     long ms = llm_http_header_ms(retry_after_ms, retry_after, now);
     if (ms > 0 && ms <= cap_ms) return ms;
     double base = LLM_HTTP_BACKOFF_BASE_MS;
@@ -390,8 +379,7 @@ void llm_http_scrub(char *s, size_t cap, const char *secret) {
 int llm_http_url(char *out, size_t cap, const char *base, const char *path) {
     size_t bl = strlen(base);
     while (bl && base[bl - 1] == '/') bl--;
-    if (bl >= 3 && !strncmp(base + bl - 3, "/v1", 3) && !strncmp(path, "/v1/", 4))
-        path += 3;
+    if (bl >= 3 && !strncmp(base + bl - 3, "/v1", 3) && !strncmp(path, "/v1/", 4)) path += 3;
     int n = snprintf(out, cap, "%.*s%s", (int)bl, base, path);
     return n < 0 || (size_t)n >= cap ? CTXD_ERR : CTXD_OK;
 }
@@ -422,8 +410,7 @@ void llm_http_free(llm_http *h) {
     free(h);
 }
 
-void llm_http_fail(llm_http *h, llm_err err, int status, int retryable,
-                   const char *fmt, ...) {
+void llm_http_fail(llm_http *h, llm_err err, int status, int retryable, const char *fmt, ...) {
     va_list ap;
     h->failed = 1;
     h->f_err = err;
@@ -435,24 +422,23 @@ void llm_http_fail(llm_http *h, llm_err err, int status, int retryable,
     int n = vsnprintf(full, sizeof(full), fmt, ap);
     va_end(ap);
     copy_scrubbed(h->f_msg, sizeof(h->f_msg), full,
-                  n < 0 ? 0 : (size_t)n < sizeof(full) ? (size_t)n : sizeof(full) - 1,
+                  n < 0                      ? 0
+                  : (size_t)n < sizeof(full) ? (size_t)n
+                                             : sizeof(full) - 1,
                   h->call ? h->call->secret : NULL);
 }
 
 int llm_http_emit(llm_http *h, const char *text, size_t len) {
     if (!len) return CTXD_OK;
-    if (buf_append(&h->text, &h->text_len, &h->text_cap, text, len,
-                   LLM_HTTP_MAX_BODY)) {
+    if (buf_append(&h->text, &h->text_len, &h->text_cap, text, len, LLM_HTTP_MAX_BODY)) {
         llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0,
-                      "the upstream reply is larger than %u bytes",
-                      LLM_HTTP_MAX_BODY);
+                      "the upstream reply is larger than %u bytes", LLM_HTTP_MAX_BODY);
         return CTXD_ERR;
     }
     if (h->req && h->req->on_delta && h->call && h->call->stream) {
         h->delivered = 1;
         if (h->req->on_delta(h->req->on_delta_arg, text, len)) {
-            llm_http_fail(h, LLM_ERR_ABORTED, h->status, 0,
-                          "the stream was aborted by the client");
+            llm_http_fail(h, LLM_ERR_ABORTED, h->status, 0, "the stream was aborted by the client");
             return CTXD_ERR;
         }
     }
@@ -461,12 +447,10 @@ int llm_http_emit(llm_http *h, const char *text, size_t len) {
 
 /* Call on_tick when it is due. Returns CTXD_ERR when it asks to abort. */
 static int tick_maybe(llm_http *h, long long t) {
-    if (!h->req || !h->req->on_tick || t - h->last_tick < TICK_EVERY_MS)
-        return CTXD_OK;
+    if (!h->req || !h->req->on_tick || t - h->last_tick < TICK_EVERY_MS) return CTXD_OK;
     h->last_tick = t;
     if (h->req->on_tick(h->req->on_tick_arg) == CTXD_OK) return CTXD_OK;
-    llm_http_fail(h, LLM_ERR_ABORTED, h->status, 0,
-                  "the call was aborted by its caller");
+    llm_http_fail(h, LLM_ERR_ABORTED, h->status, 0, "the call was aborted by its caller");
     return CTXD_ERR;
 }
 
@@ -484,8 +468,7 @@ static int sleep_ticking(llm_http *h, long ms) {
 }
 
 /* Copy a header's value into out when line is "name: value". */
-static void header_take(const char *line, size_t len, const char *name,
-                        char *out, size_t cap) {
+static void header_take(const char *line, size_t len, const char *name, char *out, size_t cap) {
     size_t nl = strlen(name);
     if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl)) return;
     const char *v = line + nl + 1, *end = line + len;
@@ -507,22 +490,21 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
     char sr[16] = "";
     header_take(buf, len, "content-type", h->content_type, sizeof(h->content_type));
     header_take(buf, len, "retry-after", h->retry_after, sizeof(h->retry_after));
-    header_take(buf, len, "retry-after-ms", h->retry_after_ms,
-                sizeof(h->retry_after_ms));
+    header_take(buf, len, "retry-after-ms", h->retry_after_ms, sizeof(h->retry_after_ms));
     header_take(buf, len, "x-should-retry", sr, sizeof(sr));
-    if (!strcmp(sr, "true")) h->should_retry = 1;
-    else if (!strcmp(sr, "false")) h->should_retry = 0;
+    if (!strcmp(sr, "true"))
+        h->should_retry = 1;
+    else if (!strcmp(sr, "false"))
+        h->should_retry = 0;
     return len;
 }
 
 /* One SSE event: hand it to the provider. */
 static int on_sse_event(void *arg, const char *event, const char *data, size_t len) {
     llm_http *h = arg;
-    if (h->call->ops->on_event(h->call->arg, h, event, data, len) == CTXD_OK)
-        return CTXD_OK;
+    if (h->call->ops->on_event(h->call->arg, h, event, data, len) == CTXD_OK) return CTXD_OK;
     if (!h->failed)
-        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0,
-                      "the upstream stream could not be read");
+        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0, "the upstream stream could not be read");
     return CTXD_ERR;
 }
 
@@ -544,16 +526,15 @@ static size_t on_write(char *buf, size_t size, size_t n, void *arg) {
         return 0;
     }
     if (h->sse_mode) return llm_sse_feed(&h->sse, buf, len) ? 0 : len;
-    if (buf_append(&h->body, &h->body_len, &h->body_cap, buf, len,
-                   LLM_HTTP_MAX_BODY)) {
+    if (buf_append(&h->body, &h->body_len, &h->body_cap, buf, len, LLM_HTTP_MAX_BODY)) {
         h->oom = 1;
         return 0;
     }
     return len;
 }
 
-static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
-                       curl_off_t ultotal, curl_off_t ulnow) {
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
     llm_http *h = arg;
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
     long long t = now_ms();
@@ -583,17 +564,14 @@ static void attempt_reset(llm_http *h) {
 }
 
 /* Set up the easy handle for one attempt and run it. */
-static CURLcode perform(llm_http *h, const ctxd_config *cfg,
-                        struct curl_slist *hdrs) {
+static CURLcode perform(llm_http *h, const ctxd_config *cfg, struct curl_slist *hdrs) {
     const llm_http_call *c = h->call;
     long long left = h->deadline - now_ms();
-    long total = c->stream ? (long)left
-                           : (long)(left < cfg->upstream_timeout_ms
-                                        ? left
-                                        : cfg->upstream_timeout_ms);
-    long connect = cfg->upstream_connect_timeout_ms < total
-                       ? cfg->upstream_connect_timeout_ms
-                       : total;
+    long total = c->stream
+                     ? (long)left
+                     : (long)(left < cfg->upstream_timeout_ms ? left : cfg->upstream_timeout_ms);
+    long connect =
+        cfg->upstream_connect_timeout_ms < total ? cfg->upstream_connect_timeout_ms : total;
     h->idle_ms = c->stream ? cfg->upstream_timeout_ms : 0;
     h->curl_err[0] = '\0';
 
@@ -635,12 +613,12 @@ static const char *status_prefix(llm_err err) {
 /* A non-2xx answer: record its error. */
 static void fail_status(llm_http *h) {
     char type[64], msg[180];
-    llm_http_error_info(h->body, h->body_len, h->call ? h->call->secret : NULL, type,
-                        sizeof(type), msg, sizeof(msg));
+    llm_http_error_info(h->body, h->body_len, h->call ? h->call->secret : NULL, type, sizeof(type),
+                        msg, sizeof(msg));
     llm_err err = llm_http_status_err(h->status);
     llm_http_fail(h, err, h->status, llm_http_should_retry(h->status, h->should_retry),
-                  "%s: HTTP %d%s%s%s%s", status_prefix(err), h->status,
-                  type[0] ? " " : "", type, msg[0] ? ": " : "", msg);
+                  "%s: HTTP %d%s%s%s%s", status_prefix(err), h->status, type[0] ? " " : "", type,
+                  msg[0] ? ": " : "", msg);
 }
 
 /* A transfer that did not complete: say why. */
@@ -651,8 +629,8 @@ static void fail_transfer(llm_http *h, CURLcode rc) {
                       "the upstream answer is larger than %u bytes",
                       h->sse_mode ? LLM_HTTP_MAX_STREAM : LLM_HTTP_MAX_BODY);
     } else if (h->idle_timeout) {
-        llm_http_fail(h, LLM_ERR_TIMEOUT, h->status, 1,
-                      "the upstream stream was silent for %ld ms", h->idle_ms);
+        llm_http_fail(h, LLM_ERR_TIMEOUT, h->status, 1, "the upstream stream was silent for %ld ms",
+                      h->idle_ms);
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
         if (now_ms() >= h->deadline - 5)
             llm_http_fail(h, LLM_ERR_TIMEOUT, h->status, 0,
@@ -662,16 +640,14 @@ static void fail_transfer(llm_http *h, CURLcode rc) {
                           "the upstream did not answer in time: %s", detail);
     } else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
                rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR) {
-        llm_http_fail(h, LLM_ERR_CONNECT, 0, 1,
-                      "cannot connect to the upstream: %s", detail);
+        llm_http_fail(h, LLM_ERR_CONNECT, 0, 1, "cannot connect to the upstream: %s", detail);
     } else if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) {
-        llm_http_fail(h, LLM_ERR_CONFIG, 0, 0, "the upstream URL is not usable: %s",
-                      detail);
+        llm_http_fail(h, LLM_ERR_CONFIG, 0, 0, "the upstream URL is not usable: %s", detail);
     } else if (rc == CURLE_OUT_OF_MEMORY) {
         llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0, "out of memory");
     } else {
-        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 1,
-                      "the connection to the upstream broke: %s", detail);
+        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 1, "the connection to the upstream broke: %s",
+                      detail);
     }
 }
 
@@ -692,11 +668,9 @@ static void judge(llm_http *h, CURLcode rc, llm_response *resp) {
         return;
     }
     const char *body = h->sse_mode ? NULL : h->body ? h->body : "";
-    if (h->call->ops->finish(h->call->arg, h, body, h->sse_mode ? 0 : h->body_len,
-                             resp) &&
+    if (h->call->ops->finish(h->call->arg, h, body, h->sse_mode ? 0 : h->body_len, resp) &&
         !h->failed)
-        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0,
-                      "the upstream answer could not be read");
+        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0, "the upstream answer could not be read");
 }
 
 /* Free a header list, wiping it first: it holds the API key. */
@@ -721,12 +695,10 @@ oom:
 }
 
 /* Copy the final failure into resp. */
-static void report_failure(llm_http *h, const llm_http_call *call,
-                           llm_response *resp) {
+static void report_failure(llm_http *h, const llm_http_call *call, llm_response *resp) {
     if (resp->retries)
-        llm_response_set_error(resp, h->f_err, h->f_status, "%s (after %d %s)",
-                               h->f_msg, resp->retries,
-                               resp->retries == 1 ? "retry" : "retries");
+        llm_response_set_error(resp, h->f_err, h->f_status, "%s (after %d %s)", h->f_msg,
+                               resp->retries, resp->retries == 1 ? "retry" : "retries");
     else
         llm_response_set_error(resp, h->f_err, h->f_status, "%s", h->f_msg);
     llm_http_scrub(resp->errstr, sizeof(resp->errstr), call->secret);
@@ -754,12 +726,10 @@ int llm_http_run(llm_http *h, const ctxd_config *cfg, const llm_request *req,
         CURLcode rc = perform(h, cfg, hdrs);
         judge(h, rc, resp);
         if (!h->failed) break;
-        if (!h->f_retryable || h->delivered || attempt >= cfg->upstream_max_retries)
-            break;
+        if (!h->f_retryable || h->delivered || attempt >= cfg->upstream_max_retries) break;
         double rnd = rand_r(&h->rnd_state) / ((double)RAND_MAX + 1.0);
-        long wait = llm_http_retry_wait_ms(h->retry_after_ms, h->retry_after,
-                                           (long)time(NULL), attempt, rnd,
-                                           cfg->upstream_retry_cap_ms);
+        long wait = llm_http_retry_wait_ms(h->retry_after_ms, h->retry_after, (long)time(NULL),
+                                           attempt, rnd, cfg->upstream_retry_cap_ms);
         if (now_ms() + wait >= h->deadline) break; /* no time left: keep this error */
         if (sleep_ticking(h, wait)) break;
         resp->retries = attempt + 1;

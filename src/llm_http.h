@@ -23,8 +23,7 @@
 
 /* Called once per complete event. event is "" when the stream named none;
  * data is NUL-terminated (data[len] == 0). Return CTXD_ERR to stop. */
-typedef int (*llm_sse_event_fn)(void *arg, const char *event, const char *data,
-                                size_t len);
+typedef int (*llm_sse_event_fn)(void *arg, const char *event, const char *data, size_t len);
 
 typedef struct llm_sse {
     char *line; /* the unfinished line */
@@ -59,14 +58,12 @@ typedef struct llm_http_ops {
     void (*begin)(void *arg);
     /* One SSE event of a 2xx streamed answer. Return CTXD_ERR to stop the
      * transfer, after llm_http_fail (or when llm_http_emit failed). */
-    int (*on_event)(void *arg, llm_http *h, const char *event, const char *data,
-                    size_t len);
+    int (*on_event)(void *arg, llm_http *h, const char *event, const char *data, size_t len);
     /* The 2xx answer is complete. body is the whole JSON body for a plain
      * answer, NULL after a streamed one. Fill resp's stop_reason, model and
      * tokens; emit text with llm_http_emit. Return CTXD_OK, or CTXD_ERR after
      * llm_http_fail. */
-    int (*finish)(void *arg, llm_http *h, const char *body, size_t len,
-                  llm_response *resp);
+    int (*finish)(void *arg, llm_http *h, const char *body, size_t len, llm_response *resp);
 } llm_http_ops;
 
 typedef struct llm_http_call {
@@ -74,7 +71,7 @@ typedef struct llm_http_call {
     const char *const *headers; /* NULL-terminated "Name: value" lines */
     const char *body;           /* JSON request body */
     size_t body_len;
-    int stream; /* asked the upstream for SSE */
+    int stream;         /* asked the upstream for SSE */
     const char *secret; /* the API key, scrubbed from any error text; may be NULL */
     const llm_http_ops *ops;
     void *arg;
@@ -99,8 +96,8 @@ int llm_http_emit(llm_http *h, const char *text, size_t len);
 
 /* Record why this attempt failed; retryable says whether another attempt may
  * help (ignored once text reached on_delta). status is the HTTP status. */
-void llm_http_fail(llm_http *h, llm_err err, int status, int retryable,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void llm_http_fail(llm_http *h, llm_err err, int status, int retryable, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* ---- Helpers shared by the providers, exposed for the unit tests ---- */
 
@@ -135,13 +132,12 @@ int llm_http_should_retry(int status, int should_retry);
  * positive and within cap_ms; else exponential backoff with up to 25%
  * jitter (rnd in [0,1)) for the given retry number (0 = first), never above
  * cap_ms. Header values may be NULL. */
-long llm_http_retry_wait_ms(const char *retry_after_ms, const char *retry_after,
-                            long now, int retry, double rnd, long cap_ms);
+long llm_http_retry_wait_ms(const char *retry_after_ms, const char *retry_after, long now,
+                            int retry, double rnd, long cap_ms);
 
 /* Parse a retry-after-ms or retry-after header into ms; -1 when absent or
  * unusable. */
-long llm_http_header_ms(const char *retry_after_ms, const char *retry_after,
-                        long now);
+long llm_http_header_ms(const char *retry_after_ms, const char *retry_after, long now);
 
 /* Map a final HTTP status to an llm_err. */
 llm_err llm_http_status_err(int status);
@@ -158,9 +154,9 @@ const char *llm_http_secret(const llm_http *h);
 int llm_http_url(char *out, size_t cap, const char *base, const char *path);
 
 /* Providers, each in its own file. */
-int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg,
-                           const llm_request *req, llm_response *resp);
-int llm_openai_complete(llm_http *h, const ctxd_config *cfg,
-                        const llm_request *req, llm_response *resp);
+int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg, const llm_request *req,
+                           llm_response *resp);
+int llm_openai_complete(llm_http *h, const ctxd_config *cfg, const llm_request *req,
+                        llm_response *resp);
 
 #endif

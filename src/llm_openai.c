@@ -15,12 +15,10 @@ typedef struct openai_state {
 /* OpenAI itself wants max_completion_tokens (reasoning models refuse
  * max_tokens); compatible servers mostly know only max_tokens. */
 static const char *max_tokens_field(const ctxd_config *cfg) {
-    return strstr(cfg->openai_url, "://api.openai.com") ? "max_completion_tokens"
-                                                        : "max_tokens";
+    return strstr(cfg->openai_url, "://api.openai.com") ? "max_completion_tokens" : "max_tokens";
 }
 
-static int add_message(json_object *msgs, const char *role, const char *content,
-                       size_t len) {
+static int add_message(json_object *msgs, const char *role, const char *content, size_t len) {
     json_object *jm = json_object_new_object();
     if (!jm || json_object_array_add(msgs, jm)) {
         json_object_put(jm);
@@ -78,8 +76,7 @@ static void take_usage(llm_response *resp, json_object *o) {
 static json_object *first_choice(json_object *o) {
     json_object *choices = NULL;
     if (!json_object_object_get_ex(o, "choices", &choices) ||
-        !json_object_is_type(choices, json_type_array) ||
-        json_object_array_length(choices) == 0)
+        !json_object_is_type(choices, json_type_array) || json_object_array_length(choices) == 0)
         return NULL;
     return json_object_array_get_idx(choices, 0);
 }
@@ -97,8 +94,7 @@ static int emit_string(llm_http *h, json_object *obj, const char *key) {
 static void stream_error(llm_http *h, const char *data, size_t len) {
     char type[64], msg[160];
     llm_http_error_info(data, len, llm_http_secret(h), type, sizeof(type), msg, sizeof(msg));
-    llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0,
-                  "the upstream stream failed after HTTP 200: %s: %s",
+    llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "the upstream stream failed after HTTP 200: %s: %s",
                   type[0] ? type : "error", msg[0] ? msg : "no message");
 }
 
@@ -108,8 +104,7 @@ static void openai_begin(void *arg) {
 }
 
 /* One data-only SSE chunk: a chat.completion.chunk, or [DONE]. */
-static int openai_event(void *arg, llm_http *h, const char *event, const char *data,
-                        size_t len) {
+static int openai_event(void *arg, llm_http *h, const char *event, const char *data, size_t len) {
     openai_state *st = arg;
     (void)event;
     if (st->done) return CTXD_OK;
@@ -133,8 +128,7 @@ static int openai_event(void *arg, llm_http *h, const char *event, const char *d
     llm_copy_str(st->resp->model, sizeof(st->resp->model), llm_json_str(o, "model"));
     take_usage(st->resp, o);
     json_object *choice = first_choice(o);
-    if (choice && json_object_object_get_ex(choice, "delta", &v))
-        rc = emit_string(h, v, "content");
+    if (choice && json_object_object_get_ex(choice, "delta", &v)) rc = emit_string(h, v, "content");
     const char *fr = llm_json_str(choice, "finish_reason");
     if (fr) {
         llm_copy_str(st->resp->stop_reason, sizeof(st->resp->stop_reason), fr);
@@ -146,8 +140,7 @@ out:
 }
 
 /* A plain chat.completion object. */
-static int openai_parse_completion(llm_http *h, const char *body, size_t len,
-                                   llm_response *resp) {
+static int openai_parse_completion(llm_http *h, const char *body, size_t len, llm_response *resp) {
     json_object *o = llm_json_parse(body, len), *msg = NULL;
     json_object *choice = first_choice(o);
     if (!choice || !json_object_object_get_ex(choice, "message", &msg)) {
@@ -158,15 +151,14 @@ static int openai_parse_completion(llm_http *h, const char *body, size_t len,
     }
     int rc = emit_string(h, msg, "content");
     llm_copy_str(resp->stop_reason, sizeof(resp->stop_reason),
-               llm_json_str(choice, "finish_reason"));
+                 llm_json_str(choice, "finish_reason"));
     llm_copy_str(resp->model, sizeof(resp->model), llm_json_str(o, "model"));
     take_usage(resp, o);
     json_object_put(o);
     return rc;
 }
 
-static int openai_finish(void *arg, llm_http *h, const char *body, size_t len,
-                         llm_response *resp) {
+static int openai_finish(void *arg, llm_http *h, const char *body, size_t len, llm_response *resp) {
     openai_state *st = arg;
     if (body) return openai_parse_completion(h, body, len, resp);
     /* [DONE] may be missing: a finish_reason before the end is complete. */
@@ -200,12 +192,11 @@ int llm_openai_complete(llm_http *h, const ctxd_config *cfg, const llm_request *
     }
     if (key) snprintf(key_hdr, kl, "Authorization: Bearer %s", key);
     /* No key (local Ollama, vLLM): no Authorization header at all. */
-    const char *headers[] = {"Content-Type: application/json",
-                             req->on_delta ? "Accept: text/event-stream"
-                                           : "Accept: application/json",
-                             key_hdr, NULL};
+    const char *headers[] = {
+        "Content-Type: application/json",
+        req->on_delta ? "Accept: text/event-stream" : "Accept: application/json", key_hdr, NULL};
     openai_state st = {resp, 0, 0};
-    llm_http_call call = {url, headers, body, strlen(body), req->on_delta != NULL,
+    llm_http_call call = {url, headers,     body, strlen(body), req->on_delta != NULL,
                           key, &openai_ops, &st};
     rc = llm_http_run(h, cfg, req, &call, resp);
 cleanup:

@@ -43,8 +43,10 @@ static void put_logfmt(buf *b, const char *s) {
     buf_puts(b, "\"");
     for (; *s; s++) {
         if (*s == '"' || *s == '\\') buf_putn(b, "\\", 1);
-        if (*s == '\n') buf_puts(b, "\\n");
-        else buf_putn(b, s, 1);
+        if (*s == '\n')
+            buf_puts(b, "\\n");
+        else
+            buf_putn(b, s, 1);
     }
     buf_puts(b, "\"");
 }
@@ -97,8 +99,8 @@ static void put_field(buf *b, const char *key, const char *value) {
     }
 }
 
-void log_request(int level, const char *method, const char *path, const char *route,
-                 int status, double ms, const char *request_id) {
+void log_request(int level, const char *method, const char *path, const char *route, int status,
+                 double ms, const char *request_id) {
     if (level < min_level) return;
     buf b;
     buf_init(&b);

@@ -57,8 +57,7 @@ int main(int argc, char **argv) {
     log_set_level(cfg.log_level);
     log_set_format(cfg.log_format);
     if (cfg.log_file[0] && log_open_file(cfg.log_file)) {
-        fprintf(stderr, "ctxd: CTXD_LOG_FILE=%s: cannot open: %s\n", cfg.log_file,
-                strerror(errno));
+        fprintf(stderr, "ctxd: CTXD_LOG_FILE=%s: cannot open: %s\n", cfg.log_file, strerror(errno));
         config_free(&cfg);
         return 2;
     }
@@ -84,7 +83,8 @@ int main(int argc, char **argv) {
     }
     char redis_addr[300];
     config_redis_addr(&cfg, redis_addr, sizeof(redis_addr));
-    log_msg(LOG_INFO, "ctxd %s listening on http://%s:%d redis=%s db=%d provider=%s model=%s threads=%d",
+    log_msg(LOG_INFO,
+            "ctxd %s listening on http://%s:%d redis=%s db=%d provider=%s model=%s threads=%d",
             CTXD_VERSION, cfg.listen_host, cfg.listen_port, redis_addr, cfg.redis_db,
             config_provider_name(cfg.provider), cfg.model, cfg.threads);
     check_redis(&cfg);
@@ -92,8 +92,8 @@ int main(int argc, char **argv) {
     for (;;) {
         if (sigwait(&stop_set, &sig) != 0) continue;
         if (sig != SIGHUP) break;
-        if (log_reopen()) fprintf(stderr, "ctxd: cannot reopen %s: %s\n", cfg.log_file,
-                                  strerror(errno));
+        if (log_reopen())
+            fprintf(stderr, "ctxd: cannot reopen %s: %s\n", cfg.log_file, strerror(errno));
         log_msg(LOG_INFO, "received SIGHUP, log reopened");
     }
     drain(&cfg, sig);

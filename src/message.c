@@ -17,11 +17,15 @@ int message_encode(buf *b, const message *m) {
     buf_printf(b, ",\"created_at\":\"%s\",\"tokens\":%" PRId64, iso, m->tokens);
     if (m->model || m->stop_reason || m->input_tokens >= 0 || m->output_tokens >= 0) {
         buf_puts(b, ",\"usage\":{\"input_tokens\":");
-        if (m->input_tokens >= 0) buf_printf(b, "%" PRId64, m->input_tokens);
-        else buf_puts(b, "null");
+        if (m->input_tokens >= 0)
+            buf_printf(b, "%" PRId64, m->input_tokens);
+        else
+            buf_puts(b, "null");
         buf_puts(b, ",\"output_tokens\":");
-        if (m->output_tokens >= 0) buf_printf(b, "%" PRId64, m->output_tokens);
-        else buf_puts(b, "null");
+        if (m->output_tokens >= 0)
+            buf_printf(b, "%" PRId64, m->output_tokens);
+        else
+            buf_puts(b, "null");
         buf_puts(b, "}");
         if (m->model && *m->model) {
             buf_puts(b, ",\"model\":");
@@ -186,8 +190,10 @@ int message_decode(const char *json, size_t len, char *arena, size_t *used, mess
             if (read_string(&r, dst, &n)) return CTXD_ERR;
             dst[n] = '\0';
             *used += n + 1;
-            if (is_role) out->role = dst;
-            else out->content = dst, out->content_len = n;
+            if (is_role)
+                out->role = dst;
+            else
+                out->content = dst, out->content_len = n;
         } else if ((klen == 3 && !memcmp(key, "seq", 3)) ||
                    (klen == 6 && !memcmp(key, "tokens", 6))) {
             if (read_int(&r, key[0] == 's' ? &out->seq : &out->tokens)) return CTXD_ERR;
@@ -195,9 +201,12 @@ int message_decode(const char *json, size_t len, char *arena, size_t *used, mess
             return CTXD_ERR;
         }
         skip_ws(&r);
-        if (r.p < r.end && *r.p == ',') r.p++;
-        else if (r.p < r.end && *r.p == '}') break;
-        else return CTXD_ERR;
+        if (r.p < r.end && *r.p == ',')
+            r.p++;
+        else if (r.p < r.end && *r.p == '}')
+            break;
+        else
+            return CTXD_ERR;
     }
     return out->role && out->content ? CTXD_OK : CTXD_ERR;
 }

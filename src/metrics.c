@@ -13,12 +13,12 @@
 
 typedef atomic_ullong counter;
 
-static const int statuses[] = {200, 201, 204, 400, 404, 405, 409, 413, 415, 422,
-                               429, 500, 502, 503, 504};
+static const int statuses[] = {200, 201, 204, 400, 404, 405, 409, 413,
+                               415, 422, 429, 500, 502, 503, 504};
 #define N_STATUS (sizeof(statuses) / sizeof(statuses[0]) + 1) /* + other */
 
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                 0.5,   1,      2.5,   5,    10,    30,   60,  120, 300};
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                 1,     2.5,    5,     10,   30,    60,   120, 300};
 #define N_BUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 typedef struct histogram {
@@ -59,9 +59,7 @@ static void inc(counter *c, unsigned long long n) {
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-static unsigned long long get(counter *c) {
-    return atomic_load_explicit(c, memory_order_relaxed);
-}
+static unsigned long long get(counter *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
 static void observe(histogram *h, int64_t micros) {
     double s = (double)micros / 1e6;
@@ -121,8 +119,7 @@ static void put_histogram(buf *b, const char *name, const char *labels, histogra
     }
     buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, get(&h->count));
     const char *open = labels[0] ? "{" : "", *close = labels[0] ? "}" : "";
-    buf_printf(b, "%s_sum%s%s%s %.6f\n", name, open, labels, close,
-               (double)get(&h->sum_us) / 1e6);
+    buf_printf(b, "%s_sum%s%s%s %.6f\n", name, open, labels, close, (double)get(&h->sum_us) / 1e6);
     buf_printf(b, "%s_count%s%s%s %llu\n", name, open, labels, close, get(&h->count));
 }
 
@@ -157,9 +154,10 @@ static void render_http(buf *b) {
         route_labels(labels, sizeof(labels), r);
         put_histogram(b, "ctxd_http_request_duration_seconds", labels, &m.latency[r]);
     }
-    buf_printf(b, "# HELP ctxd_http_requests_in_flight Requests being handled now.\n"
-                  "# TYPE ctxd_http_requests_in_flight gauge\n"
-                  "ctxd_http_requests_in_flight %lld\n",
+    buf_printf(b,
+               "# HELP ctxd_http_requests_in_flight Requests being handled now.\n"
+               "# TYPE ctxd_http_requests_in_flight gauge\n"
+               "ctxd_http_requests_in_flight %lld\n",
                (long long)atomic_load_explicit(&m.inflight, memory_order_relaxed));
 }
 
@@ -174,13 +172,16 @@ static void render_upstream(buf *b) {
                 unsigned long long v = get(&m.upstream[p][s][ok]);
                 if (!v) continue;
                 char st[16];
-                if (s == UPSTREAM_STATUSES) snprintf(st, sizeof(st), "other");
-                else if (!upstream_statuses[s]) snprintf(st, sizeof(st), "none");
-                else snprintf(st, sizeof(st), "%d", upstream_statuses[s]);
-                buf_printf(b, "ctxd_upstream_calls_total{provider=\"%s\",status=\"%s\","
-                              "outcome=\"%s\"} %llu\n",
-                           config_provider_name((ctxd_provider)p), st,
-                           ok ? "ok" : "error", v);
+                if (s == UPSTREAM_STATUSES)
+                    snprintf(st, sizeof(st), "other");
+                else if (!upstream_statuses[s])
+                    snprintf(st, sizeof(st), "none");
+                else
+                    snprintf(st, sizeof(st), "%d", upstream_statuses[s]);
+                buf_printf(b,
+                           "ctxd_upstream_calls_total{provider=\"%s\",status=\"%s\","
+                           "outcome=\"%s\"} %llu\n",
+                           config_provider_name((ctxd_provider)p), st, ok ? "ok" : "error", v);
             }
     buf_puts(b, "# HELP ctxd_upstream_call_duration_seconds Model call time, retries included.\n"
                 "# TYPE ctxd_upstream_call_duration_seconds histogram\n");
@@ -207,32 +208,34 @@ static void render_upstream(buf *b) {
 char *metrics_render(size_t *len) {
     buf b;
     buf_init(&b);
-    buf_printf(&b, "# HELP ctxd_build_info Version of this ctxd.\n"
-                   "# TYPE ctxd_build_info gauge\n"
-                   "ctxd_build_info{version=\"%s\"} 1\n"
-                   "# HELP ctxd_start_time_seconds When this process started.\n"
-                   "# TYPE ctxd_start_time_seconds gauge\n"
-                   "ctxd_start_time_seconds %.3f\n",
+    buf_printf(&b,
+               "# HELP ctxd_build_info Version of this ctxd.\n"
+               "# TYPE ctxd_build_info gauge\n"
+               "ctxd_build_info{version=\"%s\"} 1\n"
+               "# HELP ctxd_start_time_seconds When this process started.\n"
+               "# TYPE ctxd_start_time_seconds gauge\n"
+               "ctxd_start_time_seconds %.3f\n",
                CTXD_VERSION, (double)started_ms / 1000.0);
     render_http(&b);
     render_upstream(&b);
-    buf_printf(&b, "# HELP ctxd_summary_folds_total Summary folds, by outcome.\n"
-                   "# TYPE ctxd_summary_folds_total counter\n"
-                   "ctxd_summary_folds_total{outcome=\"ok\"} %llu\n"
-                   "ctxd_summary_folds_total{outcome=\"error\"} %llu\n"
-                   "# HELP ctxd_redis_errors_total Redis commands that failed.\n"
-                   "# TYPE ctxd_redis_errors_total counter\n"
-                   "ctxd_redis_errors_total %llu\n"
-                   "# HELP ctxd_redis_reconnects_total New Redis connections made.\n"
-                   "# TYPE ctxd_redis_reconnects_total counter\n"
-                   "ctxd_redis_reconnects_total %llu\n"
-                   "# HELP ctxd_lock_busy_total Turns answered 409 because the context stayed busy.\n"
-                   "# TYPE ctxd_lock_busy_total counter\n"
-                   "ctxd_lock_busy_total %llu\n"
-                   "# HELP ctxd_lock_wait_seconds Time turns waited for a busy context's lock.\n"
-                   "# TYPE ctxd_lock_wait_seconds histogram\n",
-               get(&m.folds[1]), get(&m.folds[0]), get(&m.redis_errors),
-               get(&m.redis_reconnects), get(&m.lock_busy));
+    buf_printf(&b,
+               "# HELP ctxd_summary_folds_total Summary folds, by outcome.\n"
+               "# TYPE ctxd_summary_folds_total counter\n"
+               "ctxd_summary_folds_total{outcome=\"ok\"} %llu\n"
+               "ctxd_summary_folds_total{outcome=\"error\"} %llu\n"
+               "# HELP ctxd_redis_errors_total Redis commands that failed.\n"
+               "# TYPE ctxd_redis_errors_total counter\n"
+               "ctxd_redis_errors_total %llu\n"
+               "# HELP ctxd_redis_reconnects_total New Redis connections made.\n"
+               "# TYPE ctxd_redis_reconnects_total counter\n"
+               "ctxd_redis_reconnects_total %llu\n"
+               "# HELP ctxd_lock_busy_total Turns answered 409 because the context stayed busy.\n"
+               "# TYPE ctxd_lock_busy_total counter\n"
+               "ctxd_lock_busy_total %llu\n"
+               "# HELP ctxd_lock_wait_seconds Time turns waited for a busy context's lock.\n"
+               "# TYPE ctxd_lock_wait_seconds histogram\n",
+               get(&m.folds[1]), get(&m.folds[0]), get(&m.redis_errors), get(&m.redis_reconnects),
+               get(&m.lock_busy));
     put_histogram(&b, "ctxd_lock_wait_seconds", "", &m.lock_wait);
     return buf_take(&b, len);
 }

@@ -34,8 +34,8 @@ static int id_or_respond(const http_req *req, int *status) {
 }
 
 /* Reject fields other than allowed (NULL-terminated): typos fail loudly. */
-static int only_fields_or_respond(const http_req *req, json_object *obj,
-                                  const char *const *allowed, int *status) {
+static int only_fields_or_respond(const http_req *req, json_object *obj, const char *const *allowed,
+                                  int *status) {
     json_object_object_foreach(obj, key, val) {
         CTXD_UNUSED(val);
         int ok = 0;
@@ -57,30 +57,27 @@ static int only_fields_or_respond(const http_req *req, json_object *obj,
 }
 
 /* An optional string field; *out NULL when absent or null. */
-static int string_field_or_respond(const http_req *req, json_object *obj,
-                                   const char *name, size_t max, const char **out,
-                                   size_t *len, int *status) {
+static int string_field_or_respond(const http_req *req, json_object *obj, const char *name,
+                                   size_t max, const char **out, size_t *len, int *status) {
     json_object *v;
     *out = NULL;
     if (len) *len = 0;
     if (!obj || !json_object_object_get_ex(obj, name, &v) || !v) return CTXD_OK;
     if (!json_object_is_type(v, json_type_string)) {
-        *status = http_send_error(req, 400, "invalid_field", 0,
-                                  "Field '%s' must be a string", name);
+        *status =
+            http_send_error(req, 400, "invalid_field", 0, "Field '%s' must be a string", name);
         return CTXD_ERR;
     }
     size_t n = (size_t)json_object_get_string_len(v);
     const char *s = json_object_get_string(v);
     if (!util_utf8_valid(s, n)) {
         *status = http_send_error(req, 400, "invalid_utf8", 0,
-                                  "Field '%s' is not valid UTF-8 (lone surrogate escape?)",
-                                  name);
+                                  "Field '%s' is not valid UTF-8 (lone surrogate escape?)", name);
         return CTXD_ERR;
     }
     if (n > max) {
         *status = http_send_error(req, 413, "field_too_large", 0,
-                                  "Field '%s' is %zu bytes; at most %zu are allowed",
-                                  name, n, max);
+                                  "Field '%s' is %zu bytes; at most %zu are allowed", name, n, max);
         return CTXD_ERR;
     }
     *out = s;
@@ -101,12 +98,11 @@ static void state_input_free(state_input *si) {
     memset(si, 0, sizeof(*si));
 }
 
-static int state_or_respond(const http_req *req, json_object *obj, int keep_nulls,
-                            state_input *si, int *status) {
+static int state_or_respond(const http_req *req, json_object *obj, int keep_nulls, state_input *si,
+                            int *status) {
     memset(si, 0, sizeof(*si));
     if (!json_object_is_type(obj, json_type_object)) {
-        *status = http_send_error(req, 400, "invalid_field", 0,
-                                  "State must be a JSON object");
+        *status = http_send_error(req, 400, "invalid_field", 0, "State must be a JSON object");
         return CTXD_ERR;
     }
     size_t n = (size_t)json_object_object_length(obj), size = 0;
@@ -122,8 +118,7 @@ static int state_or_respond(const http_req *req, json_object *obj, int keep_null
         if (kl == 0 || kl > MAX_STATE_KEY || !util_utf8_valid(key, kl)) {
             state_input_free(si);
             *status = http_send_error(req, 400, "invalid_field", 0,
-                                      "State keys must be 1 to %d bytes of UTF-8",
-                                      MAX_STATE_KEY);
+                                      "State keys must be 1 to %d bytes of UTF-8", MAX_STATE_KEY);
             return CTXD_ERR;
         }
         if (!val && !keep_nulls) continue;
@@ -153,15 +148,13 @@ static int state_or_respond(const http_req *req, json_object *obj, int keep_null
 static int store_failure(const http_req *req, const store *st) {
     switch (st->err) {
     case STORE_ERR_NOT_FOUND:
-        return http_send_error(req, 404, "context_not_found", 0,
-                               "Context not found: %s", req->id);
+        return http_send_error(req, 404, "context_not_found", 0, "Context not found: %s", req->id);
     case STORE_ERR_TOO_LARGE:
         return http_send_error(req, 413, "state_too_large", 0,
                                "The merged state would be larger than the %zu bytes "
                                "allowed (CTXD_MAX_STATE_BYTES)",
                                req->cfg->max_state_bytes);
-    default:
-        return http_send_error(req, 503, "redis_unavailable", 1, "%s", st->errstr);
+    default: return http_send_error(req, 503, "redis_unavailable", 1, "%s", st->errstr);
     }
 }
 
@@ -176,8 +169,7 @@ static void put_state_object(buf *b, const store_context *c) {
     buf_puts(b, "}");
 }
 
-static int send_buf(const http_req *req, int status, buf *b,
-                    const char *const *headers) {
+static int send_buf(const http_req *req, int status, buf *b, const char *const *headers) {
     buf_puts(b, "\n");
     if (b->err) {
         buf_free(b);
@@ -194,8 +186,7 @@ static int send_created(const http_req *req, const char *id, int replayed) {
     buf_init(&b);
     buf_printf(&b, "{\"context_id\":\"%s\",\"message\":\"New context created\"}", id);
     snprintf(loc, sizeof(loc), "/mcp/context/%s", id);
-    const char *h[] = {"Location", loc, replayed ? "Idempotent-Replayed" : NULL,
-                       "true", NULL};
+    const char *h[] = {"Location", loc, replayed ? "Idempotent-Replayed" : NULL, "true", NULL};
     return send_buf(req, 201, &b, h);
 }
 
@@ -211,8 +202,7 @@ typedef struct settings {
 
 /* An optional integer field in [min, max]. */
 static int int_field_or_respond(const http_req *req, json_object *obj, const char *name,
-                                int64_t min, int64_t max, int64_t *out, int *has,
-                                int *status) {
+                                int64_t min, int64_t max, int64_t *out, int *has, int *status) {
     json_object *v;
     if (!json_object_object_get_ex(obj, name, &v) || !v) return CTXD_OK;
     int64_t n = json_object_get_int64(v);
@@ -227,21 +217,19 @@ static int int_field_or_respond(const http_req *req, json_object *obj, const cha
     return CTXD_OK;
 }
 
-static int settings_or_respond(const http_req *req, json_object *body, settings *st,
-                               int *status) {
+static int settings_or_respond(const http_req *req, json_object *body, settings *st, int *status) {
     const ctxd_config *cfg = req->cfg;
     memset(st, 0, sizeof(*st));
-    if (string_field_or_respond(req, body, "system", cfg->max_message_bytes, &st->system,
-                                NULL, status) ||
-        string_field_or_respond(req, body, "model", MAX_MODEL_LEN, &st->model, NULL, status) ||
-        string_field_or_respond(req, body, "strategy", MAX_ENUM_LEN, &st->strategy, NULL,
+    if (string_field_or_respond(req, body, "system", cfg->max_message_bytes, &st->system, NULL,
                                 status) ||
+        string_field_or_respond(req, body, "model", MAX_MODEL_LEN, &st->model, NULL, status) ||
+        string_field_or_respond(req, body, "strategy", MAX_ENUM_LEN, &st->strategy, NULL, status) ||
         int_field_or_respond(req, body, "ttl_seconds", 0, MAX_TTL_SECONDS, &st->ttl_seconds,
                              &st->has_ttl, status) ||
         int_field_or_respond(req, body, "max_context_tokens", 64, 100000000,
                              &st->max_context_tokens, &st->has_budget, status) ||
-        int_field_or_respond(req, body, "max_messages", 0, cfg->max_messages,
-                             &st->max_messages, &st->has_max_messages, status))
+        int_field_or_respond(req, body, "max_messages", 0, cfg->max_messages, &st->max_messages,
+                             &st->has_max_messages, status))
         return CTXD_ERR;
     st->has_system = st->system != NULL;
     st->has_model = st->model != NULL;
@@ -275,36 +263,43 @@ static void put_context(buf *b, const store_context *c, int with_messages, int h
         put_state_object(b, c);
     }
     buf_puts(b, ",\"system\":");
-    if (c->system[0]) buf_put_json_string(b, c->system, strlen(c->system));
-    else buf_puts(b, "null");
+    if (c->system[0])
+        buf_put_json_string(b, c->system, strlen(c->system));
+    else
+        buf_puts(b, "null");
     buf_puts(b, ",\"model\":");
-    if (c->model[0]) buf_put_json_string(b, c->model, strlen(c->model));
-    else buf_puts(b, "null");
-    buf_printf(b, ",\"strategy\":\"%s\",\"max_context_tokens\":%" PRId64
-                  ",\"max_messages\":%" PRId64 ",\"ttl_seconds\":%" PRId64
-                  ",\"message_count\":%" PRId64 ",\"first_seq\":%" PRId64 ",\"summary\":",
+    if (c->model[0])
+        buf_put_json_string(b, c->model, strlen(c->model));
+    else
+        buf_puts(b, "null");
+    buf_printf(b,
+               ",\"strategy\":\"%s\",\"max_context_tokens\":%" PRId64 ",\"max_messages\":%" PRId64
+               ",\"ttl_seconds\":%" PRId64 ",\"message_count\":%" PRId64 ",\"first_seq\":%" PRId64
+               ",\"summary\":",
                c->strategy, c->max_context_tokens, c->max_messages, c->ttl_seconds,
                c->total_messages, c->first_seq);
     if (c->summary[0]) {
         buf_puts(b, "{\"text\":");
         buf_put_json_string(b, c->summary, strlen(c->summary));
-        buf_printf(b, ",\"covers_until_seq\":%" PRId64 ",\"tokens\":%" PRId64 "}",
-                   c->summary_upto, c->summary_tokens);
+        buf_printf(b, ",\"covers_until_seq\":%" PRId64 ",\"tokens\":%" PRId64 "}", c->summary_upto,
+                   c->summary_tokens);
     } else {
         buf_puts(b, "null");
     }
     if (with_messages) {
         buf_printf(b, ",\"has_more\":%s,\"next_before\":", has_more ? "true" : "false");
-        if (has_more) buf_printf(b, "%" PRId64, next_before);
-        else buf_puts(b, "null");
+        if (has_more)
+            buf_printf(b, "%" PRId64, next_before);
+        else
+            buf_puts(b, "null");
     }
     buf_puts(b, "}");
 }
 
 /* POST /mcp/context */
 static int create_context(const http_req *req) {
-    static const char *const allowed[] = {"system", "model", "ttl_seconds", "state",
-                                          "strategy", "max_context_tokens",
+    static const char *const allowed[] = {"system",       "model",    "ttl_seconds",
+                                          "state",        "strategy", "max_context_tokens",
                                           "max_messages", NULL};
     const ctxd_config *cfg = req->cfg;
     json_object *body = NULL, *v;
@@ -330,8 +325,8 @@ static int create_context(const http_req *req) {
         int claimed;
         char first_id[UTIL_UUID_LEN + 1];
         uint64_t first_fp;
-        if (store_create_claim(req->w->st, idem, fp, id, cfg->idempotency_ttl_s,
-                               &claimed, first_id, &first_fp)) {
+        if (store_create_claim(req->w->st, idem, fp, id, cfg->idempotency_ttl_s, &claimed, first_id,
+                               &first_fp)) {
             status = store_failure(req, req->w->st);
             goto cleanup;
         }
@@ -346,12 +341,17 @@ static int create_context(const http_req *req) {
         }
     }
     store_new_context nc = {
-        .id = id, .now_ms = util_now_ms(), .system = st.system, .model = st.model,
+        .id = id,
+        .now_ms = util_now_ms(),
+        .system = st.system,
+        .model = st.model,
         .ttl_seconds = st.has_ttl ? st.ttl_seconds : cfg->default_ttl_s,
         .strategy = st.has_strategy ? st.strategy : cfg->strategy,
         .max_context_tokens = st.has_budget ? st.max_context_tokens : cfg->context_tokens,
         .max_messages = st.max_messages,
-        .state_keys = si.keys, .state_values = si.values, .n_state = si.n,
+        .state_keys = si.keys,
+        .state_values = si.values,
+        .n_state = si.n,
     };
     if (store_create(req->w->st, &nc)) {
         if (idem) store_create_unclaim(req->w->st, idem);
@@ -369,8 +369,8 @@ cleanup:
  * text (NULL when absent), in buffers of QUERY_VALUE_MAX. */
 #define QUERY_VALUE_MAX 96
 static int query_or_respond(const http_req *req, const char *const *names,
-                            char values[][QUERY_VALUE_MAX], const char **found,
-                            size_t n, int *status) {
+                            char values[][QUERY_VALUE_MAX], const char **found, size_t n,
+                            int *status) {
     for (size_t i = 0; i < n; i++) found[i] = NULL;
     if (!req->query || !*req->query) return CTXD_OK;
     char q[512];
@@ -392,24 +392,24 @@ bad : {
     buf b;
     buf_init(&b);
     for (size_t i = 0; i < n; i++) buf_printf(&b, "%s%s=...", i ? ", " : "", names[i]);
-    *status = http_send_error(req, 400, "invalid_query", 0,
-                              "Query parameters allowed here: %s", b.data ? b.data : "none");
+    *status = http_send_error(req, 400, "invalid_query", 0, "Query parameters allowed here: %s",
+                              b.data ? b.data : "none");
     buf_free(&b);
     return CTXD_ERR;
 }
 }
 
 /* A positive integer query value, or 0 when absent. */
-static int query_int_or_respond(const http_req *req, const char *name, const char *v,
-                                int64_t max, int64_t *out, int *status) {
+static int query_int_or_respond(const http_req *req, const char *name, const char *v, int64_t max,
+                                int64_t *out, int *status) {
     char *end;
     *out = 0;
     if (!v) return CTXD_OK;
     long long n = strtoll(v, &end, 10);
     if (*end || n < 1 || n > max) {
-        *status = http_send_error(req, 400, "invalid_query", 0,
-                                  "Query parameter %s must be an integer from 1 to %" PRId64,
-                                  name, max);
+        *status =
+            http_send_error(req, 400, "invalid_query", 0,
+                            "Query parameter %s must be an integer from 1 to %" PRId64, name, max);
         return CTXD_ERR;
     }
     *out = n;
@@ -417,8 +417,7 @@ static int query_int_or_respond(const http_req *req, const char *name, const cha
 }
 
 /* ?limit=N&before=SEQ for the history routes. */
-static int paging_or_respond(const http_req *req, int64_t *limit, int64_t *before,
-                             int *status) {
+static int paging_or_respond(const http_req *req, int64_t *limit, int64_t *before, int *status) {
     static const char *const names[] = {"limit", "before"};
     char values[2][QUERY_VALUE_MAX];
     const char *found[2];
@@ -458,8 +457,10 @@ static int send_history(const http_req *req, int full) {
         }
         buf_printf(&b, "],\"message_count\":%" PRId64 ",\"has_more\":%s,\"next_before\":",
                    c.total_messages, has_more ? "true" : "false");
-        if (has_more) buf_printf(&b, "%" PRId64 "}", c.first_seq + start);
-        else buf_puts(&b, "null}");
+        if (has_more)
+            buf_printf(&b, "%" PRId64 "}", c.first_seq + start);
+        else
+            buf_puts(&b, "null}");
     }
     store_context_free(&c);
     return send_buf(req, 200, &b, NULL);
@@ -473,8 +474,8 @@ static int get_messages(const http_req *req) { return send_history(req, 0); }
 
 /* PATCH /mcp/context/{id} */
 static int patch_context(const http_req *req) {
-    static const char *const allowed[] = {"system", "model", "ttl_seconds", "strategy",
-                                          "max_context_tokens", "max_messages", NULL};
+    static const char *const allowed[] = {
+        "system", "model", "ttl_seconds", "strategy", "max_context_tokens", "max_messages", NULL};
     json_object *body = NULL;
     settings st;
     int status;
@@ -537,8 +538,7 @@ static void put_preview(buf *b, const store_blob *m) {
     size_t n = (size_t)json_object_get_string_len(content), cut = n > 96 ? 96 : n;
     while (cut < n && cut > 0 && ((unsigned char)t[cut] & 0xc0) == 0x80) cut--;
     buf_puts(b, "{\"role\":");
-    buf_put_json_string(b, json_object_get_string(role),
-                        (size_t)json_object_get_string_len(role));
+    buf_put_json_string(b, json_object_get_string(role), (size_t)json_object_get_string_len(role));
     buf_puts(b, ",\"text\":");
     buf_put_json_string(b, t, cut);
     buf_printf(b, ",\"truncated\":%s}", cut < n ? "true" : "false");
@@ -573,8 +573,9 @@ static int list_contexts(const http_req *req) {
     buf_init(&b);
     buf_puts(&b, "{\"contexts\":[");
     for (size_t i = 0; i < n; i++) {
-        buf_printf(&b, "%s{\"id\":\"%s\",\"created_at\":\"%s\",\"last_updated\":\"%s\","
-                       "\"message_count\":%" PRId64 ",\"preview\":",
+        buf_printf(&b,
+                   "%s{\"id\":\"%s\",\"created_at\":\"%s\",\"last_updated\":\"%s\","
+                   "\"message_count\":%" PRId64 ",\"preview\":",
                    i ? "," : "", items[i].id, items[i].created_at, items[i].last_updated,
                    items[i].message_count);
         put_preview(&b, &items[i].last_message);
@@ -596,8 +597,7 @@ static int delete_context(const http_req *req) {
     if (id_or_respond(req, &status)) return status;
     if (store_delete(req->w->st, req->id, &deleted)) return store_failure(req, req->w->st);
     if (!deleted)
-        return http_send_error(req, 404, "context_not_found", 0, "Context not found: %s",
-                               req->id);
+        return http_send_error(req, 404, "context_not_found", 0, "Context not found: %s", req->id);
     buf b;
     buf_init(&b);
     buf_printf(&b, "{\"message\":\"Context '%s' deleted\"}", req->id);
@@ -621,8 +621,10 @@ static void sse_event(stream_state *ss, const char *event, const char *data, siz
     buf_puts(&b, "\n\n");
     if (b.err || http_stream_write(ss->req, b.data, b.len)) {
         if (!ss->client_gone)
-            log_msg(LOG_INFO, "context %s: client left mid-stream; the turn still "
-                              "completes and is stored", ss->req->id);
+            log_msg(LOG_INFO,
+                    "context %s: client left mid-stream; the turn still "
+                    "completes and is stored",
+                    ss->req->id);
         ss->client_gone = 1;
     }
     buf_free(&b);
@@ -651,15 +653,13 @@ static int stream_delta(void *arg, const char *text, size_t len) {
  * error. Returns the status of the answer. */
 static int stream_finish(const http_req *req, stream_state *ss, const turn_result *res) {
     if (res->status >= 400 && !ss->started)
-        return http_send_error(req, res->status, res->code, res->retry_after_s, "%s",
-                               res->errstr);
+        return http_send_error(req, res->status, res->code, res->retry_after_s, "%s", res->errstr);
     if (!ss->started) stream_begin(ss, res->replayed ? replayed_headers : NULL);
     if (res->status < 400) {
         if (res->replayed) {
             json_object *o = json_tokener_parse(res->body), *t;
             if (o && json_object_object_get_ex(o, "ai_response", &t))
-                stream_delta(ss, json_object_get_string(t),
-                             (size_t)json_object_get_string_len(t));
+                stream_delta(ss, json_object_get_string(t), (size_t)json_object_get_string_len(t));
             if (o) json_object_put(o);
         }
         sse_event(ss, "done", res->body, strlen(res->body));
@@ -706,14 +706,14 @@ static int post_message(const http_req *req) {
         http_json_body_or_respond(req, &body, &fp, &status))
         return status;
     if (!body) {
-        status = http_send_error(req, 400, "missing_field",
-                                 0, "Message content is required: send {\"message\": \"...\"} "
-                                    "with Content-Type: application/json");
+        status = http_send_error(req, 400, "missing_field", 0,
+                                 "Message content is required: send {\"message\": \"...\"} "
+                                 "with Content-Type: application/json");
         goto cleanup;
     }
     if (only_fields_or_respond(req, body, allowed, &status) ||
-        string_field_or_respond(req, body, "message", req->cfg->max_message_bytes, &text,
-                                &len, &status) ||
+        string_field_or_respond(req, body, "message", req->cfg->max_message_bytes, &text, &len,
+                                &status) ||
         wants_stream(req, body, &stream, &status))
         goto cleanup;
     if (!text || len == 0) {
@@ -723,17 +723,17 @@ static int post_message(const http_req *req) {
         goto cleanup;
     }
     stream_state ss = {req, 0, 0};
-    turn_request tr = {req->id, text, len, idem, fp,
-                       stream ? stream_start : NULL, stream ? stream_delta : NULL, &ss};
+    turn_request tr = {
+        req->id, text, len, idem, fp, stream ? stream_start : NULL, stream ? stream_delta : NULL,
+        &ss};
     turn_run(req->w, &tr, &res);
     if (stream) {
         status = stream_finish(req, &ss, &res);
     } else if (res.status >= 400) {
-        status = http_send_error(req, res.status, res.code, res.retry_after_s, "%s",
-                                 res.errstr);
+        status = http_send_error(req, res.status, res.code, res.retry_after_s, "%s", res.errstr);
     } else {
-        status = http_send(req, res.status, "application/json", res.body,
-                           strlen(res.body), res.replayed ? replayed_headers : NULL);
+        status = http_send(req, res.status, "application/json", res.body, strlen(res.body),
+                           res.replayed ? replayed_headers : NULL);
     }
 cleanup:
     turn_result_free(&res);
@@ -764,8 +764,8 @@ static int post_messages(const http_req *req) {
         goto cleanup;
     }
     if (!json_object_object_get_ex(body, "messages", &arr) ||
-        !json_object_is_type(arr, json_type_array) ||
-        (n = json_object_array_length(arr)) == 0 || n > MAX_APPEND) {
+        !json_object_is_type(arr, json_type_array) || (n = json_object_array_length(arr)) == 0 ||
+        n > MAX_APPEND) {
         status = http_send_error(req, 400, "invalid_field", 0,
                                  "Field 'messages' must be an array of 1 to %d "
                                  "{\"role\", \"content\"} objects",
@@ -783,14 +783,14 @@ static int post_messages(const http_req *req) {
         json_object *m = json_object_array_get_idx(arr, i);
         const char *role;
         if (!json_object_is_type(m, json_type_object)) {
-            status = http_send_error(req, 400, "invalid_field", 0,
-                                     "messages[%zu] must be an object", i);
+            status =
+                http_send_error(req, 400, "invalid_field", 0, "messages[%zu] must be an object", i);
             goto cleanup;
         }
         if (only_fields_or_respond(req, m, msg_allowed, &status) ||
             string_field_or_respond(req, m, "role", MAX_ENUM_LEN, &role, NULL, &status) ||
-            string_field_or_respond(req, m, "content", req->cfg->max_message_bytes,
-                                    &contents[i], &lens[i], &status))
+            string_field_or_respond(req, m, "content", req->cfg->max_message_bytes, &contents[i],
+                                    &lens[i], &status))
             goto cleanup;
         if (!role || (strcmp(role, "user") && strcmp(role, "assistant"))) {
             status = http_send_error(req, 400, "invalid_field", 0,
@@ -809,11 +809,10 @@ static int post_messages(const http_req *req) {
     turn_append_request ar = {req->id, roles, contents, lens, n, idem, fp};
     turn_append(req->w, &ar, &res);
     if (res.status >= 400)
-        status = http_send_error(req, res.status, res.code, res.retry_after_s, "%s",
-                                 res.errstr);
+        status = http_send_error(req, res.status, res.code, res.retry_after_s, "%s", res.errstr);
     else
-        status = http_send(req, res.status, "application/json", res.body,
-                           strlen(res.body), res.replayed ? replayed_headers : NULL);
+        status = http_send(req, res.status, "application/json", res.body, strlen(res.body),
+                           res.replayed ? replayed_headers : NULL);
 cleanup:
     turn_result_free(&res);
     free(roles);
@@ -848,12 +847,11 @@ static int write_state(const http_req *req, int patch) {
     json_object *body = NULL;
     state_input si = {0};
     int status;
-    if (id_or_respond(req, &status) ||
-        http_json_body_or_respond(req, &body, NULL, &status))
+    if (id_or_respond(req, &status) || http_json_body_or_respond(req, &body, NULL, &status))
         return status;
     if (!body) {
-        status = http_send_error(req, 400, "missing_field", 0,
-                                 "Send the state as a JSON object body");
+        status =
+            http_send_error(req, 400, "missing_field", 0, "Send the state as a JSON object body");
         goto cleanup;
     }
     if (state_or_respond(req, body, patch, &si, &status)) goto cleanup;

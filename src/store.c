@@ -32,6 +32,7 @@ static void key_create(char *out, const char *idem_key) {
     snprintf(out, KEY_LEN, "ctxd:create:{%s}", idem_key);
 }
 
+/* clang-format off: the scripts are laid out as Lua, a line each. */
 /* ---- Lua scripts. Each keeps one context's keys consistent. ----
  *
  * Every context script gets the same KEYS: meta messages state idem lock
@@ -39,13 +40,13 @@ static void key_create(char *out, const char *idem_key) {
 
 /* Refresh a context's expiry from its meta ttl_seconds and move it to the
  * front of the activity index. */
-#define LUA_TOUCH                                                         \
-    "local function touch(now_ms)\n"                                      \
-    "  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds') or '0')\n" \
-    "  if ttl and ttl > 0 then\n"                                         \
-    "    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end\n"        \
-    "  end\n"                                                             \
-    "  redis.call('ZADD', KEYS[6], now_ms, redis.call('HGET', KEYS[1], 'id'))\n" \
+#define LUA_TOUCH                                                                                  \
+    "local function touch(now_ms)\n"                                                               \
+    "  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds') or '0')\n"                  \
+    "  if ttl and ttl > 0 then\n"                                                                  \
+    "    for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end\n"                                 \
+    "  end\n"                                                                                      \
+    "  redis.call('ZADD', KEYS[6], now_ms, redis.call('HGET', KEYS[1], 'id'))\n"                   \
     "end\n"
 
 /* ARGV id now_iso now_ms system model ttl strategy max_context_tokens
@@ -153,70 +154,68 @@ static const char lua_turn_read[] =
 /* ARGV token expected_seq now_iso now_ms idem_key idem_record idem_ttl
  * hard_cap n prompt_sig prompt_tokens msg1 ... Appends, trims to the
  * context's max_messages (whole units), releases the lock. */
-static const char lua_append[] = LUA_TOUCH
-    "local function unlock()\n"
-    "  if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end\n"
-    "end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then unlock() return 'NOT_FOUND' end\n"
-    "if redis.call('GET', KEYS[5]) ~= ARGV[1] then return 'LOCK_LOST' end\n"
-    "local seq = tonumber(redis.call('HGET', KEYS[1], 'next_seq'))\n"
-    "if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end\n"
-    "local n = tonumber(ARGV[9])\n"
-    "local keep = tonumber(redis.call('HGET', KEYS[1], 'max_messages') or '0')\n"
-    "local cap = tonumber(ARGV[8])\n"
-    "if keep > 0 then cap = math.max(cap, keep + n) end\n"
-    "if cap > 0 and keep == 0 and redis.call('LLEN', KEYS[2]) + n > cap then\n"
-    "  unlock() return 'TOO_LARGE'\n"
-    "end\n"
-    "for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[11 + i]) end\n"
-    "redis.call('HSET', KEYS[1], 'next_seq', seq + n, 'last_updated', ARGV[3])\n"
-    "if ARGV[10] ~= '' then\n"
-    "  redis.call('HSET', KEYS[1], 'prompt_sig', ARGV[10], 'prompt_tokens', ARGV[11])\n"
-    "end\n"
-    "if keep > 0 and redis.call('LLEN', KEYS[2]) > keep then\n"
-    "  local drop = redis.call('LLEN', KEYS[2]) - keep\n"
-    "  redis.call('LTRIM', KEYS[2], drop, -1)\n"
-    "  while true do\n"
-    "    local head = redis.call('LINDEX', KEYS[2], 0)\n"
-    "    if not head then break end\n"
-    "    local ok, msg = pcall(cjson.decode, head)\n"
-    "    if ok and msg.role == 'user' then break end\n"
-    "    redis.call('LPOP', KEYS[2])\n"
-    "  end\n"
-    "  local head = redis.call('LINDEX', KEYS[2], 0)\n"
-    "  local first = seq + n\n"
-    "  if head then first = cjson.decode(head).seq end\n"
-    "  redis.call('HSET', KEYS[1], 'first_seq', first)\n"
-    "end\n"
-    "if ARGV[5] ~= '' then\n"
-    "  if redis.call('HLEN', KEYS[4]) >= 1024 then\n"
-    "    local all = redis.call('HGETALL', KEYS[4])\n"
-    "    local now = tonumber(ARGV[4])\n"
-    "    for i = 1, #all, 2 do\n"
-    "      local exp = tonumber(string.match(all[i + 1], '^(%d+) '))\n"
-    "      if not exp or exp < now then redis.call('HDEL', KEYS[4], all[i]) end\n"
-    "    end\n"
-    "  end\n"
-    "  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])\n"
-    "  redis.call('EXPIRE', KEYS[4], ARGV[7])\n"
-    "end\n"
-    "redis.call('DEL', KEYS[5])\n"
-    "touch(ARGV[4])\n"
-    "return 'OK'\n";
+static const char lua_append[] =
+    LUA_TOUCH "local function unlock()\n"
+              "  if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end\n"
+              "end\n"
+              "if redis.call('EXISTS', KEYS[1]) == 0 then unlock() return 'NOT_FOUND' end\n"
+              "if redis.call('GET', KEYS[5]) ~= ARGV[1] then return 'LOCK_LOST' end\n"
+              "local seq = tonumber(redis.call('HGET', KEYS[1], 'next_seq'))\n"
+              "if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end\n"
+              "local n = tonumber(ARGV[9])\n"
+              "local keep = tonumber(redis.call('HGET', KEYS[1], 'max_messages') or '0')\n"
+              "local cap = tonumber(ARGV[8])\n"
+              "if keep > 0 then cap = math.max(cap, keep + n) end\n"
+              "if cap > 0 and keep == 0 and redis.call('LLEN', KEYS[2]) + n > cap then\n"
+              "  unlock() return 'TOO_LARGE'\n"
+              "end\n"
+              "for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[11 + i]) end\n"
+              "redis.call('HSET', KEYS[1], 'next_seq', seq + n, 'last_updated', ARGV[3])\n"
+              "if ARGV[10] ~= '' then\n"
+              "  redis.call('HSET', KEYS[1], 'prompt_sig', ARGV[10], 'prompt_tokens', ARGV[11])\n"
+              "end\n"
+              "if keep > 0 and redis.call('LLEN', KEYS[2]) > keep then\n"
+              "  local drop = redis.call('LLEN', KEYS[2]) - keep\n"
+              "  redis.call('LTRIM', KEYS[2], drop, -1)\n"
+              "  while true do\n"
+              "    local head = redis.call('LINDEX', KEYS[2], 0)\n"
+              "    if not head then break end\n"
+              "    local ok, msg = pcall(cjson.decode, head)\n"
+              "    if ok and msg.role == 'user' then break end\n"
+              "    redis.call('LPOP', KEYS[2])\n"
+              "  end\n"
+              "  local head = redis.call('LINDEX', KEYS[2], 0)\n"
+              "  local first = seq + n\n"
+              "  if head then first = cjson.decode(head).seq end\n"
+              "  redis.call('HSET', KEYS[1], 'first_seq', first)\n"
+              "end\n"
+              "if ARGV[5] ~= '' then\n"
+              "  if redis.call('HLEN', KEYS[4]) >= 1024 then\n"
+              "    local all = redis.call('HGETALL', KEYS[4])\n"
+              "    local now = tonumber(ARGV[4])\n"
+              "    for i = 1, #all, 2 do\n"
+              "      local exp = tonumber(string.match(all[i + 1], '^(%d+) '))\n"
+              "      if not exp or exp < now then redis.call('HDEL', KEYS[4], all[i]) end\n"
+              "    end\n"
+              "  end\n"
+              "  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])\n"
+              "  redis.call('EXPIRE', KEYS[4], ARGV[7])\n"
+              "end\n"
+              "redis.call('DEL', KEYS[5])\n"
+              "touch(ARGV[4])\n"
+              "return 'OK'\n";
 
 /* Returns 1 if the context existed. */
-static const char lua_delete[] =
-    "local e = redis.call('EXISTS', KEYS[1])\n"
-    "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\n"
-    "redis.call('ZREM', KEYS[6], string.match(KEYS[1], '{(.*)}'))\n"
-    "return e\n";
+static const char lua_delete[] = "local e = redis.call('EXISTS', KEYS[1])\n"
+                                 "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\n"
+                                 "redis.call('ZREM', KEYS[6], string.match(KEYS[1], '{(.*)}'))\n"
+                                 "return e\n";
 
 /* KEYS lock; ARGV token ttl_ms. */
-static const char lua_renew[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return 0\n";
+static const char lua_renew[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                "end\n"
+                                "return 0\n";
 
 /* KEYS lock; ARGV token. */
 static const char lua_release[] =
@@ -235,42 +234,42 @@ static const char lua_state_put[] = LUA_TOUCH
 
 /* ARGV now_iso now_ms max_bytes n (op key value)... op 's' sets, 'd'
  * deletes. The size check runs on the merged result. */
-static const char lua_state_patch[] = LUA_TOUCH
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
-    "local cur = redis.call('HGETALL', KEYS[3])\n"
-    "local m = {}\n"
-    "for i = 1, #cur, 2 do m[cur[i]] = cur[i + 1] end\n"
-    "local n = tonumber(ARGV[4])\n"
-    "for i = 0, n - 1 do\n"
-    "  if ARGV[5 + 3 * i] == 'd' then m[ARGV[6 + 3 * i]] = nil\n"
-    "  else m[ARGV[6 + 3 * i]] = ARGV[7 + 3 * i] end\n"
-    "end\n"
-    "local size = 0\n"
-    "for k, v in pairs(m) do size = size + #k + #v end\n"
-    "if size > tonumber(ARGV[3]) then return 'TOO_LARGE' end\n"
-    "for i = 0, n - 1 do\n"
-    "  if ARGV[5 + 3 * i] == 'd' then redis.call('HDEL', KEYS[3], ARGV[6 + 3 * i])\n"
-    "  else redis.call('HSET', KEYS[3], ARGV[6 + 3 * i], ARGV[7 + 3 * i]) end\n"
-    "end\n"
-    "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
-    "touch(ARGV[2])\n"
-    "return 'OK'\n";
+static const char lua_state_patch[] =
+    LUA_TOUCH "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
+              "local cur = redis.call('HGETALL', KEYS[3])\n"
+              "local m = {}\n"
+              "for i = 1, #cur, 2 do m[cur[i]] = cur[i + 1] end\n"
+              "local n = tonumber(ARGV[4])\n"
+              "for i = 0, n - 1 do\n"
+              "  if ARGV[5 + 3 * i] == 'd' then m[ARGV[6 + 3 * i]] = nil\n"
+              "  else m[ARGV[6 + 3 * i]] = ARGV[7 + 3 * i] end\n"
+              "end\n"
+              "local size = 0\n"
+              "for k, v in pairs(m) do size = size + #k + #v end\n"
+              "if size > tonumber(ARGV[3]) then return 'TOO_LARGE' end\n"
+              "for i = 0, n - 1 do\n"
+              "  if ARGV[5 + 3 * i] == 'd' then redis.call('HDEL', KEYS[3], ARGV[6 + 3 * i])\n"
+              "  else redis.call('HSET', KEYS[3], ARGV[6 + 3 * i], ARGV[7 + 3 * i]) end\n"
+              "end\n"
+              "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
+              "touch(ARGV[2])\n"
+              "return 'OK'\n";
 
 /* ARGV now_iso now_ms n field1 value1 ...: change settings. ttl_seconds 0
  * removes the expiry. */
-static const char lua_settings[] = LUA_TOUCH
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
-    "local n = tonumber(ARGV[3])\n"
-    "for i = 0, n - 1 do\n"
-    "  local f, v = ARGV[4 + 2 * i], ARGV[5 + 2 * i]\n"
-    "  redis.call('HSET', KEYS[1], f, v)\n"
-    "  if f == 'ttl_seconds' and tonumber(v) == 0 then\n"
-    "    for k = 1, 3 do redis.call('PERSIST', KEYS[k]) end\n"
-    "  end\n"
-    "end\n"
-    "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
-    "touch(ARGV[2])\n"
-    "return 'OK'\n";
+static const char lua_settings[] =
+    LUA_TOUCH "if redis.call('EXISTS', KEYS[1]) == 0 then return 'NOT_FOUND' end\n"
+              "local n = tonumber(ARGV[3])\n"
+              "for i = 0, n - 1 do\n"
+              "  local f, v = ARGV[4 + 2 * i], ARGV[5 + 2 * i]\n"
+              "  redis.call('HSET', KEYS[1], f, v)\n"
+              "  if f == 'ttl_seconds' and tonumber(v) == 0 then\n"
+              "    for k = 1, 3 do redis.call('PERSIST', KEYS[k]) end\n"
+              "  end\n"
+              "end\n"
+              "redis.call('HSET', KEYS[1], 'last_updated', ARGV[1])\n"
+              "touch(ARGV[2])\n"
+              "return 'OK'\n";
 
 /* ARGV expected_upto new_upto text tokens now_iso: store a folded summary
  * unless someone else moved it meanwhile. */
@@ -291,7 +290,8 @@ static const char lua_list[] =
     "if cs ~= '' then max = cs end\n"
     "local out, gone, offset = {}, {}, 0\n"
     "while #out < limit do\n"
-    "  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, 100)\n"
+    "  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', "
+    "offset, 100)\n"
     "  if #batch == 0 then break end\n"
     "  for i = 1, #batch, 2 do\n"
     "    local id, score = batch[i], batch[i + 1]\n"
@@ -313,13 +313,27 @@ static const char lua_list[] =
     "for i = 1, #gone do redis.call('ZREM', KEYS[1], gone[i]) end\n"
     "return out\n";
 
-enum { S_CREATE, S_READ, S_TURN_READ, S_APPEND, S_DELETE, S_RENEW, S_RELEASE,
-       S_STATE_PUT, S_STATE_PATCH, S_SETTINGS, S_SUMMARY, S_LIST, S_COUNT };
+/* clang-format on */
+
+enum {
+    S_CREATE,
+    S_READ,
+    S_TURN_READ,
+    S_APPEND,
+    S_DELETE,
+    S_RENEW,
+    S_RELEASE,
+    S_STATE_PUT,
+    S_STATE_PATCH,
+    S_SETTINGS,
+    S_SUMMARY,
+    S_LIST,
+    S_COUNT
+};
 
 static const char *const scripts[S_COUNT] = {
-    lua_create, lua_read, lua_turn_read, lua_append, lua_delete, lua_renew,
-    lua_release, lua_state_put, lua_state_patch, lua_settings, lua_summary,
-    lua_list};
+    lua_create,  lua_read,      lua_turn_read,   lua_append,   lua_delete,  lua_renew,
+    lua_release, lua_state_put, lua_state_patch, lua_settings, lua_summary, lua_list};
 
 /* ---- Connection management ---- */
 
@@ -345,8 +359,9 @@ static void set_up_state(store_impl *im, int up, const char *why) {
     if (up)
         log_msg(LOG_INFO, "redis reachable at %s", im->addr);
     else
-        log_msg(LOG_WARN, "redis unreachable at %s: %s (ctxd keeps retrying; "
-                          "context requests answer 503 meanwhile)",
+        log_msg(LOG_WARN,
+                "redis unreachable at %s: %s (ctxd keeps retrying; "
+                "context requests answer 503 meanwhile)",
                 im->addr, why);
 }
 
@@ -404,8 +419,7 @@ static void fail_io(store *s, const char *detail) {
 
 /* Run one command on an established connection; error replies are returned
  * as replies. NULL on I/O failure (connection dropped). */
-static redisReply *raw_command(store *s, int argc, const char **argv,
-                               const size_t *lens) {
+static redisReply *raw_command(store *s, int argc, const char **argv, const size_t *lens) {
     store_impl *im = s->impl;
     redisReply *r = redisCommandArgv(im->c, argc, argv, lens);
     if (!r) {
@@ -457,7 +471,8 @@ static int setup_connection(store *s) {
         const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
         if (!(r = raw_command(s, 3, argv, NULL))) return CTXD_ERR;
         if (reply_is_error(r) || r->type != REDIS_REPLY_STRING || r->len != 40) {
-            fail(s, STORE_ERR_REDIS, "Redis at %s refused SCRIPT LOAD: %s", ADDR(s), r->str ? r->str : "unexpected reply");
+            fail(s, STORE_ERR_REDIS, "Redis at %s refused SCRIPT LOAD: %s", ADDR(s),
+                 r->str ? r->str : "unexpected reply");
             freeReplyObject(r);
             drop_connection(im);
             return CTXD_ERR;
@@ -485,8 +500,7 @@ static int ensure_connected(store *s) {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     redisContext *c = im->cfg->redis_socket[0]
                           ? redisConnectUnixWithTimeout(im->cfg->redis_socket, tv)
-                          : redisConnectWithTimeout(im->cfg->redis_host,
-                                                    im->cfg->redis_port, tv);
+                          : redisConnectWithTimeout(im->cfg->redis_host, im->cfg->redis_port, tv);
     if (!c || c->err) {
         char why[160];
         snprintf(why, sizeof(why), "%s", c ? c->errstr : "out of memory");
@@ -508,8 +522,7 @@ static int ensure_connected(store *s) {
 
 /* Run a command: connect if needed; Redis error replies become
  * STORE_ERR_REDIS. Returns the reply (caller frees) or NULL. */
-static redisReply *command(store *s, int argc, const char **argv,
-                           const size_t *lens) {
+static redisReply *command(store *s, int argc, const char **argv, const size_t *lens) {
     s->err = STORE_ERR_NONE;
     if (ensure_connected(s)) return NULL;
     redisReply *r = raw_command(s, argc, argv, lens);
@@ -523,8 +536,8 @@ static redisReply *command(store *s, int argc, const char **argv,
 
 /* Run one of our scripts by SHA, falling back to EVAL if Redis forgot it
  * (SCRIPT FLUSH). keys and args are borrowed. */
-static redisReply *eval(store *s, int script, int nkeys, const char **keys,
-                        int nargs, const char **args, const size_t *arglens) {
+static redisReply *eval(store *s, int script, int nkeys, const char **keys, int nargs,
+                        const char **args, const size_t *arglens) {
     s->err = STORE_ERR_NONE;
     if (ensure_connected(s)) return NULL;
     store_impl *im = s->impl;
@@ -577,8 +590,8 @@ static redisReply *read_command(store *s, int argc, const char **argv) {
     return r;
 }
 
-static redisReply *read_eval(store *s, int script, int nkeys, const char **keys,
-                             int nargs, const char **args) {
+static redisReply *read_eval(store *s, int script, int nkeys, const char **keys, int nargs,
+                             const char **args) {
     redisReply *r = eval(s, script, nkeys, keys, nargs, args, NULL);
     if (!r && s->err == STORE_ERR_IO) r = eval(s, script, nkeys, keys, nargs, args, NULL);
     return r;
@@ -596,8 +609,7 @@ int store_ping(store *s) {
 
 /* The keys of a context, in the order the scripts expect. */
 typedef struct ctx_keys {
-    char meta[KEY_LEN], messages[KEY_LEN], state[KEY_LEN], idem[KEY_LEN],
-        lock[KEY_LEN];
+    char meta[KEY_LEN], messages[KEY_LEN], state[KEY_LEN], idem[KEY_LEN], lock[KEY_LEN];
     const char *all[6];
 } ctx_keys;
 
@@ -659,8 +671,7 @@ static void add_int(args *a, int64_t v) {
     add_str(a, b);
 }
 
-static redisReply *run_script(store *s, int script, int nkeys, const char **keys,
-                              args *a) {
+static redisReply *run_script(store *s, int script, int nkeys, const char **keys, args *a) {
     return eval(s, script, nkeys, keys, a->n, a->v, a->len);
 }
 
@@ -668,11 +679,16 @@ static redisReply *run_script(store *s, int script, int nkeys, const char **keys
 static int script_status(store *s, redisReply *r, const char *id) {
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
         if (!strcmp(r->str, "OK")) return CTXD_OK;
-        if (!strcmp(r->str, "NOT_FOUND")) s->err = STORE_ERR_NOT_FOUND;
-        else if (!strcmp(r->str, "LOCK_LOST")) s->err = STORE_ERR_LOCK_LOST;
-        else if (!strcmp(r->str, "CONFLICT")) s->err = STORE_ERR_CONFLICT;
-        else if (!strcmp(r->str, "TOO_LARGE")) s->err = STORE_ERR_TOO_LARGE;
-        else s->err = STORE_ERR_REDIS;
+        if (!strcmp(r->str, "NOT_FOUND"))
+            s->err = STORE_ERR_NOT_FOUND;
+        else if (!strcmp(r->str, "LOCK_LOST"))
+            s->err = STORE_ERR_LOCK_LOST;
+        else if (!strcmp(r->str, "CONFLICT"))
+            s->err = STORE_ERR_CONFLICT;
+        else if (!strcmp(r->str, "TOO_LARGE"))
+            s->err = STORE_ERR_TOO_LARGE;
+        else
+            s->err = STORE_ERR_REDIS;
         snprintf(s->errstr, sizeof(s->errstr), "%s on context %s", r->str, id);
         return CTXD_ERR;
     }
@@ -724,9 +740,8 @@ int store_create(store *s, const store_new_context *nc) {
     return rc;
 }
 
-int store_create_claim(store *s, const char *key, uint64_t fp,
-                       const char *new_id, int ttl_s, int *claimed,
-                       char existing_id[UTIL_UUID_LEN + 1], uint64_t *existing_fp) {
+int store_create_claim(store *s, const char *key, uint64_t fp, const char *new_id, int ttl_s,
+                       int *claimed, char existing_id[UTIL_UUID_LEN + 1], uint64_t *existing_fp) {
     char k[KEY_LEN], val[64], ttl[16];
     key_create(k, key);
     snprintf(val, sizeof(val), "%016" PRIx64 " %s", fp, new_id);
@@ -825,17 +840,28 @@ static int fill_meta(store_context *out, const redisReply *meta) {
             snprintf(out->strategy, sizeof(out->strategy), "%s", v);
         else if (!strcmp(f, "prompt_sig"))
             snprintf(out->prompt_sig, sizeof(out->prompt_sig), "%s", v);
-        else if (!strcmp(f, "system") && dup_field(&out->system, v)) return CTXD_ERR;
-        else if (!strcmp(f, "model") && dup_field(&out->model, v)) return CTXD_ERR;
-        else if (!strcmp(f, "summary") && dup_field(&out->summary, v)) return CTXD_ERR;
-        else if (!strcmp(f, "next_seq")) out->next_seq = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "first_seq")) out->first_seq = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "ttl_seconds")) out->ttl_seconds = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "max_context_tokens")) out->max_context_tokens = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "max_messages")) out->max_messages = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "summary_upto")) out->summary_upto = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "summary_tokens")) out->summary_tokens = strtoll(v, NULL, 10);
-        else if (!strcmp(f, "prompt_tokens")) out->prompt_tokens = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "system") && dup_field(&out->system, v))
+            return CTXD_ERR;
+        else if (!strcmp(f, "model") && dup_field(&out->model, v))
+            return CTXD_ERR;
+        else if (!strcmp(f, "summary") && dup_field(&out->summary, v))
+            return CTXD_ERR;
+        else if (!strcmp(f, "next_seq"))
+            out->next_seq = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "first_seq"))
+            out->first_seq = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "ttl_seconds"))
+            out->ttl_seconds = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "max_context_tokens"))
+            out->max_context_tokens = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "max_messages"))
+            out->max_messages = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "summary_upto"))
+            out->summary_upto = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "summary_tokens"))
+            out->summary_tokens = strtoll(v, NULL, 10);
+        else if (!strcmp(f, "prompt_tokens"))
+            out->prompt_tokens = strtoll(v, NULL, 10);
     }
     if (!out->system && dup_field(&out->system, "")) return CTXD_ERR;
     if (!out->model && dup_field(&out->model, "")) return CTXD_ERR;
@@ -859,8 +885,8 @@ static int fill_state(store_context *out, const redisReply *state) {
 }
 
 /* Shared tail of the read functions: check the reply shape, fill out. */
-static int read_reply(store *s, const char *id, redisReply *r, size_t elements,
-                      store_context *out, int turn) {
+static int read_reply(store *s, const char *id, redisReply *r, size_t elements, store_context *out,
+                      int turn) {
     int rc = CTXD_ERR;
     if (!r) return CTXD_ERR;
     if (r->type == REDIS_REPLY_NIL) {
@@ -897,8 +923,7 @@ static int read_reply(store *s, const char *id, redisReply *r, size_t elements,
     return rc;
 }
 
-int store_read(store *s, const char *id, int what, long limit, int64_t before,
-               store_context *out) {
+int store_read(store *s, const char *id, int what, long limit, int64_t before, store_context *out) {
     ctx_keys k;
     char w[8], l[24], b[24];
     memset(out, 0, sizeof(*out));
@@ -912,8 +937,7 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before,
 }
 
 int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
-                    const char *idem_key, int64_t fixed_tokens, long fold_max,
-                    store_context *out) {
+                    const char *idem_key, int64_t fixed_tokens, long fold_max, store_context *out) {
     ctx_keys k;
     char f[24], m[24], ttl[16];
     memset(out, 0, sizeof(*out));
@@ -956,8 +980,7 @@ int store_lock_acquire(store *s, const char *id, const char *token, int ttl_ms) 
 }
 
 /* Renew or release the lock: both act only for its owner. */
-static int lock_script(store *s, int script, const char *id, const char *token,
-                       int ttl_ms) {
+static int lock_script(store *s, int script, const char *id, const char *token, int ttl_ms) {
     char k[KEY_LEN], px[16];
     key_ctx(k, id, "lock");
     snprintf(px, sizeof(px), "%d", ttl_ms);
@@ -1029,9 +1052,8 @@ int store_append(store *s, const store_append_req *req) {
 
 /* Shared body of state PUT and PATCH: pairs for PUT, (op, key, value)
  * triples for PATCH (op 's' sets, 'd' deletes). */
-static int state_write(store *s, const char *id, const store_blob *keys,
-                       const store_blob *values, size_t n, size_t max_bytes,
-                       int64_t now_ms, int patch) {
+static int state_write(store *s, const char *id, const store_blob *keys, const store_blob *values,
+                       size_t n, size_t max_bytes, int64_t now_ms, int patch) {
     args a;
     char now_iso[UTIL_ISO_LEN];
     if (args_init(s, &a, 4 + 3 * n)) return CTXD_ERR;
@@ -1050,23 +1072,20 @@ static int state_write(store *s, const char *id, const store_blob *keys,
     return rc;
 }
 
-int store_state_put(store *s, const char *id, const store_blob *keys,
-                    const store_blob *values, size_t n, size_t max_bytes,
-                    int64_t now_ms) {
+int store_state_put(store *s, const char *id, const store_blob *keys, const store_blob *values,
+                    size_t n, size_t max_bytes, int64_t now_ms) {
     size_t size = 0;
     for (size_t i = 0; i < n; i++) size += keys[i].len + values[i].len;
     if (size > max_bytes) {
         s->err = STORE_ERR_TOO_LARGE;
-        snprintf(s->errstr, sizeof(s->errstr), "state of %zu bytes exceeds %zu",
-                 size, max_bytes);
+        snprintf(s->errstr, sizeof(s->errstr), "state of %zu bytes exceeds %zu", size, max_bytes);
         return CTXD_ERR;
     }
     return state_write(s, id, keys, values, n, max_bytes, now_ms, 0);
 }
 
-int store_state_patch(store *s, const char *id, const store_blob *keys,
-                      const store_blob *values, size_t n, size_t max_bytes,
-                      int64_t now_ms) {
+int store_state_patch(store *s, const char *id, const store_blob *keys, const store_blob *values,
+                      size_t n, size_t max_bytes, int64_t now_ms) {
     return state_write(s, id, keys, values, n, max_bytes, now_ms, 1);
 }
 
@@ -1137,8 +1156,10 @@ int store_list(store *s, long limit, int64_t cursor_ms, const char *cursor_id,
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 6) continue;
         snprintf(it->id, sizeof(it->id), "%s", e->element[0]->str ? e->element[0]->str : "");
         it->activity_ms = strtoll(e->element[1]->str ? e->element[1]->str : "0", NULL, 10);
-        snprintf(it->created_at, sizeof(it->created_at), "%s", e->element[2]->str ? e->element[2]->str : "");
-        snprintf(it->last_updated, sizeof(it->last_updated), "%s", e->element[3]->str ? e->element[3]->str : "");
+        snprintf(it->created_at, sizeof(it->created_at), "%s",
+                 e->element[2]->str ? e->element[2]->str : "");
+        snprintf(it->last_updated, sizeof(it->last_updated), "%s",
+                 e->element[3]->str ? e->element[3]->str : "");
         it->message_count = e->element[4]->integer;
         (*n)++;
         if (e->element[5]->len && blob_copy(&it->last_message, e->element[5])) goto oom;

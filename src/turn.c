@@ -13,12 +13,10 @@
 #include "ctxd/metrics.h"
 #include "ctxd/util.h"
 
+static void set_error(turn_result *res, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void set_error(turn_result *res, int status, const char *code,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void set_error(turn_result *res, int status, const char *code,
-                      const char *fmt, ...) {
+static void set_error(turn_result *res, int status, const char *code, const char *fmt, ...) {
     va_list ap;
     res->status = status;
     snprintf(res->code, sizeof(res->code), "%s", code);
@@ -71,8 +69,7 @@ static char *idem_record(int ttl_s, uint64_t fp, int status, const char *body) {
 }
 
 /* Answer from a stored record; 422 when the key came with another request. */
-static int replay(const char *record, uint64_t fp, const char *key,
-                  turn_result *res) {
+static int replay(const char *record, uint64_t fp, const char *key, turn_result *res) {
     unsigned long long rfp = 0;
     int status = 0, off = 0;
     if (sscanf(record, "%*d %16llx %d %n", &rfp, &status, &off) < 2 || !off) {
@@ -96,8 +93,8 @@ static int replay(const char *record, uint64_t fp, const char *key,
 }
 
 /* Look for an earlier answer under idem_key. Returns 1 if res is filled. */
-static int check_idem(ctxd_worker *w, const char *id, const char *key,
-                      uint64_t fp, turn_result *res) {
+static int check_idem(ctxd_worker *w, const char *id, const char *key, uint64_t fp,
+                      turn_result *res) {
     char *rec = NULL;
     if (!key) return 0;
     if (store_idem_get(w->st, id, key, &rec)) {
@@ -115,8 +112,8 @@ static int check_idem(ctxd_worker *w, const char *id, const char *key,
 typedef int (*lock_try_fn)(ctxd_worker *w, const char *id, const char *token, void *arg);
 
 /* Take the context's lock with try_lock, waiting up to lock_wait_ms. */
-static int lock_or_fail(ctxd_worker *w, const char *id, const char *token,
-                        lock_try_fn try_lock, void *arg, turn_result *res) {
+static int lock_or_fail(ctxd_worker *w, const char *id, const char *token, lock_try_fn try_lock,
+                        void *arg, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     int64_t t0 = util_mono_us(), deadline = util_mono_ms() + cfg->lock_wait_ms;
     int pause = 5, waited = 0;
@@ -167,11 +164,15 @@ static int try_lock_and_read(ctxd_worker *w, const char *id, const char *token, 
 
 /* The stored form of one message (see message.h). Returns a JSON text
  * (free it) or NULL when out of memory. r: the reply's figures, or NULL. */
-static char *message_json(int64_t seq, const char *role, const char *content,
-                          size_t len, int64_t now_ms, int64_t tokens,
-                          const llm_response *r) {
-    message m = {.seq = seq, .role = role, .content = content, .content_len = len,
-                 .created_ms = now_ms, .tokens = tokens, .input_tokens = -1,
+static char *message_json(int64_t seq, const char *role, const char *content, size_t len,
+                          int64_t now_ms, int64_t tokens, const llm_response *r) {
+    message m = {.seq = seq,
+                 .role = role,
+                 .content = content,
+                 .content_len = len,
+                 .created_ms = now_ms,
+                 .tokens = tokens,
+                 .input_tokens = -1,
                  .output_tokens = -1};
     if (r) {
         m.model = r->model;
@@ -192,11 +193,15 @@ static char *answer_json(const char *id, const llm_response *r) {
     buf_printf(&b, "{\"context_id\":\"%s\",\"ai_response\":", id);
     buf_put_json_string(&b, r->text, r->text_len);
     buf_puts(&b, ",\"usage\":{\"input_tokens\":");
-    if (r->input_tokens >= 0) buf_printf(&b, "%ld", r->input_tokens);
-    else buf_puts(&b, "null");
+    if (r->input_tokens >= 0)
+        buf_printf(&b, "%ld", r->input_tokens);
+    else
+        buf_puts(&b, "null");
     buf_puts(&b, ",\"output_tokens\":");
-    if (r->output_tokens >= 0) buf_printf(&b, "%ld", r->output_tokens);
-    else buf_puts(&b, "null");
+    if (r->output_tokens >= 0)
+        buf_printf(&b, "%ld", r->output_tokens);
+    else
+        buf_puts(&b, "null");
     buf_puts(&b, "}");
     if (r->model[0]) {
         buf_puts(&b, ",\"model\":");
@@ -274,18 +279,17 @@ static char *system_prompt(const store_context *c) {
     return buf_take(&b, NULL);
 }
 
-#define SUMMARY_SYSTEM                                                          \
-    "You maintain a running summary of a conversation between a user and an "  \
-    "assistant. Fold the new messages into the current summary. Keep names, "   \
-    "facts, decisions, preferences and open questions; drop small talk. Reply " \
+#define SUMMARY_SYSTEM                                                                             \
+    "You maintain a running summary of a conversation between a user and an "                      \
+    "assistant. Fold the new messages into the current summary. Keep names, "                      \
+    "facts, decisions, preferences and open questions; drop small talk. Reply "                    \
     "with the updated summary only."
 
 /* Fold the messages that left the window into the summary (strategy
  * summarize). Only the new messages and the previous summary are sent.
  * Returns 1 if the summary moved on; a failure is logged and retried on a
  * later turn, never failing the turn. */
-static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick,
-                        void *tick_arg) {
+static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick, void *tick_arg) {
     history h;
     llm_response r;
     buf b;
@@ -294,7 +298,8 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
     llm_response_init(&r);
     buf_init(&b);
     if (history_parse(&h, c->id, c->fold, c->n_fold)) goto cleanup;
-    buf_printf(&b, "Current summary:\n%s\n\nNew messages:\n", c->summary[0] ? c->summary : "(none)");
+    buf_printf(&b, "Current summary:\n%s\n\nNew messages:\n",
+               c->summary[0] ? c->summary : "(none)");
     for (size_t i = 0; i < h.n; i++) {
         upto = h.seqs[i];
         buf_printf(&b, "[seq %" PRId64 "] %s: ", upto, h.msgs[i].role);
@@ -303,12 +308,17 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
     }
     if (b.err || h.n == 0) goto cleanup;
     llm_message prompt = {"user", b.data, b.len};
-    llm_request lr = {.context_id = c->id, .system = SUMMARY_SYSTEM,
-                      .model = c->model[0] ? c->model : NULL, .messages = &prompt,
-                      .n_messages = 1, .summarize = 1, .on_tick = tick, .on_tick_arg = tick_arg};
+    llm_request lr = {.context_id = c->id,
+                      .system = SUMMARY_SYSTEM,
+                      .model = c->model[0] ? c->model : NULL,
+                      .messages = &prompt,
+                      .n_messages = 1,
+                      .summarize = 1,
+                      .on_tick = tick,
+                      .on_tick_arg = tick_arg};
     if (llm_complete(w->llm, &lr, &r)) {
-        log_msg(LOG_WARN, "context %s: summary call failed (retried on a later turn): %s",
-                c->id, r.errstr);
+        log_msg(LOG_WARN, "context %s: summary call failed (retried on a later turn): %s", c->id,
+                r.errstr);
         metrics_summary_fold(0);
         goto cleanup;
     }
@@ -330,9 +340,7 @@ cleanup:
 static void llm_error(turn_result *res, const llm_response *r) {
     int ra = r->retry_after_ms > 0 ? (int)((r->retry_after_ms + 999) / 1000) : 0;
     switch (r->err) {
-    case LLM_ERR_AUTH:
-        set_error(res, 502, "upstream_auth", "%s", r->errstr);
-        break;
+    case LLM_ERR_AUTH: set_error(res, 502, "upstream_auth", "%s", r->errstr); break;
     case LLM_ERR_RATE:
         set_error(res, 429, "upstream_rate_limited", "%s", r->errstr);
         res->retry_after_s = ra ? ra : 1;
@@ -341,21 +349,11 @@ static void llm_error(turn_result *res, const llm_response *r) {
         set_error(res, 503, "upstream_overloaded", "%s", r->errstr);
         res->retry_after_s = ra ? ra : 1;
         break;
-    case LLM_ERR_TIMEOUT:
-        set_error(res, 504, "upstream_timeout", "%s", r->errstr);
-        break;
-    case LLM_ERR_CONNECT:
-        set_error(res, 502, "upstream_unreachable", "%s", r->errstr);
-        break;
-    case LLM_ERR_BAD_REQUEST:
-        set_error(res, 502, "upstream_rejected", "%s", r->errstr);
-        break;
-    case LLM_ERR_CONFIG:
-        set_error(res, 503, "provider_unavailable", "%s", r->errstr);
-        break;
-    default:
-        set_error(res, 502, "upstream_error", "%s", r->errstr);
-        break;
+    case LLM_ERR_TIMEOUT: set_error(res, 504, "upstream_timeout", "%s", r->errstr); break;
+    case LLM_ERR_CONNECT: set_error(res, 502, "upstream_unreachable", "%s", r->errstr); break;
+    case LLM_ERR_BAD_REQUEST: set_error(res, 502, "upstream_rejected", "%s", r->errstr); break;
+    case LLM_ERR_CONFIG: set_error(res, 503, "provider_unavailable", "%s", r->errstr); break;
+    default: set_error(res, 502, "upstream_error", "%s", r->errstr); break;
     }
 }
 
@@ -388,17 +386,17 @@ static int fold_if_needed(ctxd_worker *w, const turn_request *req, const char *t
                           tick_state *ts, int64_t user_estimate, store_context *ctx,
                           turn_result *res) {
     const char *id = req->context_id;
-    if (strcmp(ctx->strategy, "summarize") || !ctx->n_fold ||
-        !fold_summary(w, ctx, on_tick, ts))
+    if (strcmp(ctx->strategy, "summarize") || !ctx->n_fold || !fold_summary(w, ctx, on_tick, ts))
         return CTXD_OK;
     store_context_free(ctx);
-    if (!ts->lost && store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, NULL,
-                                     user_estimate, w->cfg->summary_batch, ctx) == CTXD_OK)
+    if (!ts->lost && store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, NULL, user_estimate,
+                                     w->cfg->summary_batch, ctx) == CTXD_OK)
         return CTXD_OK;
     if (ts->lost || w->st->err == STORE_ERR_BUSY) {
         set_error(res, 409, "context_busy",
                   "Context %s: this turn lost its lock while summarizing; nothing was "
-                  "stored, retry the request", id);
+                  "stored, retry the request",
+                  id);
         res->retry_after_s = 1;
     } else {
         store_error(res, w->st, id);
@@ -415,8 +413,9 @@ static int check_budget(const store_context *ctx, const history *h, int64_t fixe
     int64_t summary = !strcmp(ctx->strategy, "summarize") ? ctx->summary_tokens : 0;
     char why[160];
     if (!strcmp(ctx->strategy, "all"))
-        snprintf(why, sizeof(why), "use strategy window or summarize (PATCH "
-                                   "/mcp/context/{id}) or raise max_context_tokens");
+        snprintf(why, sizeof(why),
+                 "use strategy window or summarize (PATCH "
+                 "/mcp/context/{id}) or raise max_context_tokens");
     else
         snprintf(why, sizeof(why),
                  "the new message and system prompt (%" PRId64 ") and summary (%" PRId64
@@ -430,8 +429,8 @@ static int check_budget(const store_context *ctx, const history *h, int64_t fixe
 }
 
 /* Everything after the lock is held and ctx read (run_locked frees it). */
-static int run_locked(ctxd_worker *w, const turn_request *req, const char *token,
-                      store_context ctx, int64_t user_estimate, turn_result *res) {
+static int run_locked(ctxd_worker *w, const turn_request *req, const char *token, store_context ctx,
+                      int64_t user_estimate, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     const char *id = req->context_id;
     history h = {0};
@@ -452,7 +451,8 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         set_error(res, 413, "context_full",
                   "Context %s holds %" PRId64 " messages; at most %ld are allowed "
                   "(CTXD_MAX_MESSAGES); set max_messages on the context to keep only "
-                  "the newest", id, ctx.total_messages, cfg->max_messages);
+                  "the newest",
+                  id, ctx.total_messages, cfg->max_messages);
         goto cleanup;
     }
     if (history_parse(&h, id, ctx.messages, ctx.n_messages)) {
@@ -468,10 +468,15 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         goto cleanup;
     }
     llm_request lr = {
-        .context_id = id, .system = system[0] ? system : NULL,
-        .model = ctx.model[0] ? ctx.model : NULL, .messages = h.msgs,
-        .n_messages = h.n + 1, .on_delta = req->on_delta,
-        .on_delta_arg = req->stream_arg, .on_tick = on_tick, .on_tick_arg = &ts,
+        .context_id = id,
+        .system = system[0] ? system : NULL,
+        .model = ctx.model[0] ? ctx.model : NULL,
+        .messages = h.msgs,
+        .n_messages = h.n + 1,
+        .on_delta = req->on_delta,
+        .on_delta_arg = req->stream_arg,
+        .on_tick = on_tick,
+        .on_tick_arg = &ts,
     };
     if (req->on_start) {
         req->on_start(req->stream_arg);
@@ -504,23 +509,30 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
     prompt_sig(sig_after, sizeof(sig_after), &ctx, ctx.next_seq + 2);
 
     int64_t now = util_now_ms();
-    user = message_json(ctx.next_seq, "user", req->message, req->message_len, now,
-                        user_tokens, NULL);
-    reply = message_json(ctx.next_seq + 1, "assistant", r.text, r.text_len, now,
-                         reply_tokens, &r);
+    user =
+        message_json(ctx.next_seq, "user", req->message, req->message_len, now, user_tokens, NULL);
+    reply = message_json(ctx.next_seq + 1, "assistant", r.text, r.text_len, now, reply_tokens, &r);
     body = answer_json(id, &r);
-    if (body && req->idem_key) rec = idem_record(cfg->idempotency_ttl_s, req->fingerprint, 200, body);
+    if (body && req->idem_key)
+        rec = idem_record(cfg->idempotency_ttl_s, req->fingerprint, 200, body);
     if (!user || !reply || !body || (req->idem_key && !rec)) {
         set_error(res, 503, "out_of_memory", "out of memory");
         goto cleanup;
     }
     store_blob blobs[2] = {{user, strlen(user)}, {reply, strlen(reply)}};
     store_append_req ar = {
-        .id = id, .token = token, .expected_next_seq = ctx.next_seq,
-        .now_ms = now, .messages = blobs, .n_messages = 2,
-        .idem_key = req->idem_key, .idem_record = rec,
-        .idem_ttl_s = cfg->idempotency_ttl_s, .max_messages = cfg->max_messages,
-        .prompt_sig = r.input_tokens > 0 ? sig_after : NULL, .prompt_tokens = r.input_tokens,
+        .id = id,
+        .token = token,
+        .expected_next_seq = ctx.next_seq,
+        .now_ms = now,
+        .messages = blobs,
+        .n_messages = 2,
+        .idem_key = req->idem_key,
+        .idem_record = rec,
+        .idem_ttl_s = cfg->idempotency_ttl_s,
+        .max_messages = cfg->max_messages,
+        .prompt_sig = r.input_tokens > 0 ? sig_after : NULL,
+        .prompt_tokens = r.input_tokens,
     };
     if (store_append(w->st, &ar)) {
         store_error(res, w->st, id);
@@ -563,8 +575,8 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
 }
 
 /* Body of turn_append once the lock is held. */
-static int append_locked(ctxd_worker *w, const turn_append_request *req,
-                         const char *token, turn_result *res) {
+static int append_locked(ctxd_worker *w, const turn_append_request *req, const char *token,
+                         turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     const char *id = req->context_id;
     store_context ctx;
@@ -572,7 +584,8 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req,
     char *body = NULL, *rec = NULL;
     int rc = CTXD_ERR;
 
-    if (check_idem(w, id, req->idem_key, req->fingerprint, res)) return res->status < 400 ? CTXD_OK : CTXD_ERR;
+    if (check_idem(w, id, req->idem_key, req->fingerprint, res))
+        return res->status < 400 ? CTXD_OK : CTXD_ERR;
     if (store_read(w->st, id, 0, 0, 0, &ctx)) {
         store_error(res, w->st, id);
         return CTXD_ERR;
@@ -588,23 +601,29 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req,
     if (!blobs) goto oom;
     int64_t now = util_now_ms();
     for (size_t i = 0; i < req->n; i++) {
-        blobs[i].data = message_json(ctx.next_seq + (int64_t)i, req->roles[i],
-                                     req->contents[i], req->content_lens[i], now,
+        blobs[i].data = message_json(ctx.next_seq + (int64_t)i, req->roles[i], req->contents[i],
+                                     req->content_lens[i], now,
                                      llm_estimate_tokens(req->content_lens[i]), NULL);
         if (!blobs[i].data) goto oom;
         blobs[i].len = strlen(blobs[i].data);
     }
     size_t blen = 128;
     if (!(body = malloc(blen))) goto oom;
-    snprintf(body, blen, "{\"context_id\":\"%s\",\"appended\":%zu,\"first_seq\":%" PRId64 "}",
-             id, req->n, ctx.next_seq);
+    snprintf(body, blen, "{\"context_id\":\"%s\",\"appended\":%zu,\"first_seq\":%" PRId64 "}", id,
+             req->n, ctx.next_seq);
     if (req->idem_key && !(rec = idem_record(cfg->idempotency_ttl_s, req->fingerprint, 201, body)))
         goto oom;
     store_append_req ar = {
-        .id = id, .token = token, .expected_next_seq = ctx.next_seq,
-        .now_ms = now, .messages = blobs, .n_messages = req->n,
-        .idem_key = req->idem_key, .idem_record = rec,
-        .idem_ttl_s = cfg->idempotency_ttl_s, .max_messages = cfg->max_messages,
+        .id = id,
+        .token = token,
+        .expected_next_seq = ctx.next_seq,
+        .now_ms = now,
+        .messages = blobs,
+        .n_messages = req->n,
+        .idem_key = req->idem_key,
+        .idem_record = rec,
+        .idem_ttl_s = cfg->idempotency_ttl_s,
+        .max_messages = cfg->max_messages,
     };
     if (store_append(w->st, &ar)) {
         store_error(res, w->st, id);

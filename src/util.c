@@ -27,9 +27,9 @@ int util_uuid4(char out[UTIL_UUID_LEN + 1]) {
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     snprintf(out, UTIL_UUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-             b[11], b[12], b[13], b[14], b[15]);
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
     return CTXD_OK;
 }
 
@@ -164,8 +164,8 @@ int util_json_surrogates_valid(const char *buf, size_t len) {
             p += 4;
             if (u >= 0xdc00 && u <= 0xdfff) return 0; /* low without high */
             if (u >= 0xd800 && u <= 0xdbff) {
-                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
-                    !hex4(p + 2, end, &lo) || lo < 0xdc00 || lo > 0xdfff)
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, end, &lo) ||
+                    lo < 0xdc00 || lo > 0xdfff)
                     return 0;
                 p += 6;
             }

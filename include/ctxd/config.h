@@ -61,27 +61,25 @@ typedef struct ctxd_config {
     char *anthropic_key;
     char *openai_key;
     int upstream_connect_timeout_ms;
-    int upstream_timeout_ms; /* one attempt */
+    int upstream_timeout_ms;  /* one attempt */
     int upstream_deadline_ms; /* all attempts together, backoff included */
     int upstream_max_retries;
     int upstream_retry_cap_ms; /* cap on one wait, retry-after included */
-    int echo_delay_ms; /* simulated latency of the echo model */
+    int echo_delay_ms;         /* simulated latency of the echo model */
 } ctxd_config;
 
 /* Fill cfg with defaults, then the environment, then argv (--flags win).
  * Returns CTXD_OK; CTXD_ERR with a one-line message in err (naming the
  * setting, the value and what is allowed). Returns CTXD_OK with *exit_now set
  * for --help and --version after printing them. Free with config_free. */
-int config_load(ctxd_config *cfg, int argc, char **argv, char *err,
-                size_t errlen, int *exit_now);
+int config_load(ctxd_config *cfg, int argc, char **argv, char *err, size_t errlen, int *exit_now);
 
 /* Parse "HOST:PORT" into host/port. Returns CTXD_OK or CTXD_ERR with err. */
-int config_parse_listen(const char *value, char *host, size_t hostlen,
-                        int *port, char *err, size_t errlen);
+int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
+                        size_t errlen);
 
 /* Parse a redis:// or unix:// URL into cfg's redis_* fields. */
-int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err,
-                           size_t errlen);
+int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen);
 
 /* The Redis address for messages: host:port or the socket path (never the
  * password). */

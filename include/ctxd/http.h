@@ -50,24 +50,22 @@ void http_server_stop(void);
 int http_draining(void);
 
 /* Send a complete answer. headers: NULL or name, value, ..., NULL. */
-int http_send(const http_req *req, int status, const char *content_type,
-              const char *body, size_t len, const char *const *headers);
+int http_send(const http_req *req, int status, const char *content_type, const char *body,
+              size_t len, const char *const *headers);
 
 /* Send {"error": "...", "code": "..."}; retry_after_s > 0 adds Retry-After. */
-int http_send_error(const http_req *req, int status, const char *code,
-                    int retry_after_s, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+int http_send_error(const http_req *req, int status, const char *code, int retry_after_s,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Send a JSON object and release it (takes ownership of obj). */
-int http_send_json(const http_req *req, int status, json_object *obj,
-                   const char *const *headers);
+int http_send_json(const http_req *req, int status, json_object *obj, const char *const *headers);
 
 /* Read the body (up to cfg->max_body_bytes) and, if any, check it is JSON:
  * Content-Type, UTF-8, syntax, an object. On success *out is the object or
  * NULL when there was no body, and the caller owns it. On failure the error
  * was sent and *status holds its status: return it. */
-int http_json_body_or_respond(const http_req *req, json_object **out,
-                              uint64_t *fingerprint, int *status);
+int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
+                              int *status);
 
 /* The Idempotency-Key header, validated. Returns CTXD_OK with *key NULL when
  * absent; CTXD_ERR after sending 400 (status in *status). */

@@ -24,14 +24,14 @@ typedef int (*llm_tick_fn)(void *arg);
 
 typedef struct llm_request {
     const char *context_id;
-    const char *system; /* system prompt or NULL */
-    const char *model;  /* NULL: the configured default */
-    int max_tokens;     /* <= 0: the configured default */
+    const char *system;          /* system prompt or NULL */
+    const char *model;           /* NULL: the configured default */
+    int max_tokens;              /* <= 0: the configured default */
     const llm_message *messages; /* history, the new user message last */
     size_t n_messages;
     llm_delta_fn on_delta; /* non-NULL: stream from the upstream */
     void *on_delta_arg;
-    int summarize; /* a summary fold, not a conversation turn (echo tells them apart) */
+    int summarize;       /* a summary fold, not a conversation turn (echo tells them apart) */
     llm_tick_fn on_tick; /* may be NULL */
     void *on_tick_arg;
 } llm_request;
@@ -59,8 +59,8 @@ typedef struct llm_response {
     int retries;        /* attempts beyond the first */
 
     llm_err err;
-    int upstream_status; /* last HTTP status seen, 0 if none */
-    long retry_after_ms; /* upstream's retry-after on final 429/503, or -1 */
+    int upstream_status;          /* last HTTP status seen, 0 if none */
+    long retry_after_ms;          /* upstream's retry-after on final 429/503, or -1 */
     char errstr[CTXD_ERRSTR_LEN]; /* human sentence; never holds a key */
 } llm_response;
 
@@ -86,8 +86,7 @@ void llm_response_init(llm_response *resp);
 void llm_response_free(llm_response *resp); /* frees resp->text only */
 
 /* Set an error on resp (printf-style message). Used by providers. */
-void llm_response_set_error(llm_response *resp, llm_err err, int status,
-                            const char *fmt, ...)
+void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Token estimate for text not yet counted by an upstream: a message costs

@@ -20,7 +20,7 @@ int log_reopen(void);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The access line of one request. */
-void log_request(int level, const char *method, const char *path, const char *route,
-                 int status, double ms, const char *request_id);
+void log_request(int level, const char *method, const char *path, const char *route, int status,
+                 double ms, const char *request_id);
 
 #endif

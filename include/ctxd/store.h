@@ -41,20 +41,20 @@ typedef struct store_context {
     char id[UTIL_UUID_LEN + 1];
     char created_at[UTIL_ISO_LEN];
     char last_updated[UTIL_ISO_LEN];
-    char *system; /* owned, "" when none */
-    char *model;  /* owned, "" when none */
-    int64_t next_seq;  /* seq the next stored message gets */
-    int64_t first_seq; /* seq of the oldest message still in the list */
-    int64_t ttl_seconds; /* 0: no expiry */
+    char *system;           /* owned, "" when none */
+    char *model;            /* owned, "" when none */
+    int64_t next_seq;       /* seq the next stored message gets */
+    int64_t first_seq;      /* seq of the oldest message still in the list */
+    int64_t ttl_seconds;    /* 0: no expiry */
     int64_t total_messages; /* messages in the list */
     char strategy[16];      /* all, window or summarize */
     int64_t max_context_tokens;
-    int64_t max_messages;   /* 0: keep everything (up to the hard cap) */
-    char *summary;          /* owned, "" when none */
-    int64_t summary_upto;   /* the summary covers seqs <= this */
+    int64_t max_messages; /* 0: keep everything (up to the hard cap) */
+    char *summary;        /* owned, "" when none */
+    int64_t summary_upto; /* the summary covers seqs <= this */
     int64_t summary_tokens;
-    char prompt_sig[64];    /* what the last turn sent, see turn.c */
-    int64_t prompt_tokens;  /* its input tokens as the upstream counted */
+    char prompt_sig[64];   /* what the last turn sent, see turn.c */
+    int64_t prompt_tokens; /* its input tokens as the upstream counted */
 
     /* store_turn_read only: messages that left the window but are not in the
      * summary yet (oldest first), and the seq the window starts at. */
@@ -113,9 +113,8 @@ int store_create(store *s, const store_new_context *nc);
  * *claimed = 1 if this call owns the key; otherwise *claimed = 0 and
  * existing_id / existing_fp receive the first claim's context id and request
  * fingerprint. */
-int store_create_claim(store *s, const char *key, uint64_t fp,
-                       const char *new_id, int ttl_s, int *claimed,
-                       char existing_id[UTIL_UUID_LEN + 1], uint64_t *existing_fp);
+int store_create_claim(store *s, const char *key, uint64_t fp, const char *new_id, int ttl_s,
+                       int *claimed, char existing_id[UTIL_UUID_LEN + 1], uint64_t *existing_fp);
 
 /* Forget a create claim (the create that followed it failed). */
 int store_create_unclaim(store *s, const char *key);
@@ -124,8 +123,7 @@ int store_create_unclaim(store *s, const char *key);
  * limit <= 0 means all; with before > 0 only messages with seq < before,
  * the newest limit of them. CTXD_ERR with STORE_ERR_NOT_FOUND if absent.
  * On success out owns memory; free with store_context_free. */
-int store_read(store *s, const char *id, int what, long limit, int64_t before,
-               store_context *out);
+int store_read(store *s, const char *id, int what, long limit, int64_t before, store_context *out);
 void store_context_free(store_context *c); /* accepts NULL */
 
 /* Take the turn lock for token and read what the turn needs, reading only
@@ -136,8 +134,7 @@ void store_context_free(store_context *c); /* accepts NULL */
  * the lock, STORE_ERR_NOT_FOUND when there is no such context (no lock
  * taken then). */
 int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
-                    const char *idem_key, int64_t fixed_tokens, long fold_max,
-                    store_context *out);
+                    const char *idem_key, int64_t fixed_tokens, long fold_max, store_context *out);
 
 /* Change settings: fields[i] = values[i] in the meta hash (names checked by
  * the caller). CTXD_ERR with NOT_FOUND. */
@@ -183,7 +180,7 @@ int store_idem_get(store *s, const char *id, const char *key, char **record);
  * the lock release. Borrowed fields. */
 typedef struct store_append_req {
     const char *id;
-    const char *token;      /* lock owner; must still hold the lock */
+    const char *token;         /* lock owner; must still hold the lock */
     int64_t expected_next_seq; /* from the read under the lock */
     int64_t now_ms;
     const store_blob *messages; /* JSON texts, seqs from expected_next_seq */
@@ -191,7 +188,7 @@ typedef struct store_append_req {
     const char *idem_key; /* may be NULL */
     const char *idem_record;
     int idem_ttl_s;
-    long max_messages;    /* hard cap when the context does not trim */
+    long max_messages;      /* hard cap when the context does not trim */
     const char *prompt_sig; /* may be NULL: leave the last turn's figures */
     int64_t prompt_tokens;
 } store_append_req;
@@ -202,14 +199,12 @@ typedef struct store_append_req {
 int store_append(store *s, const store_append_req *req);
 
 /* Replace the whole state. CTXD_ERR with NOT_FOUND or TOO_LARGE. */
-int store_state_put(store *s, const char *id, const store_blob *keys,
-                    const store_blob *values, size_t n, size_t max_bytes,
-                    int64_t now_ms);
+int store_state_put(store *s, const char *id, const store_blob *keys, const store_blob *values,
+                    size_t n, size_t max_bytes, int64_t now_ms);
 
 /* Merge into the state: values[i] == NULL deletes keys[i]. The size check is
  * on the merged result; nothing changes when it fails. */
-int store_state_patch(store *s, const char *id, const store_blob *keys,
-                      const store_blob *values, size_t n, size_t max_bytes,
-                      int64_t now_ms);
+int store_state_patch(store *s, const char *id, const store_blob *keys, const store_blob *values,
+                      size_t n, size_t max_bytes, int64_t now_ms);
 
 #endif

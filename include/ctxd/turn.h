@@ -12,8 +12,8 @@ typedef struct turn_request {
     const char *context_id; /* validated by the caller */
     const char *message;    /* user text, valid UTF-8, borrowed */
     size_t message_len;
-    const char *idem_key;   /* Idempotency-Key or NULL */
-    uint64_t fingerprint;   /* of the request, to spot a reused key */
+    const char *idem_key; /* Idempotency-Key or NULL */
+    uint64_t fingerprint; /* of the request, to spot a reused key */
     /* Streaming: on_start runs once the turn is admitted (context found, lock
      * held), before the model is called; on_delta gets each piece. */
     void (*on_start)(void *arg);
@@ -33,13 +33,13 @@ typedef struct turn_append_request {
 } turn_append_request;
 
 typedef struct turn_result {
-    int status;           /* HTTP status to answer */
-    char code[48];        /* stable error code when status >= 400 */
+    int status;    /* HTTP status to answer */
+    char code[48]; /* stable error code when status >= 400 */
     char errstr[CTXD_ERRSTR_LEN];
-    int retry_after_s;    /* > 0: answer a Retry-After header */
-    char *body;           /* JSON answer when status < 400, owned */
-    int replayed;         /* answered from the idempotency record */
-    int started;          /* on_start ran */
+    int retry_after_s; /* > 0: answer a Retry-After header */
+    char *body;        /* JSON answer when status < 400, owned */
+    int replayed;      /* answered from the idempotency record */
+    int started;       /* on_start ran */
 } turn_result;
 
 /* Run a turn. Always fills res (free with turn_result_free); returns CTXD_OK

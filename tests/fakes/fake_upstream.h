@@ -31,8 +31,10 @@ static void fake_source_dir(char *out, size_t cap) {
     }
     snprintf(out, cap, "%s", __FILE__);
     char *p = strstr(out, "/tests/"); /* __FILE__ may read tests/unit/../fakes */
-    if (p) *p = '\0';
-    else snprintf(out, cap, ".");
+    if (p)
+        *p = '\0';
+    else
+        snprintf(out, cap, ".");
 }
 
 static void fake_stop(fake_upstream *f);

@@ -31,8 +31,8 @@ TEST(test_config_defaults) {
 TEST(test_config_listen_port_619009_is_refused) {
     char host[64], err[512];
     int port;
-    CHECK(config_parse_listen("127.0.0.1:619009", host, sizeof(host), &port, err,
-                              sizeof(err)) == CTXD_ERR);
+    CHECK(config_parse_listen("127.0.0.1:619009", host, sizeof(host), &port, err, sizeof(err)) ==
+          CTXD_ERR);
     CHECK(strstr(err, "65535") != NULL);
     CHECK(strstr(err, "61909") != NULL);
     CHECK(config_parse_listen("127.0.0.1:0", host, sizeof(host), &port, err, sizeof(err)) ==
@@ -43,8 +43,7 @@ TEST(test_config_listen_port_619009_is_refused) {
     CHECK(config_parse_listen("localhost:61909", host, sizeof(host), &port, err, sizeof(err)) ==
           CTXD_OK);
     CHECK_STR(host, "127.0.0.1");
-    CHECK(config_parse_listen("256.1:80", host, sizeof(host), &port, err, sizeof(err)) ==
-          CTXD_ERR);
+    CHECK(config_parse_listen("256.1:80", host, sizeof(host), &port, err, sizeof(err)) == CTXD_ERR);
     CHECK(config_parse_listen("61909", host, sizeof(host), &port, err, sizeof(err)) == CTXD_ERR);
 }
 
@@ -62,8 +61,7 @@ TEST(test_config_redis_urls) {
     CHECK(config_parse_redis_url(&cfg, "redis://alice:pw@h", err, sizeof(err)) == CTXD_OK);
     CHECK_STR(cfg.redis_user, "alice");
     CHECK(cfg.redis_port == 6379);
-    CHECK(config_parse_redis_url(&cfg, "unix:///run/redis.sock?db=2", err, sizeof(err)) ==
-          CTXD_OK);
+    CHECK(config_parse_redis_url(&cfg, "unix:///run/redis.sock?db=2", err, sizeof(err)) == CTXD_OK);
     CHECK_STR(cfg.redis_socket, "/run/redis.sock");
     CHECK(cfg.redis_db == 2);
     CHECK(config_parse_redis_url(&cfg, "http://h", err, sizeof(err)) == CTXD_ERR);

@@ -101,8 +101,7 @@ TEST(test_llm_anthropic_body_system_top_level) {
 /* ---- parsing, without the network ---- */
 
 /* Drive the provider's stream parser the way a transfer would. */
-static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp,
-                      llm_http **out) {
+static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp, llm_http **out) {
     static const llm_http_ops *ops = &anthropic_ops;
     static anthropic_state st;
     static llm_request req;
@@ -186,14 +185,13 @@ TEST(test_llm_anthropic_stream_missing_message_stop) {
 }
 
 TEST(test_llm_anthropic_stream_error_event_after_200) {
-    const char *sse =
-        "event: message_start\n"
-        "data: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":"
-        "{\"input_tokens\":3}}}\n\n"
-        "event: error\n"
-        "data: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", "
-        "\"message\": \"Overloaded\"}}\n\n"
-        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    const char *sse = "event: message_start\n"
+                      "data: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":"
+                      "{\"input_tokens\":3}}}\n\n"
+                      "event: error\n"
+                      "data: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", "
+                      "\"message\": \"Overloaded\"}}\n\n"
+                      "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     sink s = {.text = ""};
     llm_response resp;
     llm_response_init(&resp);
@@ -548,17 +546,13 @@ TEST_MAIN(T(test_llm_anthropic_body_system_top_level), T(test_llm_anthropic_stre
           T(test_llm_anthropic_stream_missing_message_stop),
           T(test_llm_anthropic_stream_error_event_after_200),
           T(test_llm_anthropic_stream_delta_abort), T(test_llm_anthropic_parse_message),
-          T(test_llm_anthropic_fake_plain_call),
-          T(test_llm_anthropic_fake_stream_and_keepalive),
-          T(test_llm_anthropic_fake_retry_529_then_ok),
-          T(test_llm_anthropic_fake_rate_limit_final),
+          T(test_llm_anthropic_fake_plain_call), T(test_llm_anthropic_fake_stream_and_keepalive),
+          T(test_llm_anthropic_fake_retry_529_then_ok), T(test_llm_anthropic_fake_rate_limit_final),
           T(test_llm_anthropic_fake_should_retry_false),
-          T(test_llm_anthropic_fake_auth_error_hides_key),
-          T(test_llm_anthropic_fake_bad_request),
+          T(test_llm_anthropic_fake_auth_error_hides_key), T(test_llm_anthropic_fake_bad_request),
           T(test_llm_anthropic_fake_stream_error_mid_reply),
           T(test_llm_anthropic_fake_stream_error_before_text_retried),
-          T(test_llm_anthropic_fake_stream_cut),
-          T(test_llm_anthropic_fake_timeout_and_deadline),
+          T(test_llm_anthropic_fake_stream_cut), T(test_llm_anthropic_fake_timeout_and_deadline),
           T(test_llm_anthropic_fake_connect_refused),
           T(test_llm_anthropic_fake_tick_during_wait_and_abort),
           T(test_llm_anthropic_fake_delta_abort_no_retry),

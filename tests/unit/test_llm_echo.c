@@ -12,7 +12,8 @@ static char *reply(const llm_message *m, size_t n, const char *system) {
     return r.text;
 }
 
-#define MSG(role, text) {role, text, sizeof(text) - 1}
+#define MSG(role, text)                                                                            \
+    { role, text, sizeof(text) - 1 }
 
 TEST(test_llm_echo_guide_lines) {
     llm_message hello[] = {MSG("user", "Hello, can you help me plan a trip?")};
@@ -77,8 +78,8 @@ static int count_delta(void *arg, const char *t, size_t n) {
 TEST(test_llm_echo_streams_words) {
     llm_message m[] = {MSG("user", "hello")};
     size_t total = 0;
-    llm_request req = {.messages = m, .n_messages = 1, .on_delta = count_delta,
-                       .on_delta_arg = &total};
+    llm_request req = {
+        .messages = m, .n_messages = 1, .on_delta = count_delta, .on_delta_arg = &total};
     llm_response r;
     llm_response_init(&r);
     CHECK(llm_echo_complete(&req, &r) == CTXD_OK);

@@ -34,10 +34,9 @@ static int feed(seen *s, const char *text, size_t step) {
     return rc;
 }
 
-static const char *anthropic_like =
-    "event: message_start\ndata: {\"a\":1}\n\n"
-    "event: ping\ndata: {\"type\": \"ping\"}\n\n"
-    "event: content_block_delta\ndata: {\"t\":\"x y\"}\n\n";
+static const char *anthropic_like = "event: message_start\ndata: {\"a\":1}\n\n"
+                                    "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+                                    "event: content_block_delta\ndata: {\"t\":\"x y\"}\n\n";
 
 static const char *anthropic_expect =
     "message_start|{\"a\":1}\nping|{\"type\": \"ping\"}\ncontent_block_delta|{\"t\":\"x y\"}\n";
@@ -77,7 +76,7 @@ TEST(test_llm_http_sse_comments_fields_and_bom) {
                        ": another\n"
                        "id: 7\nretry: 100\nfoo: bar\n"
                        "event:tight\ndata:no space\ndata:  two spaces\ndata\n\n"
-                       "\n\n" /* blank lines alone dispatch nothing */
+                       "\n\n"              /* blank lines alone dispatch nothing */
                        "event: lonely\n\n" /* no data: not dispatched */
                        "data: after\n\n";
     CHECK(feed(&s, text, 1) == CTXD_OK);
@@ -128,8 +127,8 @@ TEST(test_llm_http_retry_after_seconds_and_date) {
     /* An HTTP date 30 s after a fixed "now". */
     long t0 = 1445412450; /* Wed, 21 Oct 2015 07:27:30 GMT */
     CHECK(llm_http_header_ms(NULL, "Wed, 21 Oct 2015 07:28:00 GMT", t0) == 30000);
-    CHECK(llm_http_retry_wait_ms(NULL, "Wed, 21 Oct 2015 07:28:00 GMT", t0, 0, 0.0,
-                                 60000) == 30000);
+    CHECK(llm_http_retry_wait_ms(NULL, "Wed, 21 Oct 2015 07:28:00 GMT", t0, 0, 0.0, 60000) ==
+          30000);
     /* Beyond the cap: the header is ignored and backoff applies. */
     CHECK(llm_http_retry_wait_ms(NULL, "120", now, 0, 0.0, 60000) == 500);
     CHECK(llm_http_retry_wait_ms("90000", NULL, now, 1, 0.0, 60000) == 1000);
@@ -164,8 +163,7 @@ TEST(test_llm_http_status_mapping) {
 
 static void info(const char *body, const char *want_type, const char *want_msg) {
     char type[64], msg[200];
-    llm_http_error_info(body, body ? strlen(body) : 0, NULL, type, sizeof(type), msg,
-                        sizeof(msg));
+    llm_http_error_info(body, body ? strlen(body) : 0, NULL, type, sizeof(type), msg, sizeof(msg));
     CHECK_STR(type, want_type);
     CHECK_STR(msg, want_msg);
 }
@@ -263,15 +261,13 @@ TEST(test_llm_http_body_cap) {
     llm_http_free(h);
 }
 
-TEST_MAIN(T(test_llm_http_body_cap), T(test_llm_http_sse_one_byte_at_a_time), T(test_llm_http_sse_crlf_and_cr),
-          T(test_llm_http_sse_many_events_per_chunk),
+TEST_MAIN(T(test_llm_http_body_cap), T(test_llm_http_sse_one_byte_at_a_time),
+          T(test_llm_http_sse_crlf_and_cr), T(test_llm_http_sse_many_events_per_chunk),
           T(test_llm_http_sse_comments_fields_and_bom),
-          T(test_llm_http_sse_unterminated_event_dropped),
-          T(test_llm_http_sse_callback_stops), T(test_llm_http_should_retry_statuses),
-          T(test_llm_http_retry_after_ms_wins),
+          T(test_llm_http_sse_unterminated_event_dropped), T(test_llm_http_sse_callback_stops),
+          T(test_llm_http_should_retry_statuses), T(test_llm_http_retry_after_ms_wins),
           T(test_llm_http_retry_after_seconds_and_date),
-          T(test_llm_http_backoff_exponential_with_jitter),
-          T(test_llm_http_status_mapping), T(test_llm_http_error_body_shapes),
-          T(test_llm_http_scrub_key), T(test_llm_http_utf8_cut_cleanly),
-          T(test_llm_http_url_joining),
+          T(test_llm_http_backoff_exponential_with_jitter), T(test_llm_http_status_mapping),
+          T(test_llm_http_error_body_shapes), T(test_llm_http_scrub_key),
+          T(test_llm_http_utf8_cut_cleanly), T(test_llm_http_url_joining),
           T(test_llm_http_json_parse_strict))

@@ -96,8 +96,7 @@ TEST(test_llm_openai_body_system_first_and_stream_options) {
 
 /* ---- parsing, without the network ---- */
 
-static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp,
-                      llm_http **out) {
+static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp, llm_http **out) {
     static openai_state st;
     static llm_request req;
     static llm_http_call call;
@@ -121,20 +120,25 @@ static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp,
     return rc;
 }
 
-#define CHUNK(x) "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1," \
-                 "\"model\":\"gpt-x\",\"choices\":" x ",\"usage\":null}\n\n"
+#define CHUNK(x)                                                                                   \
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,"                     \
+    "\"model\":\"gpt-x\",\"choices\":" x ",\"usage\":null}\n\n"
 
-static const char *stream_body =
-    CHUNK("[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
-          "\"finish_reason\":null}]")
-    ": keep-alive comment\n\n"
-    CHUNK("[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]")
-    CHUNK("[{\"index\":0,\"delta\":{\"content\":\" there\"},\"finish_reason\":null}]")
-    CHUNK("[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]")
-    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":"
-    "\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,"
-    "\"total_tokens\":11}}\n\n"
-    "data: [DONE]\n\n";
+static const char *stream_body = CHUNK(
+    "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+    "\"finish_reason\":null}]") ": keep-alive comment\n\n" CHUNK("[{\"index\":0,\"delta\":{"
+                                                                 "\"content\":\"Hi\"},\"finish_"
+                                                                 "reason\":null}]")
+    CHUNK("[{\"index\":0,\"delta\":{\"content\":\" there\"},\"finish_reason\":null}]") CHUNK(
+        "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]") "data: "
+                                                                   "{\"id\":\"c1\",\"object\":"
+                                                                   "\"chat.completion.chunk\","
+                                                                   "\"created\":1,\"model\":"
+                                                                   "\"gpt-x\",\"choices\":[],"
+                                                                   "\"usage\":{\"prompt_tokens\":9,"
+                                                                   "\"completion_tokens\":2,"
+                                                                   "\"total_tokens\":11}}\n\n"
+                                                                   "data: [DONE]\n\n";
 
 TEST(test_llm_openai_stream_any_split) {
     size_t steps[] = {1, 2, 5, 33, 100000};
@@ -167,7 +171,8 @@ TEST(test_llm_openai_stream_missing_done) {
     llm_http_free(h);
 
     /* Neither finish_reason nor [DONE]: cut. */
-    const char *fin = strstr(stream_body, CHUNK("[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]"));
+    const char *fin =
+        strstr(stream_body, CHUNK("[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]"));
     snprintf(body, sizeof(body), "%.*s", (int)(fin - stream_body), stream_body);
     s = (sink){.text = ""};
     llm_response_init(&resp);
@@ -178,10 +183,16 @@ TEST(test_llm_openai_stream_missing_done) {
 }
 
 TEST(test_llm_openai_stream_error_chunk) {
-    const char *sse =
-        CHUNK("[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]")
-        "data: {\"error\":{\"message\":\"model crashed\",\"type\":\"server_error\","
-        "\"code\":500}}\n\n";
+    const char *sse = CHUNK(
+        "[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]") "data: "
+                                                                                 "{\"error\":{"
+                                                                                 "\"message\":"
+                                                                                 "\"model "
+                                                                                 "crashed\","
+                                                                                 "\"type\":"
+                                                                                 "\"server_error\","
+                                                                                 "\"code\":500}}"
+                                                                                 "\n\n";
     sink s = {.text = ""};
     llm_response resp;
     llm_response_init(&resp);
@@ -331,10 +342,11 @@ TEST(test_llm_openai_fake_stream_cut_before_finish) {
 
 TEST(test_llm_openai_fake_error_shapes) {
     CHECK(fake_up() == 0);
-    fake_script(&fake, "[{\"status\":404,\"error_body\":\"{\\\"detail\\\":\\\"Not Found\\\"}\"},"
-                       "{\"status\":400,\"error_body\":\"{\\\"error\\\":\\\"model 'x' not found\\\"}\"},"
-                       "{\"status\":503,\"headers\":{\"retry-after\":\"2\"}},"
-                       "{\"status\":401,\"message\":\"Incorrect API key provided: " KEY "\"}]");
+    fake_script(&fake,
+                "[{\"status\":404,\"error_body\":\"{\\\"detail\\\":\\\"Not Found\\\"}\"},"
+                "{\"status\":400,\"error_body\":\"{\\\"error\\\":\\\"model 'x' not found\\\"}\"},"
+                "{\"status\":503,\"headers\":{\"retry-after\":\"2\"}},"
+                "{\"status\":401,\"message\":\"Incorrect API key provided: " KEY "\"}]");
     char url[96];
     base_url(url, sizeof(url));
     ctxd_config cfg;
@@ -399,8 +411,6 @@ TEST_MAIN(T(test_llm_openai_body_system_first_and_stream_options),
           T(test_llm_openai_stream_any_split), T(test_llm_openai_stream_missing_done),
           T(test_llm_openai_stream_error_chunk), T(test_llm_openai_parse_completion),
           T(test_llm_openai_fake_plain_call), T(test_llm_openai_fake_stream_with_usage),
-          T(test_llm_openai_fake_no_key_no_header),
-          T(test_llm_openai_fake_missing_done_and_usage),
-          T(test_llm_openai_fake_stream_cut_before_finish),
-          T(test_llm_openai_fake_error_shapes), T(test_llm_openai_fake_rate_limit_retried),
-          T(test_llm_openai_fake_stream_error_chunk))
+          T(test_llm_openai_fake_no_key_no_header), T(test_llm_openai_fake_missing_done_and_usage),
+          T(test_llm_openai_fake_stream_cut_before_finish), T(test_llm_openai_fake_error_shapes),
+          T(test_llm_openai_fake_rate_limit_retried), T(test_llm_openai_fake_stream_error_chunk))

@@ -9,8 +9,13 @@ static char arena[4096];
 
 TEST(test_message_round_trip_with_escapes) {
     const char text[] = "line1\nquote\" back\\slash tab\t caf\xc3\xa9 \xf0\x9f\x98\x80 nul\0end";
-    message m = {.seq = 7, .role = "user", .content = text, .content_len = sizeof(text) - 1,
-                 .created_ms = 1764061200123LL, .tokens = 12, .input_tokens = -1,
+    message m = {.seq = 7,
+                 .role = "user",
+                 .content = text,
+                 .content_len = sizeof(text) - 1,
+                 .created_ms = 1764061200123LL,
+                 .tokens = 12,
+                 .input_tokens = -1,
                  .output_tokens = -1};
     buf b;
     buf_init(&b);
@@ -31,9 +36,16 @@ TEST(test_message_round_trip_with_escapes) {
 }
 
 TEST(test_message_reply_fields_and_skipping) {
-    message m = {.seq = 2, .role = "assistant", .content = "hi", .content_len = 2,
-                 .created_ms = 0, .tokens = 5, .model = "echo", .stop_reason = "end_turn",
-                 .input_tokens = 10, .output_tokens = -1};
+    message m = {.seq = 2,
+                 .role = "assistant",
+                 .content = "hi",
+                 .content_len = 2,
+                 .created_ms = 0,
+                 .tokens = 5,
+                 .model = "echo",
+                 .stop_reason = "end_turn",
+                 .input_tokens = 10,
+                 .output_tokens = -1};
     buf b;
     buf_init(&b);
     message_encode(&b, &m);
@@ -54,7 +66,10 @@ TEST(test_message_reply_fields_and_skipping) {
 TEST(test_message_decode_refuses_broken_input) {
     message d;
     size_t used = 0;
-    const char *bad[] = {"", "[]", "{\"role\":\"user\"}", "{\"role\":\"user\",\"content\":\"x",
+    const char *bad[] = {"",
+                         "[]",
+                         "{\"role\":\"user\"}",
+                         "{\"role\":\"user\",\"content\":\"x",
                          "{\"role\":\"user\",\"content\":\"\\ud800\"}",
                          "{\"role\":\"user\" \"content\":\"x\"}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

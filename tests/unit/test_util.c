@@ -9,10 +9,10 @@ TEST(test_util_uuid4_is_canonical_and_validated) {
     CHECK(util_uuid4(other) == CTXD_OK);
     CHECK(util_is_context_id(id));
     CHECK(strcmp(id, other) != 0);
-    CHECK(!util_is_context_id("1b4e28ba-2fa1-4d2e-8c8f-6d1e3f0c9a2"));   /* short */
-    CHECK(!util_is_context_id("1B4E28BA-2FA1-4D2E-8C8F-6D1E3F0C9A27"));  /* upper */
-    CHECK(!util_is_context_id("1b4e28ba-2fa1-1d2e-8c8f-6d1e3f0c9a27"));  /* v1 */
-    CHECK(!util_is_context_id("1b4e28ba-2fa1-4d2e-cc8f-6d1e3f0c9a27"));  /* variant */
+    CHECK(!util_is_context_id("1b4e28ba-2fa1-4d2e-8c8f-6d1e3f0c9a2"));  /* short */
+    CHECK(!util_is_context_id("1B4E28BA-2FA1-4D2E-8C8F-6D1E3F0C9A27")); /* upper */
+    CHECK(!util_is_context_id("1b4e28ba-2fa1-1d2e-8c8f-6d1e3f0c9a27")); /* v1 */
+    CHECK(!util_is_context_id("1b4e28ba-2fa1-4d2e-cc8f-6d1e3f0c9a27")); /* variant */
     CHECK(!util_is_context_id("1b4e28ba-2fa1-4d2e-8c8f-6d1e3f0c9a2}"));
     CHECK(util_is_context_id("1b4e28ba-2fa1-4d2e-8c8f-6d1e3f0c9a27"));
     CHECK(!util_is_context_id(NULL));
@@ -21,10 +21,10 @@ TEST(test_util_uuid4_is_canonical_and_validated) {
 TEST(test_util_utf8_validation) {
     CHECK(util_utf8_valid("plain", 5));
     CHECK(util_utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
-    CHECK(!util_utf8_valid("\xc3", 1));              /* truncated */
-    CHECK(!util_utf8_valid("\xc0\xaf", 2));          /* overlong */
-    CHECK(!util_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
-    CHECK(!util_utf8_valid("\xf4\x90\x80\x80", 4));  /* above U+10FFFF */
+    CHECK(!util_utf8_valid("\xc3", 1));             /* truncated */
+    CHECK(!util_utf8_valid("\xc0\xaf", 2));         /* overlong */
+    CHECK(!util_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CHECK(!util_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
     CHECK(!util_utf8_valid("\xff", 1));
     CHECK(!util_utf8_valid("a\x80", 2));
 }
