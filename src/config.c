@@ -58,6 +58,8 @@ static const option_def options[] = {
      "default prompt budget (max_context_tokens) of new contexts"},
     {"CTXD_DEFAULT_TTL", "--default-ttl", OPT_INT, "0", 0, 10LL * 365 * 86400,
      "default ttl_seconds of new contexts (0: never expire)"},
+    {"CTXD_SUMMARY_MODEL", "--summary-model", OPT_STR, "", 0, 0,
+     "model for summary folds (default: the context's model), e.g. a cheaper one"},
     {"CTXD_SUMMARY_BATCH", "--summary-batch", OPT_INT, "200", 2, 100000,
      "most messages folded into a summary by one model call"},
     {"CTXD_LOCK_WAIT_MS", "--lock-wait-ms", OPT_INT, "10000", 0, 600000,
@@ -386,6 +388,8 @@ static int config_apply(ctxd_config *cfg, const option_def *o, const char *value
         return set_string(e, value, cfg->log_file, sizeof(cfg->log_file), err, errlen);
     if (!strcmp(e, "CTXD_MODEL"))
         return set_string(e, value, cfg->model, sizeof(cfg->model), err, errlen);
+    if (!strcmp(e, "CTXD_SUMMARY_MODEL"))
+        return set_string(e, value, cfg->summary_model, sizeof(cfg->summary_model), err, errlen);
     if (!strcmp(e, "CTXD_ANTHROPIC_URL") || !strcmp(e, "CTXD_OPENAI_URL")) {
         char *dst = e[5] == 'A' ? cfg->anthropic_url : cfg->openai_url;
         if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8)) {

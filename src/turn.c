@@ -310,7 +310,9 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
     llm_message prompt = {"user", b.data, b.len};
     llm_request lr = {.context_id = c->id,
                       .system = SUMMARY_SYSTEM,
-                      .model = c->model[0] ? c->model : NULL,
+                      .model = w->cfg->summary_model[0] ? w->cfg->summary_model
+                               : c->model[0]            ? c->model
+                                                        : NULL,
                       .messages = &prompt,
                       .n_messages = 1,
                       .summarize = 1,

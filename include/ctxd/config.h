@@ -39,6 +39,7 @@ typedef struct ctxd_config {
     long context_tokens;
     long default_ttl_s;
     long summary_batch; /* most messages folded into a summary per call */
+    char summary_model[128]; /* empty: the context's model */
 
     /* Turn coordination */
     int lock_wait_ms;

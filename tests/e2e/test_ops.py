@@ -208,6 +208,29 @@ class ShutdownTest(unittest.TestCase):
             c.cleanup()
             redis.cleanup()
 
+    def test_client_leaving_mid_stream_still_stores_the_turn(self):
+        redis = Redis().start()
+        c = Ctxd(redis.url, env={"CTXD_ECHO_DELAY_MS": "1200"}).start()
+        try:
+            cid = c.request("POST", "/mcp/context").json()["context_id"]
+            conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
+            conn.request("POST", "/mcp/context/%s/message" % cid,
+                         body=json.dumps({"message": "hello", "stream": True}),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            self.assertTrue(resp.readline().startswith(b"event: delta"))
+            conn.sock.close()  # the client goes away mid-stream
+            conn.close()
+            wait_until(lambda: redis.cli("LLEN", "ctxd:{%s}:messages" % cid) == "2",
+                       timeout=10, what="the turn stored after the client left")
+            msgs = c.request("GET", "/mcp/context/" + cid).json()["messages"]
+            self.assertEqual(msgs[1]["content"], "Hello there! How can I help you today?")
+            wait_until(lambda: "client left mid-stream" in c.log(), what="the log line")
+            self.assertEqual(c.stop(), 0)
+        finally:
+            c.cleanup()
+            redis.cleanup()
+
     def test_grace_period_bounds_the_wait(self):
         redis = Redis().start()
         c = Ctxd(redis.url, env={"CTXD_ECHO_DELAY_MS": "8000",

@@ -244,6 +244,20 @@ class SummaryTest(FakeTestCase):
         self.assertIn("[seq 1] user: turn 0", first)  # the failed fold was retried
 
 
+class SummaryModelTest(FakeTestCase):
+    ENV = {"CTXD_SUMMARY_MODEL": "claude-haiku-4-5", "CTXD_MODEL": "claude-sonnet-4-5"}
+
+    def test_summary_folds_use_their_own_model(self):
+        cid = self.create({"strategy": "summarize", "max_context_tokens": 300})
+        for i in range(10):
+            self.assertEqual(self.turn(cid, "turn %d %s" % (i, "pad " * 8)).status, 200)
+        folds = self.model_calls(summaries=True)
+        turns = self.model_calls()
+        self.assertTrue(folds)
+        self.assertEqual({c["model"] for c in folds}, {"claude-haiku-4-5"})
+        self.assertEqual({c["model"] for c in turns}, {"claude-sonnet-4-5"})
+
+
 class TwoProcessSummaryTest(FakeTestCase):
     def test_two_processes_never_fold_the_same_turns(self):
         other = Ctxd(self.redis.url, env=self.ctxd.extra_env).start()
