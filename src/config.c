@@ -26,7 +26,7 @@ static const option_def options[] = {
     {"CTXD_LISTEN", "--listen", OPT_STR, "127.0.0.1:61909", 0, 0,
      "HOST:PORT to listen on (IPv4 address)"},
     {"CTXD_REDIS_URL", "--redis-url", OPT_STR, "redis://127.0.0.1:6379/0", 0, 0,
-     "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]"},
+     "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N][&password=P]"},
     {"CTXD_REDIS_TIMEOUT_MS", "--redis-timeout-ms", OPT_INT, "2000", 50, 60000,
      "connect and command timeout for Redis"},
     {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 8192,
@@ -208,10 +208,31 @@ static void percent_decode(char *s) {
     *w = '\0';
 }
 
+/* url with any password replaced by "***", for messages. */
+static const char *redact_url(const char *url, char *out, size_t cap) {
+    snprintf(out, cap, "%s", url);
+    char *scheme = strstr(out, "://");
+    char *at = scheme ? strrchr(scheme, '@') : NULL;
+    char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (at && colon && colon < at) {
+        char tail[512];
+        snprintf(tail, sizeof(tail), "%s", at);
+        snprintf(colon + 1, cap - (size_t)(colon + 1 - out), "***%s", tail);
+    }
+    char *pw = strstr(out, "password=");
+    if (pw) {
+        char *end = strchr(pw, '&');
+        char tail[512];
+        snprintf(tail, sizeof(tail), "%s", end ? end : "");
+        snprintf(pw + 9, cap - (size_t)(pw + 9 - out), "***%s", tail);
+    }
+    return out;
+}
+
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen) {
-    char buf[512];
+    char buf[512], shown[600];
     const char *allowed = "redis://[[user]:password@]host[:port][/db] or "
-                          "unix:///path/to/redis.sock[?db=N]";
+                          "unix:///path/to/redis.sock[?db=N][&password=P]";
     if (strlen(url) >= sizeof(buf)) {
         snprintf(err, errlen, "CTXD_REDIS_URL is too long (max %zu bytes)", sizeof(buf) - 1);
         return CTXD_ERR;
@@ -224,10 +245,17 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
 
     if (strncmp(url, "unix://", 7) == 0 || strncmp(url, "redis+unix://", 13) == 0) {
         snprintf(buf, sizeof(buf), "%s", strstr(url, "://") + 3);
-        char *q = strchr(buf, '?');
-        if (q) {
-            *q++ = '\0';
-            if (strncmp(q, "db=", 3) != 0 || parse_db(q + 3, &cfg->redis_db)) goto bad;
+        char *q = strchr(buf, '?'), *save = NULL;
+        if (q) *q++ = '\0';
+        for (char *p = q ? strtok_r(q, "&", &save) : NULL; p; p = strtok_r(NULL, "&", &save)) {
+            if (!strncmp(p, "db=", 3)) {
+                if (parse_db(p + 3, &cfg->redis_db)) goto bad;
+            } else if (!strncmp(p, "password=", 9) && strlen(p + 9) < sizeof(cfg->redis_password)) {
+                memcpy(cfg->redis_password, p + 9, strlen(p + 9) + 1);
+                percent_decode(cfg->redis_password);
+            } else {
+                goto bad;
+            }
         }
         if (buf[0] != '/' || strlen(buf) >= sizeof(cfg->redis_socket)) goto bad;
         memcpy(cfg->redis_socket, buf, strlen(buf) + 1);
@@ -263,7 +291,8 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
         char *end;
         long p = strtol(colon + 1, &end, 10);
         if (*end || colon[1] == '\0' || p < 1 || p > 65535) {
-            snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535", url);
+            snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535",
+                     redact_url(url, shown, sizeof(shown)));
             return CTXD_ERR;
         }
         cfg->redis_port = (int)p;
@@ -272,7 +301,8 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
     memcpy(cfg->redis_host, hostpart, strlen(hostpart) + 1);
     return CTXD_OK;
 bad:
-    snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s", url, allowed);
+    snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s",
+             redact_url(url, shown, sizeof(shown)), allowed);
     return CTXD_ERR;
 }
 

@@ -64,7 +64,17 @@ TEST(test_config_redis_urls) {
     CHECK(config_parse_redis_url(&cfg, "unix:///run/redis.sock?db=2", err, sizeof(err)) == CTXD_OK);
     CHECK_STR(cfg.redis_socket, "/run/redis.sock");
     CHECK(cfg.redis_db == 2);
+    CHECK(config_parse_redis_url(&cfg, "unix:///s.sock?db=1&password=a%26b", err, sizeof(err)) ==
+          CTXD_OK);
+    CHECK_STR(cfg.redis_password, "a&b");
+    CHECK(cfg.redis_db == 1);
+    CHECK(config_parse_redis_url(&cfg, "unix:///s.sock?x=1", err, sizeof(err)) == CTXD_ERR);
     CHECK(config_parse_redis_url(&cfg, "http://h", err, sizeof(err)) == CTXD_ERR);
+    CHECK(config_parse_redis_url(&cfg, "redis://u:topsecret@h:0/1", err, sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "topsecret") == NULL && strstr(err, "redis://u:***@h:0/1") != NULL);
+    CHECK(config_parse_redis_url(&cfg, "unix://rel.sock?password=topsecret", err, sizeof(err)) ==
+          CTXD_ERR);
+    CHECK(strstr(err, "topsecret") == NULL && strstr(err, "password=***") != NULL);
     CHECK(config_parse_redis_url(&cfg, "redis://h:0", err, sizeof(err)) == CTXD_ERR);
     CHECK(config_parse_redis_url(&cfg, "redis://h/x", err, sizeof(err)) == CTXD_ERR);
     CHECK(strstr(err, "CTXD_REDIS_URL") != NULL);
