@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <stdatomic.h>
 #include <civetweb.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -32,13 +33,42 @@ typedef struct route {
 static route routes[MAX_ROUTES];
 static int n_routes;
 static struct mg_context *server;
+static const ctxd_config *server_cfg;
 static atomic_long inflight;
 static atomic_int draining;
 
-void http_server_drain(void) { atomic_store(&draining, 1); }
+/* Stop accepting: civetweb has no call for it short of mg_stop, so swap our
+ * listening socket for an unbound one (dup2 keeps the descriptor number the
+ * server polls). New connections are then refused, and a load balancer
+ * retries them elsewhere at once. */
+static void close_listener(int port) {
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    if (!d) return;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name), listening = 0;
+        socklen_t len = sizeof(listening);
+        struct sockaddr_in sa;
+        socklen_t salen = sizeof(sa);
+        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) ||
+            !listening || getsockname(fd, (struct sockaddr *)&sa, &salen) ||
+            sa.sin_family != AF_INET || ntohs(sa.sin_port) != port)
+            continue;
+        int idle = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (idle >= 0) {
+            dup2(idle, fd);
+            close(idle);
+        }
+    }
+    closedir(d);
+}
+
+void http_server_drain(void) {
+    atomic_store(&draining, 1);
+    if (server_cfg) close_listener(server_cfg->listen_port);
+}
 int http_draining(void) { return atomic_load(&draining); }
 long http_inflight(void) { return atomic_load(&inflight); }
-static const ctxd_config *server_cfg;
 
 int http_route(const char *method, const char *pattern, http_handler fn) {
     if (n_routes == MAX_ROUTES) return CTXD_ERR;

@@ -863,20 +863,33 @@ class OpenApiTest(CtxdTestCase):
             resp = conn.getresponse()
             first = resp.readline()  # the turn is admitted and streaming
             self.assertTrue(first.startswith(b"event: "), first)
+            # A kept-alive connection opened before the signal: new ones are
+            # refused while draining, requests on open ones get 503.
+            keep = http.client.HTTPConnection("127.0.0.1", ctxd.port, timeout=20)
+            keep.request("GET", "/healthz")
+            keep.getresponse().read()
             ctxd.proc.send_signal(signal.SIGTERM)
             time.sleep(0.2)  # draining now
+            with self.assertRaises(ConnectionError):  # refused, or reset if queued
+                request(ctxd.port, "GET", "/healthz", timeout=5)
             other = str(uuid.uuid4())
             for (method, template) in sorted(OPS):
                 if (method, template) in ABSENT:
                     continue
                 with self.subTest(op="%s %s" % (method, template)):
-                    r = self.call(method, template, other if "{id}" in template else None,
-                                  body=example_body(method, template), server=ctxd)
+                    body_ = example_body(method, template)
+                    path = template.replace("{id}", other)
+                    keep.request(method, path, body=None if body_ is None else json.dumps(body_),
+                                 headers={"Content-Type": "application/json"})
+                    kr = keep.getresponse()
+                    r = Response(kr.status, kr.getheaders(), kr.read())
+                    self.check(method, template, r, body=body_)
                     if template in ("/healthz", "/metrics"):
                         self.assertEqual(r.status, 200, r)
                     else:
                         self.assertEqual((r.status, r.json()["code"]), (503, "shutting_down"), r)
                         self.assertEqual(r.headers.get("retry-after"), "1")
+            keep.close()
             slow = Response(resp.status, resp.getheaders(), first + resp.read())
             conn.close()
             self.check("POST", "/mcp/context/{id}/message", slow, body=body, expect=200)

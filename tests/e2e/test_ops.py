@@ -191,12 +191,24 @@ class ShutdownTest(unittest.TestCase):
             resp = conn.getresponse()
             first = resp.readline()  # the stream has started
             self.assertTrue(first.startswith(b"event: delta"), first)
+            keep = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
+            keep.request("GET", "/healthz")
+            keep.getresponse().read()
             c.proc.send_signal(signal.SIGTERM)
             time.sleep(0.2)
-            # Draining: probes say not ready, new work is turned away.
-            r = c.request("GET", "/readyz")
-            self.assertEqual((r.status, r.json()["code"]), (503, "shutting_down"))
-            self.assertEqual(c.request("POST", "/mcp/context").status, 503)
+            # Draining: new connections are refused (a load balancer retries
+            # them elsewhere); on open ones, probes say not ready and new work
+            # is turned away.
+            with self.assertRaises(ConnectionError):  # refused, or reset if queued
+                c.request("GET", "/healthz", timeout=5)
+            keep.request("GET", "/readyz")
+            r = keep.getresponse()
+            self.assertEqual((r.status, json.loads(r.read())["code"]), (503, "shutting_down"))
+            keep.request("POST", "/mcp/context")
+            r = keep.getresponse()
+            r.read()
+            self.assertEqual(r.status, 503)
+            keep.close()
             rest = resp.read().decode()
             self.assertIn("event: done", rest)
             done = json.loads(rest.split("event: done\ndata: ")[1].split("\n")[0])
