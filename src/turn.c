@@ -52,10 +52,7 @@ static void store_error(turn_result *res, const store *st, const char *id) {
                   "CTXD_MAX_MESSAGES messages",
                   id);
         break;
-    default:
-        set_error(res, 503, "redis_unavailable", "%s", st->errstr);
-        res->retry_after_s = 1;
-        break;
+    default: set_error(res, 503, "redis_unavailable", "%s", st->errstr); break;
     }
 }
 
@@ -111,14 +108,14 @@ static int check_idem(ctxd_worker *w, const char *id, const char *key, uint64_t 
  * someone else holds it. */
 typedef int (*lock_try_fn)(ctxd_worker *w, const char *id, const char *token, void *arg);
 
-/* Take the context's lock with try_lock, waiting up to lock_wait_ms. */
-static int lock_or_fail(ctxd_worker *w, const char *id, const char *token, lock_try_fn try_lock,
+/* Take the context's lock with attempt, waiting up to lock_wait_ms. */
+static int lock_or_fail(ctxd_worker *w, const char *id, const char *token, lock_try_fn attempt,
                         void *arg, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     int64_t t0 = util_mono_us(), deadline = util_mono_ms() + cfg->lock_wait_ms;
     int pause = 5, waited = 0;
     for (;;) {
-        if (try_lock(w, id, token, arg) == CTXD_OK) {
+        if (attempt(w, id, token, arg) == CTXD_OK) {
             if (waited) metrics_lock_wait(util_mono_us() - t0);
             return CTXD_OK;
         }
