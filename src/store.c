@@ -923,12 +923,68 @@ static int read_reply(store *s, const char *id, redisReply *r, size_t elements, 
     return rc;
 }
 
+/* The newest messages, the meta and the state in one MULTI/EXEC, pipelined:
+ * cheaper for Redis than the read script when no seq arithmetic is needed.
+ * Returns the EXEC reply shaped like the script's {meta, messages, state,
+ * llen}, or NULL with s->err. */
+static redisReply *read_newest(store *s, const ctx_keys *k, int what, long limit) {
+    char from[24];
+    snprintf(from, sizeof(from), "%ld", limit > 0 ? -limit : 0);
+    const char *range_start = what & STORE_READ_MESSAGES ? from : "1";
+    const char *range_end = what & STORE_READ_MESSAGES ? "-1" : "0"; /* 1..0: none */
+    const char *cmds[6][4] = {{"MULTI"},
+                              {"HGETALL", k->meta},
+                              {"LRANGE", k->messages, range_start, range_end},
+                              {what & STORE_READ_STATE ? "HGETALL" : "HLEN", k->state},
+                              {"LLEN", k->messages},
+                              {"EXEC"}};
+    static const int argc[6] = {1, 2, 4, 2, 2, 1};
+    s->err = STORE_ERR_NONE;
+    if (ensure_connected(s)) return NULL;
+    store_impl *im = s->impl;
+    for (int i = 0; i < 6; i++) redisAppendCommandArgv(im->c, argc[i], cmds[i], NULL);
+    redisReply *r = NULL;
+    for (int i = 0; i < 6; i++) {
+        void *reply = NULL;
+        if (redisGetReply(im->c, &reply) != REDIS_OK) {
+            if (r) freeReplyObject(r);
+            fail_io(s, im->c && im->c->errstr[0] ? im->c->errstr : "connection lost");
+            return NULL;
+        }
+        if (i < 5)
+            freeReplyObject(reply);
+        else
+            r = reply;
+    }
+    im->last_used_ms = util_mono_ms();
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        fail(s, STORE_ERR_REDIS, "unexpected reply from Redis at %s to a read%s", ADDR(s), "");
+        freeReplyObject(r);
+        return NULL;
+    }
+    if (r->element[0]->elements == 0) { /* no meta: no such context */
+        freeReplyObject(r);
+        return NULL; /* s->err stays NONE: the caller says not found */
+    }
+    return r;
+}
+
 int store_read(store *s, const char *id, int what, long limit, int64_t before, store_context *out) {
     ctx_keys k;
     char w[8], l[24], b[24];
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
     ctx_keys_init(&k, id);
+    if (before <= 0) {
+        redisReply *r = read_newest(s, &k, what, limit);
+        if (!r && s->err == STORE_ERR_IO) r = read_newest(s, &k, what, limit);
+        if (!r && s->err == STORE_ERR_NONE) {
+            s->err = STORE_ERR_NOT_FOUND;
+            snprintf(s->errstr, sizeof(s->errstr), "context %s not found", id);
+        }
+        if (!r) return CTXD_ERR;
+        return read_reply(s, id, r, 4, out, 0);
+    }
     snprintf(w, sizeof(w), "%d", what);
     snprintf(l, sizeof(l), "%ld", limit);
     snprintf(b, sizeof(b), "%" PRId64, before);
