@@ -520,11 +520,8 @@ int config_load(ctxd_config *cfg, int argc, char **argv, char *err, size_t errle
         const option_def *o = &options[i];
         const char *v = getenv(o->env);
         if (!v) continue;
-        if (!*v && o->type != OPT_STR) continue; /* empty: keep the default */
-        if (!strcmp(o->env, "CTXD_PROVIDER")) {
-            if (!*v) continue;
-            provider_set = 1;
-        }
+        if (!*v) continue; /* empty is unset (compose passes ${VAR:-} through) */
+        if (!strcmp(o->env, "CTXD_PROVIDER")) provider_set = 1;
         if (config_apply(cfg, o, v, err, errlen)) return CTXD_ERR;
     }
     /* Flags. */

@@ -78,6 +78,19 @@ class StartupTest(unittest.TestCase):
         self.assertEqual(rc, 0)
         self.assertRegex(out, r"^ctxd \d+\.\d+\.\d+")
 
+    def test_empty_variables_mean_unset_as_compose_passes_them(self):
+        # docker-compose.yml passes ${CTXD_PROVIDER:-} and friends through.
+        redis = Redis().start()
+        c = Ctxd(redis.url, env={"CTXD_PROVIDER": "", "CTXD_MODEL": "", "ANTHROPIC_API_KEY": "",
+                                 "OPENAI_API_KEY": "", "CTXD_LOG_LEVEL": ""})
+        try:
+            c.start()
+            self.assertIn("provider=echo model=echo", c.log())
+            self.assertEqual(c.stop(), 0)
+        finally:
+            c.cleanup()
+            redis.cleanup()
+
     def test_flag_overrides_environment_and_startup_line(self):
         redis = Redis().start()
         port = free_port()
