@@ -50,9 +50,9 @@ static void close_listener(int port) {
         socklen_t len = sizeof(listening);
         struct sockaddr_in sa;
         socklen_t salen = sizeof(sa);
-        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) ||
-            !listening || getsockname(fd, (struct sockaddr *)&sa, &salen) ||
-            sa.sin_family != AF_INET || ntohs(sa.sin_port) != port)
+        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) || !listening ||
+            getsockname(fd, (struct sockaddr *)&sa, &salen) || sa.sin_family != AF_INET ||
+            ntohs(sa.sin_port) != port)
             continue;
         int idle = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (idle >= 0) {
@@ -497,6 +497,31 @@ static void exit_thread(const struct mg_context *ctx, int thread_type, void *p) 
     if (thread_type == 1) worker_free(p);
 }
 
+/* Protocol errors civetweb finds before any route runs (a malformed request
+ * line, headers too large...): answer them as JSON too, and close. */
+static int protocol_error(struct mg_connection *conn, int status, const char *errmsg) {
+    char msg[256];
+    snprintf(msg, sizeof(msg), "Not a valid HTTP request (HTTP %d: %s)", status,
+             errmsg && *errmsg ? errmsg : "bad request");
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"error\":");
+    buf_put_json_string(&b, msg, strlen(msg));
+    buf_puts(&b, ",\"code\":\"bad_http_request\"}\n");
+    if (b.err) {
+        buf_free(&b);
+        return 1; /* civetweb's own page */
+    }
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+              "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+              status, reason(status), b.len);
+    mg_write(conn, b.data, b.len);
+    buf_free(&b);
+    log_msg(LOG_INFO, "protocol error %d: %s", status, errmsg ? errmsg : "");
+    return 0;
+}
+
 static int log_message(const struct mg_connection *conn, const char *message) {
     CTXD_UNUSED(conn);
     log_msg(LOG_DEBUG, "civetweb: %s", message);
@@ -570,6 +595,7 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     cb.init_thread = init_thread;
     cb.exit_thread = exit_thread;
     cb.log_message = log_message;
+    cb.http_error = protocol_error;
     mg_init_library(0);
     char text[256] = "";
     unsigned code = 0;

@@ -286,6 +286,26 @@ class ApiTest(CtxdTestCase):
         self.assert_error(self.req("GET", "/nope"), 404, "route_not_found")
         self.assert_error(self.req("GET", "/mcp/context/%s/x" % cid), 404, "route_not_found")
 
+    def test_malformed_http_gets_a_json_400(self):
+        import socket
+        for payload in (b"GARBAGE\r\n\r\n",
+                        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+                        b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with self.subTest(payload=payload[:20]):
+                with socket.create_connection(("127.0.0.1", self.ctxd.port), timeout=5) as s:
+                    s.sendall(payload)
+                    data = b""
+                    while b"\r\n\r\n" not in data or not data.endswith(b"}\n"):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                head, body = data.split(b"\r\n\r\n", 1)
+                self.assertTrue(head.startswith(b"HTTP/1.1 400 "), head)
+                self.assertIn(b"Content-Type: application/json", head)
+                self.assertEqual(json.loads(body)["code"], "bad_http_request")
+        self.assertEqual(self.req("GET", "/healthz").status, 200)
+
     def test_probes(self):
         r = self.req("GET", "/healthz")
         self.assertEqual(r.status, 200)
