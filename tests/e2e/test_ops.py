@@ -178,17 +178,23 @@ class LogTest(unittest.TestCase):
             c.cleanup()
 
 
+def start_stream(c):
+    """Create a context on c and start a streamed turn on it; returns the
+    context id, the connection and the response (headers read)."""
+    cid = c.request("POST", "/mcp/context").json()["context_id"]
+    conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
+    conn.request("POST", "/mcp/context/%s/message" % cid,
+                 body=json.dumps({"message": "hello", "stream": True}),
+                 headers={"Content-Type": "application/json"})
+    return cid, conn, conn.getresponse()
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_lets_a_streaming_turn_finish_and_store(self):
         redis = Redis().start()
         c = Ctxd(redis.url, env={"CTXD_ECHO_DELAY_MS": "1500"}).start()
         try:
-            cid = c.request("POST", "/mcp/context").json()["context_id"]
-            conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
-            conn.request("POST", "/mcp/context/%s/message" % cid,
-                         body=json.dumps({"message": "hello", "stream": True}),
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
+            cid, conn, resp = start_stream(c)
             first = resp.readline()  # the stream has started
             self.assertTrue(first.startswith(b"event: delta"), first)
             keep = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
@@ -224,12 +230,7 @@ class ShutdownTest(unittest.TestCase):
         redis = Redis().start()
         c = Ctxd(redis.url, env={"CTXD_ECHO_DELAY_MS": "1200"}).start()
         try:
-            cid = c.request("POST", "/mcp/context").json()["context_id"]
-            conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
-            conn.request("POST", "/mcp/context/%s/message" % cid,
-                         body=json.dumps({"message": "hello", "stream": True}),
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
+            cid, conn, resp = start_stream(c)
             self.assertTrue(resp.readline().startswith(b"event: delta"))
             conn.sock.close()  # the client goes away mid-stream
             conn.close()
