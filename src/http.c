@@ -34,7 +34,6 @@ static route routes[MAX_ROUTES];
 static int n_routes;
 static struct mg_context *server;
 static const ctxd_config *server_cfg;
-static atomic_long inflight;
 static atomic_int draining;
 
 /* Stop accepting: civetweb has no call for it short of mg_stop, so swap our
@@ -67,8 +66,7 @@ void http_server_drain(void) {
     atomic_store(&draining, 1);
     if (server_cfg) close_listener(server_cfg->listen_port);
 }
-int http_draining(void) { return atomic_load(&draining); }
-long http_inflight(void) { return atomic_load(&inflight); }
+long http_inflight(void) { return metrics_inflight_now(); }
 
 int http_route(const char *method, const char *pattern, http_handler fn) {
     if (n_routes == MAX_ROUTES) return CTXD_ERR;
@@ -220,24 +218,6 @@ static int send_not_allowed(const http_req *req, const char *allow, ...) {
                  "Method %s is not allowed on %s; allowed: %s", ap);
     va_end(ap);
     return 405;
-}
-
-int http_send_json(const http_req *req, int status, json_object *obj, const char *const *headers) {
-    size_t len = 0;
-    const char *s = json_object_to_json_string_length(
-        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    buf b;
-    buf_init(&b);
-    buf_putn(&b, s, len);
-    buf_putn(&b, "\n", 1);
-    json_object_put(obj);
-    if (b.err) {
-        buf_free(&b);
-        return http_send_error(req, 503, "out_of_memory", 0, "out of memory");
-    }
-    http_send(req, status, "application/json", b.data, b.len, headers);
-    buf_free(&b);
-    return status;
 }
 
 /* 1 if the Content-Type is JSON (application/json or application/x+json,
@@ -431,7 +411,6 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
 
     int status, matched = -1;
     metrics_inflight(1);
-    atomic_fetch_add(&inflight, 1);
     if (!req.w) {
         status = http_send_error(&req, 503, "out_of_memory", 1,
                                  "this worker could not allocate its resources");
@@ -473,7 +452,6 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
 done:;
     int64_t us = util_mono_us() - t0;
     metrics_inflight(-1);
-    atomic_fetch_sub(&inflight, 1);
     metrics_http_request(matched, status, us);
     /* Probes and scrapes come every few seconds: keep them out of info. */
     const char *pattern = matched >= 0 ? routes[matched].pattern : "unmatched";

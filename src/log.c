@@ -21,7 +21,6 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void log_set_level(int level) { min_level = level; }
 void log_set_format(int f) { format = f; }
-int log_enabled(int level) { return level >= min_level; }
 
 int log_open_file(const char *path) {
     snprintf(file_path, sizeof(file_path), "%s", path);

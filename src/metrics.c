@@ -86,6 +86,10 @@ void metrics_inflight(int delta) {
     atomic_fetch_add_explicit(&m.inflight, delta, memory_order_relaxed);
 }
 
+long metrics_inflight_now(void) {
+    return (long)atomic_load_explicit(&m.inflight, memory_order_relaxed);
+}
+
 static int provider_slot(int p) { return p >= 0 && p < N_PROVIDERS ? p : 0; }
 
 void metrics_upstream_call(int provider, int status, int ok, int retries, int64_t micros) {

@@ -351,8 +351,6 @@ static atomic_int redis_up = -1; /* -1 unknown, 0 down, 1 up */
 
 void store_invalidate_all(void) { atomic_fetch_add(&global_epoch, 1); }
 
-int store_redis_seen_up(void) { return atomic_load(&redis_up) == 1; }
-
 static void set_up_state(store_impl *im, int up, const char *why) {
     int prev = atomic_exchange(&redis_up, up);
     if (prev == up) return;

@@ -38,7 +38,7 @@ typedef struct ctxd_config {
     char strategy[16]; /* all, window or summarize */
     long context_tokens;
     long default_ttl_s;
-    long summary_batch; /* most messages folded into a summary per call */
+    long summary_batch;      /* most messages folded into a summary per call */
     char summary_model[128]; /* empty: the context's model */
 
     /* Turn coordination */

@@ -46,9 +46,6 @@ long http_inflight(void);
 /* Stop the server and wait for its threads. */
 void http_server_stop(void);
 
-/* 1 once http_server_drain was called. */
-int http_draining(void);
-
 /* Send a complete answer. headers: NULL or name, value, ..., NULL. */
 int http_send(const http_req *req, int status, const char *content_type, const char *body,
               size_t len, const char *const *headers);
@@ -56,9 +53,6 @@ int http_send(const http_req *req, int status, const char *content_type, const c
 /* Send {"error": "...", "code": "..."}; retry_after_s > 0 adds Retry-After. */
 int http_send_error(const http_req *req, int status, const char *code, int retry_after_s,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/* Send a JSON object and release it (takes ownership of obj). */
-int http_send_json(const http_req *req, int status, json_object *obj, const char *const *headers);
 
 /* Read the body (up to cfg->max_body_bytes) and, if any, check it is JSON:
  * Content-Type, UTF-8, syntax, an object. On success *out is the object or

@@ -9,7 +9,6 @@ enum { LOG_FORMAT_JSON = 0, LOG_FORMAT_LOGFMT = 1, LOG_FORMAT_TEXT = 2 };
  * threads). */
 void log_set_level(int level);
 void log_set_format(int format);
-int log_enabled(int level);
 
 /* Send the log to path (appending) instead of stderr; log_reopen opens it
  * again (after rotation, on SIGHUP). CTXD_ERR with errno set on failure. */

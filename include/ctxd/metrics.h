@@ -14,6 +14,7 @@ void metrics_register_route(int idx, const char *method, const char *pattern);
 /* One answered HTTP request. route_idx < 0: no route matched. */
 void metrics_http_request(int route_idx, int status, int64_t micros);
 void metrics_inflight(int delta);
+long metrics_inflight_now(void); /* requests being handled now */
 
 /* One model call (all its attempts): provider from ctxd_provider, status the
  * last upstream HTTP status (0: none, e.g. connect failure or echo). */

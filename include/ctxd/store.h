@@ -103,9 +103,6 @@ int store_ping(store *s);
  * connections are replaced before their next use. */
 void store_invalidate_all(void);
 
-/* 1 if the last round trip of any store in the process reached Redis. */
-int store_redis_seen_up(void);
-
 /* Create a context. CTXD_ERR with STORE_ERR_EXISTS if the id is taken. */
 int store_create(store *s, const store_new_context *nc);
 
