@@ -13,6 +13,14 @@ def read(*parts):
         return f.read()
 
 
+def sources():
+    """Every C source under src/, as paths relative to the checkout."""
+    out = []
+    for d, _, files in os.walk(os.path.join(SOURCE_DIR, "src")):
+        out += [os.path.relpath(os.path.join(d, f), SOURCE_DIR) for f in files if f.endswith(".c")]
+    return sorted(out)
+
+
 def run_ctxd(env, args=()):
     e = {k: v for k, v in os.environ.items() if not k.startswith("CTXD_")}
     e.update(env)
@@ -41,18 +49,17 @@ class ReadmeTest(unittest.TestCase):
 
     def test_every_route_is_documented(self):
         routes = set()
-        for f in ("routes_context.c", "routes_health.c"):
-            routes |= set(re.findall(r'http_route\("([A-Z]+)", "([^"]+)"', read("src", f)))
+        for f in sources():
+            routes |= set(re.findall(r'http_route\("([A-Z]+)", "([^"]+)"', read(f)))
         for method, path in routes:
             self.assertRegex(self.readme, r"`%s %s" % (method, re.escape(path)),
                              "%s %s is not in the README's API table" % (method, path))
 
     def test_every_error_code_is_documented(self):
         codes = set()
-        for f in os.listdir(os.path.join(SOURCE_DIR, "src")):
-            if f.endswith(".c"):
-                codes |= set(re.findall(r'(?:http_send_error|set_error)\([^"]*?\d{3}, "([a-z_]+)"',
-                                        read("src", f), re.S))
+        for f in sources():
+            codes |= set(re.findall(r'(?:http_send_error|set_error)\([^"]*?\d{3}, "([a-z_]+)"',
+                                    read(f), re.S))
         self.assertTrue(codes)
         for c in sorted(codes):
             self.assertTrue("`%s`" % c in self.readme, "error code %s is not documented" % c)

@@ -178,7 +178,7 @@ def example_body(method, template):
 
 def source_text():
     text = {}
-    for p in sorted(glob.glob(os.path.join(SOURCE_DIR, "src", "*.c"))):
+    for p in sorted(glob.glob(os.path.join(SOURCE_DIR, "src", "**", "*.c"), recursive=True)):
         with open(p) as f:
             text[os.path.basename(p)] = f.read()
     return text

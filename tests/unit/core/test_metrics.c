@@ -1,7 +1,7 @@
 /* test_metrics.c: counters land in the exposition with cumulative buckets. */
-#include "../../src/metrics.c"
+#include "../../../src/core/metrics.c"
 
-#include "test.h"
+#include "../test.h"
 
 TEST(test_metrics_render_counts_and_buckets) {
     metrics_register_route(0, "GET", "/healthz");

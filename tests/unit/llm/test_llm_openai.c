@@ -1,9 +1,9 @@
 /* test_llm_openai.c: OpenAI-compatible request bodies, replies, streams, and calls against the fake. */
-#include "../../src/llm_http.c"
-#include "../../src/llm_openai.c"
+#include "../../../src/llm/llm_http.c"
+#include "../../../src/llm/llm_openai.c"
 
-#include "../fakes/fake_upstream.h"
-#include "test.h"
+#include "../../fakes/fake_upstream.h"
+#include "../test.h"
 
 #define KEY "sk-openai-test-KEY-456"
 

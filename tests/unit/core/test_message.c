@@ -1,9 +1,9 @@
 /* test_message.c: stored messages round-trip through encode and decode. */
-#include "../../src/message.c"
+#include "../../../src/core/message.c"
 
 #include <json-c/json.h>
 
-#include "test.h"
+#include "../test.h"
 
 static char arena[4096];
 

@@ -1,7 +1,7 @@
 /* test_llm_echo.c: the offline model answers the guide's lines and sees history. */
-#include "../../src/llm_echo.c"
+#include "../../../src/llm/llm_echo.c"
 
-#include "test.h"
+#include "../test.h"
 
 static char *reply(const llm_message *m, size_t n, const char *system) {
     llm_request req = {.context_id = "ctx", .system = system, .messages = m, .n_messages = n};

@@ -1,10 +1,10 @@
 /* test_log.c: log lines in each format, one write each, levels filtered. */
-#include "../../src/log.c"
+#include "../../../src/core/log.c"
 
 #include <fcntl.h>
 #include <stdlib.h>
 
-#include "test.h"
+#include "../test.h"
 
 /* Run fn with stderr sent to a temp file; return what it wrote (free it). */
 static char *capture(void (*fn)(void)) {

@@ -1,9 +1,9 @@
 /* test_llm_anthropic.c: Anthropic request bodies, replies, streams, and calls against the fake. */
-#include "../../src/llm_http.c"
-#include "../../src/llm_anthropic.c"
+#include "../../../src/llm/llm_http.c"
+#include "../../../src/llm/llm_anthropic.c"
 
-#include "../fakes/fake_upstream.h"
-#include "test.h"
+#include "../../fakes/fake_upstream.h"
+#include "../test.h"
 
 #define KEY "sk-ant-test-KEY-123"
 

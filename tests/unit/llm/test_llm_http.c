@@ -1,9 +1,9 @@
 /* test_llm_http.c: SSE parsing, retry policy, error extraction and mapping. */
-#include "../../src/llm_http.c"
+#include "../../../src/llm/llm_http.c"
 
 #include <time.h>
 
-#include "test.h"
+#include "../test.h"
 
 /* Events seen by the parser, written as "event|data\n". */
 typedef struct seen {

@@ -1,7 +1,7 @@
 /* test_http.c: route matching and JSON content types. */
-#include "../../src/http.c"
+#include "../../../src/http/http_server.c"
 
-#include "test.h"
+#include "../test.h"
 
 TEST(test_http_match_patterns) {
     char id[128];

@@ -1,7 +1,7 @@
 /* test_buf.c: growth, JSON string escaping, hand-over. */
-#include "../../src/buf.c"
+#include "../../../src/core/buf.c"
 
-#include "test.h"
+#include "../test.h"
 
 TEST(test_buf_json_escaping) {
     buf b;

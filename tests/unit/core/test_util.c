@@ -1,7 +1,7 @@
 /* test_util.c: ids, UTF-8 and surrogate checks, time formatting, hashing. */
-#include "../../src/util.c"
+#include "../../../src/core/util.c"
 
-#include "test.h"
+#include "../test.h"
 
 TEST(test_util_uuid4_is_canonical_and_validated) {
     char id[UTIL_UUID_LEN + 1], other[UTIL_UUID_LEN + 1];

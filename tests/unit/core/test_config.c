@@ -1,7 +1,7 @@
 /* test_config.c: listen and Redis URL parsing, defaults, environment and flags. */
-#include "../../src/config.c"
+#include "../../../src/core/config.c"
 
-#include "test.h"
+#include "../test.h"
 
 /* argv strings are never written by config_load. */
 #define S(x) ((char *)(x))
