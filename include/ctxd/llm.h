@@ -89,10 +89,6 @@ void llm_response_free(llm_response *resp); /* frees resp->text only */
 void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Token estimate for text not yet counted by an upstream: a message costs
- * its bytes / 4 plus 4 (role and framing). */
-long llm_estimate_tokens(size_t bytes);
-
 /* Providers: each in its own file. The echo provider is pure and never fails
  * unless out of memory. */
 int llm_echo_complete(const llm_request *req, llm_response *resp);

@@ -34,4 +34,13 @@ int message_encode(buf *b, const message *m);
  * skipped. Returns CTXD_OK, or CTXD_ERR when json is not such an object. */
 int message_decode(const char *json, size_t len, char *arena, size_t *used, message *out);
 
+/* The one token estimate, for text no upstream has counted: a message costs
+ * its bytes / MESSAGE_BYTES_PER_TOKEN plus MESSAGE_TOKEN_OVERHEAD (role and
+ * framing); a system prompt only its bytes / MESSAGE_BYTES_PER_TOKEN. The
+ * store passes both constants to its scripts, so Lua counts the same way. */
+#define MESSAGE_BYTES_PER_TOKEN 4
+#define MESSAGE_TOKEN_OVERHEAD 4
+int64_t message_tokens(size_t bytes);
+int64_t message_system_tokens(size_t bytes);
+
 #endif

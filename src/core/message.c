@@ -40,6 +40,12 @@ int message_encode(buf *b, const message *m) {
     return b->err ? CTXD_ERR : CTXD_OK;
 }
 
+int64_t message_tokens(size_t bytes) {
+    return message_system_tokens(bytes) + MESSAGE_TOKEN_OVERHEAD;
+}
+
+int64_t message_system_tokens(size_t bytes) { return (int64_t)(bytes / MESSAGE_BYTES_PER_TOKEN); }
+
 typedef struct reader {
     const char *p, *end;
 } reader;

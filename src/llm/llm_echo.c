@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ctxd/llm.h"
+#include "ctxd/message.h"
 #include "ctxd/util.h"
 
 static int echo_delay_ms; /* written once at start, before threads */
@@ -68,8 +69,6 @@ static char *echo_reply(const llm_request *req) {
              earlier == 1 ? "" : "s", sys);
     return out;
 }
-
-long llm_estimate_tokens(size_t bytes) { return (long)(bytes / 4) + 4; }
 
 /* A summary fold: keep the current summary and add one short line per new
  * message, so tests can see exactly what was folded. The prompt's layout is
@@ -141,13 +140,13 @@ int llm_echo_complete(const llm_request *req, llm_response *resp) {
     }
     /* Counted like the estimate, but additively, the way real upstreams
      * count: the system prompt plus every message. */
-    long in = req->system ? (long)strlen(req->system) / 4 : 0;
+    long in = req->system ? (long)message_system_tokens(strlen(req->system)) : 0;
     for (size_t i = 0; i < req->n_messages; i++)
-        in += llm_estimate_tokens(req->messages[i].content_len);
+        in += (long)message_tokens(req->messages[i].content_len);
     resp->text = text;
     resp->text_len = len;
     resp->input_tokens = in;
-    resp->output_tokens = llm_estimate_tokens(len);
+    resp->output_tokens = (long)message_tokens(len);
     snprintf(resp->stop_reason, sizeof(resp->stop_reason), "end_turn");
     snprintf(resp->model, sizeof(resp->model), "%s",
              req->model && *req->model ? req->model : "echo");

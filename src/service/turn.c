@@ -248,7 +248,7 @@ static int history_parse(history *h, const char *id, const store_blob *blobs, si
         lm->content = m.content;
         lm->content_len = m.content_len;
         h->seqs[h->n++] = m.seq;
-        int64_t t = m.tokens >= 0 ? m.tokens : llm_estimate_tokens(m.content_len);
+        int64_t t = m.tokens >= 0 ? m.tokens : message_tokens(m.content_len);
         h->tokens += t;
         h->last_reply_tokens = strcmp(m.role, "assistant") ? -1 : t;
     }
@@ -321,7 +321,7 @@ static int fold_summary(ctxd_worker *w, const store_context *c, llm_tick_fn tick
         metrics_summary_fold(0);
         goto cleanup;
     }
-    int64_t tokens = r.output_tokens >= 0 ? r.output_tokens : llm_estimate_tokens(r.text_len);
+    int64_t tokens = r.output_tokens >= 0 ? r.output_tokens : message_tokens(r.text_len);
     if (store_set_summary(w->st, c->id, c->summary_upto, upto, r.text, tokens, util_now_ms())) {
         log_msg(LOG_WARN, "context %s: summary not stored: %s", c->id, w->st->errstr);
         goto cleanup;
@@ -445,7 +445,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
     }
     tick_state ts = {w, id, token, util_mono_ms(), 0};
     if (fold_if_needed(w, req, token, &ts, user_estimate, &ctx, res)) goto cleanup;
-    int64_t fixed = user_estimate + (int64_t)strlen(ctx.system) / 4;
+    int64_t fixed = user_estimate + message_system_tokens(strlen(ctx.system));
     if (ctx.total_messages + 2 > cfg->max_messages && ctx.max_messages == 0) {
         set_error(res, 413, "context_full",
                   "Context %s holds %" PRId64 " messages; at most %ld are allowed "
@@ -504,7 +504,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         int64_t exact = r.input_tokens - ctx.prompt_tokens - h.last_reply_tokens;
         if (exact > 0) user_tokens = exact;
     }
-    int64_t reply_tokens = r.output_tokens >= 0 ? r.output_tokens : llm_estimate_tokens(r.text_len);
+    int64_t reply_tokens = r.output_tokens >= 0 ? r.output_tokens : message_tokens(r.text_len);
     prompt_sig(sig_after, sizeof(sig_after), &ctx, ctx.next_seq + 2);
 
     int64_t now = util_now_ms();
@@ -565,7 +565,7 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
     /* The new message is estimated; the read script adds the system
      * prompt's share (bytes / 4) and the summary's known count. */
     store_context ctx;
-    turn_read_arg a = {req, llm_estimate_tokens(req->message_len), &ctx};
+    turn_read_arg a = {req, message_tokens(req->message_len), &ctx};
     if (lock_or_fail(w, req->context_id, token, try_lock_and_read, &a, res)) return CTXD_ERR;
     int rc = run_locked(w, req, token, ctx, a.user_estimate, res);
     /* The append released the lock on success; make sure on every path. */
@@ -602,7 +602,7 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req, const c
     for (size_t i = 0; i < req->n; i++) {
         blobs[i].data = message_json(ctx.next_seq + (int64_t)i, req->roles[i], req->contents[i],
                                      req->content_lens[i], now,
-                                     llm_estimate_tokens(req->content_lens[i]), NULL);
+                                     message_tokens(req->content_lens[i]), NULL);
         if (!blobs[i].data) goto oom;
         blobs[i].len = strlen(blobs[i].data);
     }

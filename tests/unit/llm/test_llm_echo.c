@@ -51,7 +51,7 @@ TEST(test_llm_echo_tokens_add_up) {
     CHECK(llm_echo_complete(&req, &r) == CTXD_OK);
     /* system 16/4 + (8/4+4) + (4/4+4) + (1/4+4) */
     CHECK(r.input_tokens == 4 + 6 + 5 + 4);
-    CHECK(r.output_tokens == llm_estimate_tokens(r.text_len));
+    CHECK(r.output_tokens == message_tokens(r.text_len));
     llm_response_free(&r);
 }
 
