@@ -75,8 +75,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ctxd: cannot initialise the HTTP client library\n");
         goto cleanup;
     }
-    routes_context_register();
-    routes_health_register();
     if (http_server_start(&cfg, err, sizeof(err))) {
         fprintf(stderr, "ctxd: %s\n", err);
         goto cleanup;

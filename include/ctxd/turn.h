@@ -1,10 +1,11 @@
-/* turn: one conversation turn (lock, history, model call, atomic store). */
+/* turn: one conversation turn (lock, history, model call, atomic store), and appends. */
 #ifndef CTXD_TURN_H
 #define CTXD_TURN_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ctxd/error.h"
 #include "ctxd/llm.h"
 #include "ctxd/worker.h"
 
@@ -32,24 +33,34 @@ typedef struct turn_append_request {
     uint64_t fingerprint;
 } turn_append_request;
 
+/* What the model answered in a turn. */
+typedef struct turn_reply {
+    char *text; /* owned, NUL-terminated */
+    size_t text_len;
+    char model[128];
+    int64_t input_tokens;  /* -1 when the upstream did not say */
+    int64_t output_tokens; /* -1 when the upstream did not say */
+} turn_reply;
+
 typedef struct turn_result {
-    int status;    /* HTTP status to answer */
-    char code[48]; /* stable error code when status >= 400 */
-    char errstr[CTXD_ERRSTR_LEN];
-    int retry_after_s; /* > 0: answer a Retry-After header */
-    char *body;        /* JSON answer when status < 400, owned */
-    int replayed;      /* answered from the idempotency record */
-    int started;       /* on_start ran */
+    ctxd_error error; /* error.err == CTXD_E_NONE on success */
+    int replayed;     /* answered from the idempotency record */
+    int started;      /* on_start ran */
+    turn_reply reply; /* turn_run */
+    size_t appended;  /* turn_append: how many, and the first one's seq */
+    int64_t first_seq;
 } turn_result;
 
 /* Run a turn. Always fills res (free with turn_result_free); returns CTXD_OK
- * when res->status < 400. Nothing is stored unless the model answered and
- * the user message and reply were appended together. */
+ * with res->reply, or CTXD_ERR with res->error. Nothing is stored unless the
+ * model answered and the user message and reply were appended together. */
 int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res);
 
-/* Append messages under the same lock and idempotency rules as a turn. */
+/* Append messages under the same lock and idempotency rules as a turn.
+ * CTXD_OK with res->appended and res->first_seq, or CTXD_ERR with
+ * res->error. */
 int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res);
 
-void turn_result_free(turn_result *res);
+void turn_result_free(turn_result *res); /* frees res->reply.text; accepts NULL */
 
 #endif

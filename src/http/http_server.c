@@ -1,6 +1,5 @@
-/* http.c: civetweb setup, per-thread workers, routing and answer helpers. */
+/* http_server.c: civetweb setup, per-thread workers, routing, draining and sending answers. */
 #define _GNU_SOURCE /* strcasestr */
-#include "ctxd/http.h"
 
 #include <arpa/inet.h>
 #include <stdatomic.h>
@@ -16,10 +15,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "ctxd/buf.h"
 #include "ctxd/log.h"
 #include "ctxd/metrics.h"
 #include "ctxd/util.h"
+#include "http_int.h"
 
 #define MAX_ROUTES METRICS_MAX_ROUTES
 #define MAX_SEGMENTS 8
@@ -102,10 +101,6 @@ static int match(const char *pattern, const char *path, char *idbuf, size_t idle
     return *p == '\0' && *s == '\0';
 }
 
-const char *http_header(const http_req *req, const char *name) {
-    return mg_get_header(req->conn, name);
-}
-
 static void common_headers(const http_req *req, const char *content_type,
                            const char *const *headers) {
     struct mg_connection *c = req->conn;
@@ -168,203 +163,74 @@ int http_send(const http_req *req, int status, const char *content_type, const c
     return status;
 }
 
-/* The error body and its send, with optional extra headers. */
-static int send_error_v(const http_req *req, int status, const char *code,
-                        const char *const *headers, const char *fmt, va_list ap)
-    __attribute__((format(printf, 5, 0)));
+int http_send_json(const http_req *req, int status, buf *b, const char *const *headers) {
+    buf_puts(b, "\n");
+    if (b->err) {
+        buf_free(b);
+        return http_send_error(req, CTXD_E_NOMEM, "out of memory");
+    }
+    http_send(req, status, "application/json", b->data, b->len, headers);
+    buf_free(b);
+    return status;
+}
 
-static int send_error_v(const http_req *req, int status, const char *code,
-                        const char *const *headers, const char *fmt, va_list ap) {
-    char msg[CTXD_ERRSTR_LEN * 2];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+/* Every error answer: the body from the table, Retry-After, extra headers. */
+static int send_error_msg(const http_req *req, ctxd_err err, int retry_after_s,
+                          const char *const *headers, const char *msg) {
+    int status = http_error_status(err);
+    char ra[16];
+    const char *h[5] = {NULL, NULL, NULL, NULL, NULL};
+    size_t n = 0;
+    if (retry_after_s <= 0) retry_after_s = http_error_retry_after(err);
+    if (retry_after_s > 0) {
+        snprintf(ra, sizeof(ra), "%d", retry_after_s);
+        h[n++] = "Retry-After";
+        h[n++] = ra;
+    }
+    if (headers && headers[0]) {
+        h[n++] = headers[0];
+        h[n++] = headers[1];
+    }
     buf b;
     buf_init(&b);
-    buf_puts(&b, "{\"error\":");
-    buf_put_json_string(&b, msg, strlen(msg));
-    buf_puts(&b, ",\"code\":");
-    buf_put_json_string(&b, code, strlen(code));
-    buf_puts(&b, "}\n");
-    if (status >= 500)
-        log_msg(LOG_WARN, "%s %s -> %d %s: %s", req->method, req->path, status, code, msg);
-    static const char oom[] = "{\"error\":\"out of memory\",\"code\":\"out_of_memory\"}\n";
-    http_send(req, status, "application/json", b.err ? oom : b.data,
-              b.err ? sizeof(oom) - 1 : b.len, headers);
+    http_error_body(&b, err, msg, 0);
+    buf_puts(&b, "\n");
+    if (status >= 500) log_msg(LOG_WARN, "%s %s -> %d: %s", req->method, req->path, status, msg);
+    if (b.err) {
+        buf_free(&b);
+        buf_init(&b);
+        err = CTXD_E_NOMEM;
+        status = http_error_status(err);
+        if (http_error_body(&b, err, "out of memory", 0)) { /* not even that: send nothing */
+            buf_free(&b);
+            return status;
+        }
+    }
+    http_send(req, status, "application/json", b.data, b.len, h);
     buf_free(&b);
     return status;
 }
 
-int http_send_error(const http_req *req, int status, const char *code, int retry_after_s,
-                    const char *fmt, ...) {
-    char ra[16];
-    const char *headers[3] = {NULL, NULL, NULL};
-    if (retry_after_s > 0) {
-        snprintf(ra, sizeof(ra), "%d", retry_after_s);
-        headers[0] = "Retry-After";
-        headers[1] = ra;
-    }
+int http_send_error(const http_req *req, ctxd_err err, const char *fmt, ...) {
+    char msg[CTXD_ERRSTR_LEN * 2];
     va_list ap;
     va_start(ap, fmt);
-    send_error_v(req, status, code, headers, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return status;
+    return send_error_msg(req, err, 0, NULL, msg);
+}
+
+int http_send_failure(const http_req *req, const ctxd_error *e) {
+    return send_error_msg(req, e->err, e->retry_after_s, NULL, e->msg);
 }
 
 /* 405 with the Allow header. */
-static int send_not_allowed(const http_req *req, const char *allow, ...) {
+static int send_not_allowed(const http_req *req, const char *allow) {
+    char msg[CTXD_ERRSTR_LEN * 2];
     const char *headers[3] = {"Allow", allow, NULL};
-    va_list ap;
-    va_start(ap, allow);
-    send_error_v(req, 405, "method_not_allowed", headers,
-                 "Method %s is not allowed on %s; allowed: %s", ap);
-    va_end(ap);
-    return 405;
-}
-
-/* 1 if the Content-Type is JSON (application/json or application/x+json,
- * any parameters). */
-static int is_json_type(const char *ct) {
-    if (!ct) return 0;
-    while (*ct == ' ') ct++;
-    size_t n = strcspn(ct, "; ");
-    if (n == 16 && !strncasecmp(ct, "application/json", 16)) return 1;
-    return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
-}
-
-/* Read the whole body, capped. Returns CTXD_OK with *out (caller frees). */
-static int read_body(const http_req *req, char **out, size_t *len, int *status) {
-    const struct mg_request_info *ri = mg_get_request_info(req->conn);
-    size_t cap = req->cfg->max_body_bytes;
-    *out = NULL;
-    *len = 0;
-    if (ri->content_length > (long long)cap) {
-        *status = http_send_error(req, 413, "body_too_large", 0,
-                                  "Request body of %lld bytes is larger than the "
-                                  "%zu allowed (CTXD_MAX_BODY_BYTES)",
-                                  ri->content_length, cap);
-        return CTXD_ERR;
-    }
-    if (ri->content_length == 0) return CTXD_OK;
-    size_t want = ri->content_length > 0 ? (size_t)ri->content_length : cap + 1;
-    size_t alloc = ri->content_length > 0 ? want : 4096;
-    char *b = malloc(alloc + 1);
-    size_t got = 0;
-    if (!b) goto oom;
-    while (got < want) {
-        if (got == alloc) { /* chunked upload: grow up to the cap */
-            size_t na = alloc * 2 > cap + 1 ? cap + 1 : alloc * 2;
-            char *nb = realloc(b, na + 1);
-            if (!nb) goto oom;
-            b = nb;
-            alloc = na;
-        }
-        int n = mg_read(req->conn, b + got, alloc - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    if (got > cap) {
-        free(b);
-        *status = http_send_error(req, 413, "body_too_large", 0,
-                                  "Request body is larger than the %zu bytes "
-                                  "allowed (CTXD_MAX_BODY_BYTES)",
-                                  cap);
-        return CTXD_ERR;
-    }
-    if (ri->content_length > 0 && got < want) {
-        free(b);
-        *status =
-            http_send_error(req, 400, "incomplete_body", 0,
-                            "Request body ended after %zu of %lld bytes", got, ri->content_length);
-        return CTXD_ERR;
-    }
-    b[got] = '\0';
-    *out = b;
-    *len = got;
-    return CTXD_OK;
-oom:
-    free(b);
-    *status = http_send_error(req, 503, "out_of_memory", 1, "out of memory");
-    return CTXD_ERR;
-}
-
-int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
-                              int *status) {
-    char *body = NULL;
-    size_t len = 0;
-    *out = NULL;
-    if (read_body(req, &body, &len, status)) return CTXD_ERR;
-    uint64_t fp = util_fnv1a(UTIL_FNV_SEED, req->method, strlen(req->method));
-    fp = util_fnv1a(fp, req->path, strlen(req->path) + 1);
-    if (fingerprint) *fingerprint = util_fnv1a(fp, body ? body : "", len);
-    if (len == 0) {
-        free(body);
-        return CTXD_OK;
-    }
-    int rc = CTXD_ERR;
-    json_tokener *tok = NULL;
-    const char *ct = http_header(req, "Content-Type");
-    if (!is_json_type(ct)) {
-        *status = http_send_error(req, 415, "unsupported_media_type", 0,
-                                  "Content-Type must be application/json (got "
-                                  "'%s'); with curl add -H 'Content-Type: "
-                                  "application/json'",
-                                  ct ? ct : "none");
-        goto cleanup;
-    }
-    if (!util_utf8_valid(body, len) || !util_json_surrogates_valid(body, len)) {
-        *status = http_send_error(req, 400, "invalid_utf8", 0,
-                                  "Request body is not valid UTF-8 (or holds a lone "
-                                  "\\u surrogate escape)");
-        goto cleanup;
-    }
-    tok = json_tokener_new_ex(64);
-    if (!tok) {
-        *status = http_send_error(req, 503, "out_of_memory", 1, "out of memory");
-        goto cleanup;
-    }
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    if (!obj || jerr != json_tokener_success) {
-        if (obj) json_object_put(obj);
-        *status = http_send_error(req, 400, "invalid_json", 0,
-                                  "Request body is not valid JSON: %s (near byte %zu)",
-                                  jerr == json_tokener_continue ? "unexpected end of input"
-                                                                : json_tokener_error_desc(jerr),
-                                  end);
-        goto cleanup;
-    }
-    while (end < len && strchr(" \t\r\n", body[end])) end++;
-    if (end < len || !json_object_is_type(obj, json_type_object)) {
-        json_object_put(obj);
-        *status =
-            http_send_error(req, 400, "invalid_json", 0,
-                            end < len ? "Request body has data after the JSON value (near byte %zu)"
-                                      : "Request body must be a JSON object (near byte %zu)",
-                            end);
-        goto cleanup;
-    }
-    *out = obj;
-    rc = CTXD_OK;
-cleanup:
-    if (tok) json_tokener_free(tok);
-    free(body);
-    return rc;
-}
-
-int http_idem_key_or_respond(const http_req *req, const char **key, int *status) {
-    const char *k = http_header(req, "Idempotency-Key");
-    *key = NULL;
-    if (!k) return CTXD_OK;
-    if (!util_is_idem_key(k)) {
-        *status = http_send_error(req, 400, "invalid_idempotency_key", 0,
-                                  "Idempotency-Key must be 1 to %d printable ASCII "
-                                  "characters without spaces (a UUID is a good choice)",
-                                  UTIL_IDEM_KEY_MAX);
-        return CTXD_ERR;
-    }
-    *key = k;
-    return CTXD_OK;
+    snprintf(msg, sizeof(msg), "Method %s is not allowed on %s; allowed: %s", req->method,
+             req->path, allow);
+    return send_error_msg(req, CTXD_E_METHOD_NOT_ALLOWED, 0, headers, msg);
 }
 
 int http_stream_start(const http_req *req, int status, const char *content_type,
@@ -412,8 +278,8 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
     int status, matched = -1;
     metrics_inflight(1);
     if (!req.w) {
-        status = http_send_error(&req, 503, "out_of_memory", 1,
-                                 "this worker could not allocate its resources");
+        status =
+            http_send_error(&req, CTXD_E_NOMEM, "this worker could not allocate its resources");
         goto done;
     }
     char allow[128] = "";
@@ -426,7 +292,7 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
             if (atomic_load(&draining) && strcmp(routes[i].pattern, "/healthz") &&
                 strcmp(routes[i].pattern, "/metrics")) {
                 matched = i;
-                status = http_send_error(&req, 503, "shutting_down", 1,
+                status = http_send_error(&req, CTXD_E_SHUTTING_DOWN,
                                          "This ctxd process is shutting down; retry "
                                          "(another process will answer)");
                 goto done;
@@ -443,9 +309,9 @@ static int dispatch(struct mg_connection *conn, void *cbdata) {
         }
     }
     if (allow[0]) {
-        status = send_not_allowed(&req, allow, req.method, path, allow);
+        status = send_not_allowed(&req, allow);
     } else {
-        status = http_send_error(&req, 404, "route_not_found", 0,
+        status = http_send_error(&req, CTXD_E_ROUTE_NOT_FOUND,
                                  "No route for %s %s (the API lives under /mcp/context)",
                                  req.method, path);
     }
@@ -483,10 +349,7 @@ static int protocol_error(struct mg_connection *conn, int status, const char *er
              errmsg && *errmsg ? errmsg : "bad request");
     buf b;
     buf_init(&b);
-    buf_puts(&b, "{\"error\":");
-    buf_put_json_string(&b, msg, strlen(msg));
-    buf_puts(&b, ",\"code\":\"bad_http_request\"}\n");
-    if (b.err) {
+    if (http_error_body(&b, CTXD_E_BAD_HTTP_REQUEST, msg, 0) || buf_puts(&b, "\n")) {
         buf_free(&b);
         return 1; /* civetweb's own page */
     }
@@ -544,6 +407,9 @@ static int probe_listen(const ctxd_config *cfg, char *err, size_t errlen) {
 int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     char ports[96], threads[16];
     server_cfg = cfg;
+    routes_context_register();
+    routes_turn_register();
+    routes_health_register();
     if (probe_listen(cfg, err, errlen)) return CTXD_ERR;
     snprintf(ports, sizeof(ports), "%s:%d", cfg->listen_host, cfg->listen_port);
     snprintf(threads, sizeof(threads), "%d", cfg->threads);

@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ctxd/http.h"
+#include "http_int.h"
 #include "ctxd/metrics.h"
 #include "ctxd/store.h"
 #include "ctxd/version.h"
@@ -15,8 +15,7 @@ static int healthz(const http_req *req) {
 
 /* GET /readyz: Redis answers a PING from this worker's connection. */
 static int readyz(const http_req *req) {
-    if (store_ping(req->w->st))
-        return http_send_error(req, 503, "redis_unavailable", 1, "%s", req->w->st->errstr);
+    if (store_ping(req->w->st)) return http_send_error(req, CTXD_E_REDIS, "%s", req->w->st->errstr);
     static const char body[] = "{\"status\":\"ready\",\"redis\":\"ok\"}\n";
     return http_send(req, 200, "application/json", body, sizeof(body) - 1, NULL);
 }
@@ -25,7 +24,7 @@ static int readyz(const http_req *req) {
 static int metrics(const http_req *req) {
     size_t len;
     char *text = metrics_render(&len);
-    if (!text) return http_send_error(req, 503, "out_of_memory", 1, "out of memory");
+    if (!text) return http_send_error(req, CTXD_E_NOMEM, "out of memory");
     http_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
     free(text);
     return 200;

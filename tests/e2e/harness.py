@@ -6,8 +6,10 @@ stopped by the test, or at exit at the latest.
 """
 import atexit
 import http.client
+import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -47,6 +49,32 @@ def wait_until(pred, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
     raise AssertionError("timed out waiting for " + what)
 
+
+
+def error_table():
+    """{code: set of statuses} from the one error table (src/http/http_error.c).
+    Only errors something in src/ raises count: a row whose enum nothing else
+    names is reported as unused (an AssertionError), so a code that stopped
+    being sent cannot stay documented."""
+    src = os.path.join(SOURCE_DIR, "src")
+    texts = {}
+    for d, _, files in os.walk(src):
+        for f in files:
+            if f.endswith((".c", ".h")):
+                with open(os.path.join(d, f)) as fh:
+                    texts[os.path.join(d, f)] = fh.read()
+    table_path = os.path.join(src, "http", "http_error.c")
+    rows = re.findall(r'\[(CTXD_E_\w+)\] = \{(\d{3}), "([a-z0-9_]+)"', texts[table_path])
+    assert rows, "no error table found in " + table_path
+    codes = {}
+    for enum, status, code in rows:
+        if enum == "CTXD_E_NONE":
+            continue  # the fallback for a bug, never raised on purpose
+        users = [p for p, t in texts.items()
+                 if p != table_path and not p.endswith("error.h") and re.search(r"\b%s\b" % enum, t)]
+        assert users, "%s (%s) is in the error table but nothing raises it" % (enum, code)
+        codes.setdefault(code, set()).add(status)
+    return codes
 
 class Redis:
     """A private redis-server with AOF on, in its own temp dir."""
@@ -296,15 +324,97 @@ class CtxdTestCase(unittest.TestCase):
         return j
 
 
+# A skip is allowed only for a tool that is truly absent, and it is never a
+# pass. require_tool and require_module check, and only they may skip: main()
+# fails any other skip (skipTest, @unittest.skip...).
+SKIP_EXIT = 77  # main()'s exit status when tests were skipped for absent tools
+_ABSENT = set()  # the skip reasons require_tool / require_module gave
+
+
+def _skip_absent(reason):
+    _ABSENT.add(reason)
+    raise unittest.SkipTest(reason)
+
+
+def require_tool(name, install):
+    """The path of program name on PATH; if it is not installed, skip the test
+    (the class, from setUpClass) saying so and how to install it."""
+    path = shutil.which(name)
+    if not path:
+        _skip_absent("%s is not installed (not on PATH); %s" % (name, install))
+    return path
+
+
+def require_module(name, install):
+    """Python module name, imported; if it is not installed, skip like
+    require_tool."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        _skip_absent("python module %s is not installed (%s); %s" % (name, e, install))
+
+
+class _Result(unittest.TextTestResult):
+    """Also records which tests started and which passed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started, self.passed = set(), []
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.started.add(test.id())
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed.append(test)
+
+
+def _flatten(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _flatten(t)
+        else:
+            yield t
+
+
 def main():
-    """Run the file's tests; print 'N passed, N failed' and exit non-zero on
-    any failure."""
+    """Run the file's tests; print 'N passed, N failed, N skipped' and each
+    skip with its reason. Exit 0 only when every test ran and passed; 1 on any
+    failure, any skip but one for an absent tool, or no test at all; else
+    SKIP_EXIT when tests were skipped for an absent tool (ctest maps it with
+    SKIP_RETURN_CODE: "Not Run", never "Passed")."""
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors)
-    passed = max(0, result.testsRun - failed - len(result.skipped))
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(0 if result.wasSuccessful() and result.testsRun > 0 else 1)
+    tests = list(_flatten(suite))
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout,
+                                     resultclass=_Result).run(suite)
+    failed = (len(result.failures) + len(result.errors) + len(result.expectedFailures)
+              + len(result.unexpectedSuccesses))
+    skipped = 0
+    for test, reason in result.skipped:
+        if isinstance(test, unittest.TestCase):
+            name, n = test.id(), 1
+        else:  # setUpClass or setUpModule skipped: its tests never started
+            name = str(test)
+            owner = name[name.find("(") + 1:name.rfind(")")]
+            n = max(1, sum(1 for t in tests if t.id() not in result.started
+                           and t.id().startswith(owner + ".")))
+        if reason in _ABSENT:
+            skipped += n
+            print("SKIPPED %s (%d test%s not run): %s" % (name, n, "" if n == 1 else "s",
+                                                          reason))
+        else:
+            failed += n
+            print("FAILED %s: skipped (%s), but a skip is allowed only for a tool that is "
+                  "not installed (require_tool, require_module)" % (name, reason))
+    passed = len(result.passed)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    if failed or not result.wasSuccessful() or not (passed or skipped):
+        sys.exit(1)
+    if skipped:
+        print("skipped tests are not passes: exit %d" % SKIP_EXIT)
+        sys.exit(SKIP_EXIT)
+    sys.exit(0)
 
 
 class FakeUpstream:

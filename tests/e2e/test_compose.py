@@ -78,15 +78,9 @@ def seconds(value):
 class ComposeFileTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.compose_bin = shutil.which("docker-compose")
-        if not cls.compose_bin:
-            raise unittest.SkipTest("docker-compose is not installed (Debian package "
-                                    "docker-compose; scripts/deps.sh test installs it)")
-        try:
-            import yaml
-        except ImportError:
-            raise unittest.SkipTest("python3-yaml is missing (it comes with docker-compose)")
-        cls.yaml = yaml
+        cls.compose_bin = harness.require_tool(
+            "docker-compose", "Debian package docker-compose; scripts/deps.sh test installs it")
+        cls.yaml = harness.require_module("yaml", "python3-yaml comes with docker-compose")
         cls.config = cls.compose_config(ANTHROPIC_API_KEY="sk-ant-test-passthrough")
         cls.services = cls.config["services"]
 
@@ -224,8 +218,7 @@ class SettingsTest(unittest.TestCase):
 class HaproxyConfigTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not shutil.which("haproxy"):
-            raise unittest.SkipTest("haproxy is not installed (scripts/deps.sh test)")
+        harness.require_tool("haproxy", "scripts/deps.sh test installs it")
         cls.docker_cfg = read("docker", "haproxy.cfg")
         cls.tmp = tempfile.mkdtemp(prefix="ctxd-haproxy-")
         r = subprocess.run([os.path.join(SRC, "scripts", "cluster.sh"), "config", "3"],

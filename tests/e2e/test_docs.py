@@ -5,7 +5,7 @@ import re
 import subprocess
 import unittest
 
-from harness import CTXD_BIN, SOURCE_DIR, main
+from harness import CTXD_BIN, SOURCE_DIR, error_table, main
 
 
 def read(*parts):
@@ -29,6 +29,24 @@ def run_ctxd(env, args=()):
     return p.stdout + p.stderr
 
 
+def help_settings(text):
+    """{variable: its description line} from ctxd --help, whose settings read
+    '  --flag   VARIABLE' then the description on the next line."""
+    return dict(re.findall(r"^ +--[a-z0-9-]+ +([A-Z][A-Z0-9_]+) *\n +(\S[^\n]*)$", text, re.M))
+
+
+def settings_rows(table):
+    """[(variables, default cell)] of the README's settings table, the cell
+    stripped; one row may name several variables."""
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        names = re.findall(r"`((?:CTXD|ANTHROPIC|OPENAI)_[A-Z0-9_]+)`", cells[0])
+        if len(cells) >= 3 and names:
+            rows.append((names, cells[1]))
+    return rows
+
+
 class ReadmeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -41,11 +59,28 @@ class ReadmeTest(unittest.TestCase):
         in_table = set(re.findall(r"`((?:CTXD|ANTHROPIC|OPENAI)_[A-Z0-9_]+)`", table))
         self.assertEqual(sorted(in_help - in_table), [], "settings missing from the README")
         self.assertEqual(sorted(in_table - in_help), [], "README settings ctxd does not know")
-        # Defaults agree.
-        for name, default in re.findall(r"\| `(CTXD_[A-Z0-9_]+)` \| `?([0-9a-z:./]+)`? \|", table):
-            m = re.search(r"%s\n\s+.*\[default ([^\]]+)\]" % name, self.help)
-            if m:
-                self.assertEqual(default, m.group(1), name)
+        # Defaults agree, row by row: a value in the README's default column
+        # (a number or `code`) is the [default ...] --help prints for every
+        # setting of the row; prose there ("see below", "stderr", or nothing)
+        # is only for a setting whose --help line gives no [default ...].
+        described = help_settings(self.help)
+        self.assertTrue(described, "no settings parsed from ctxd --help:\n" + self.help)
+        rows = settings_rows(table)
+        self.assertEqual(sorted(n for names, _ in rows for n in names if n in described),
+                         sorted(described), "settings --help lists that have no README row")
+        for names, cell in rows:
+            value = re.fullmatch(r"`([^`]+)`|([0-9]+)", cell)
+            for name in names:
+                m = re.search(r"\[default ([^\]]+)\]\s*$", described.get(name, ""))
+                with self.subTest(setting=name):
+                    if value:
+                        self.assertTrue(m, "README gives %s the default %s, ctxd --help gives "
+                                        "it none: %r" % (name, cell, described.get(name)))
+                        self.assertEqual(value.group(1) or value.group(2), m.group(1),
+                                         "README vs ctxd --help default of " + name)
+                    else:
+                        self.assertIsNone(m and m.group(1), "ctxd --help gives %s a default, "
+                                          "the README %r" % (name, cell))
 
     def test_every_route_is_documented(self):
         routes = set()
@@ -56,10 +91,7 @@ class ReadmeTest(unittest.TestCase):
                              "%s %s is not in the README's API table" % (method, path))
 
     def test_every_error_code_is_documented(self):
-        codes = set()
-        for f in sources():
-            codes |= set(re.findall(r'(?:http_send_error|set_error)\([^"]*?\d{3}, "([a-z_]+)"',
-                                    read(f), re.S))
+        codes = set(error_table())
         self.assertTrue(codes)
         for c in sorted(codes):
             self.assertTrue("`%s`" % c in self.readme, "error code %s is not documented" % c)

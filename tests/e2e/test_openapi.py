@@ -28,8 +28,8 @@ import uuid
 import jsonschema
 import yaml
 
-from harness import (SOURCE_DIR, Ctxd, CtxdTestCase, FakeUpstream, Redis, Response, main,
-                     request, sse_events)
+from harness import (SOURCE_DIR, Ctxd, CtxdTestCase, FakeUpstream, Redis, Response, error_table,
+                     main, request, sse_events)
 
 SPEC_PATH = os.path.join(SOURCE_DIR, "docs", "openapi.yaml")
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -51,11 +51,6 @@ NOT_EXERCISED = {
     ("GET", "/healthz", "503"): "only when a worker thread could not allocate its resources",
     ("GET", "/metrics", "503"): "only when out of memory",
 }
-
-# Routes documented ahead of their implementation: skipped (with a message)
-# while the server answers 404 for them.
-PENDING = {("GET", "/metrics")}
-ABSENT = set()  # members of PENDING the server turned out not to have
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
@@ -193,17 +188,8 @@ def source_routes():
 
 
 def source_codes():
-    """{code: set of literal statuses it is sent with (empty if never literal)}."""
-    codes = collections.defaultdict(set)
-    # Any error helper called as f(req/res, status, "code", ...): http_send_error,
-    # set_error, send_error_v...
-    call = re.compile(r'\b\w*error\w*\(\s*[\w&>.-]+\s*,\s*([\w>.-]+)\s*,\s*"([a-z0-9_]+)"')
-    for text in source_text().values():
-        for status, code in call.findall(text):
-            codes[code].update([status] if status.isdigit() else [])
-        for code in re.findall(r'\\"code\\":\\"([a-z0-9_]+)\\"', text):
-            codes[code]  # sent by hand (the 405 in http.c)
-    return codes
+    """{code: set of statuses it is sent with}, from the error table."""
+    return error_table()
 
 
 def error_schema_codes(status):
@@ -223,9 +209,6 @@ class OpenApiTest(CtxdTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        for method, template in PENDING:
-            if request(cls.ctxd.port, method, template).status == 404:
-                ABSENT.add((method, template))
         cls.fake = None
         cls.upstream = None
         try:
@@ -431,7 +414,7 @@ class OpenApiTest(CtxdTestCase):
         self.assertTrue(routes, "no http_route calls found under src/")
         documented = set(OPS)
         self.assertFalse(routes - documented, "routes in src/ but not in docs/openapi.yaml")
-        self.assertFalse(documented - routes - PENDING,
+        self.assertFalse(documented - routes,
                          "documented in docs/openapi.yaml but not registered in src/")
         codes = source_codes()
         enum = set(SPEC["components"]["schemas"]["ErrorCode"]["enum"])
@@ -459,8 +442,6 @@ class OpenApiTest(CtxdTestCase):
         self.check("GET", "/healthz", r, expect=200)
 
     def test_metrics(self):
-        if ("GET", "/metrics") in ABSENT:
-            self.skipTest("GET /metrics answers 404: not implemented yet")
         r = request(self.ctxd.port, "GET", "/metrics")
         self.check("GET", "/metrics", r, expect=200)
         self.assertTrue(r.headers["content-type"].replace(" ", "").startswith(
@@ -738,7 +719,7 @@ class OpenApiTest(CtxdTestCase):
         cid = self.new_context()
         ct = {"Content-Type": "application/json"}
         for (method, template), op in sorted(OPS.items()):
-            if "requestBody" not in op or (method, template) in ABSENT:
+            if "requestBody" not in op:
                 continue
             with self.subTest(op="%s %s" % (method, template)):
                 kw = {"cid": cid} if "{id}" in template else {}
@@ -770,8 +751,6 @@ class OpenApiTest(CtxdTestCase):
         mna = pointer_get("#/components/responses/MethodNotAllowed")
         for template, item in SPEC["paths"].items():
             documented = {m.upper() for m in item if m in HTTP_METHODS}
-            if {(m, template) for m in documented} & ABSENT:
-                continue
             other = next(m for m in ("PUT", "DELETE", "POST", "PATCH", "GET") if m not in documented)
             with self.subTest(path=template, method=other):
                 r = request(self.ctxd.port, other, template.replace("{id}", cid),
@@ -828,8 +807,6 @@ class OpenApiTest(CtxdTestCase):
             redis.kill()
             cid = str(uuid.uuid4())
             for (method, template) in sorted(OPS):
-                if (method, template) in ABSENT:
-                    continue
                 with self.subTest(op="%s %s" % (method, template)):
                     body = example_body(method, template)
                     r = self.call(method, template, cid if "{id}" in template else None, body=body,
@@ -874,8 +851,6 @@ class OpenApiTest(CtxdTestCase):
                 request(ctxd.port, "GET", "/healthz", timeout=5)
             other = str(uuid.uuid4())
             for (method, template) in sorted(OPS):
-                if (method, template) in ABSENT:
-                    continue
                 with self.subTest(op="%s %s" % (method, template)):
                     body_ = example_body(method, template)
                     path = template.replace("{id}", other)
@@ -905,10 +880,6 @@ class OpenApiTest(CtxdTestCase):
     def test_zz_every_documented_answer_was_exercised(self):
         missing = []
         for (method, template), op in sorted(OPS.items()):
-            if (method, template) in ABSENT:
-                print("note: %s %s is documented but not served yet; not checked" % (
-                    method, template))
-                continue
             seen = OBSERVED.get((method, template))
             if not seen:
                 missing.append("%s %s: never called" % (method, template))

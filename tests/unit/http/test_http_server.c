@@ -1,4 +1,4 @@
-/* test_http.c: route matching and JSON content types. */
+/* test_http_server.c: route matching. */
 #include "../../../src/http/http_server.c"
 
 #include "../test.h"
@@ -19,14 +19,4 @@ TEST(test_http_match_patterns) {
     CHECK(!match("/x/{id}", "/x/toolong", small, sizeof(small), &got));
 }
 
-TEST(test_http_json_content_types) {
-    CHECK(is_json_type("application/json"));
-    CHECK(is_json_type("Application/JSON; charset=utf-8"));
-    CHECK(is_json_type("application/merge-patch+json"));
-    CHECK(!is_json_type("text/plain"));
-    CHECK(!is_json_type("application/x-www-form-urlencoded"));
-    CHECK(!is_json_type("application/jsonx"));
-    CHECK(!is_json_type(NULL));
-}
-
-TEST_MAIN(T(test_http_match_patterns), T(test_http_json_content_types))
+TEST_MAIN(T(test_http_match_patterns))

@@ -1,0 +1,57 @@
+/* context: the context service: create, read, list, settings, state and delete. */
+#ifndef CTXD_CONTEXT_H
+#define CTXD_CONTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctxd/error.h"
+#include "ctxd/store.h"
+#include "ctxd/worker.h"
+
+/* Every function here returns CTXD_OK, or CTXD_ERR with e filled in (a
+ * ctxd_err and a sentence for the client); a refused call changes nothing.
+ * Context ids are validated by the caller. */
+
+/* Create a context with the given settings (NULL strings and negative
+ * numbers take the configured defaults) and state (JSON-encoded values).
+ * With idem_key, a repeat with the same fingerprint gets the first id
+ * (*replayed = 1); another fingerprint is CTXD_E_IDEM_KEY_REUSED. */
+int context_create(ctxd_worker *w, const store_settings *given, const store_blob *state_keys,
+                   const store_blob *state_values, size_t n_state, const char *idem_key,
+                   uint64_t fp, char id[UTIL_UUID_LEN + 1], int *replayed, ctxd_error *e);
+
+/* Read a context (see store_read); out is freed with store_context_free. */
+int context_read(ctxd_worker *w, const char *id, int what, long limit, int64_t before,
+                 store_context *out, ctxd_error *e);
+
+/* Change the settings given (see store_settings) and read the context's
+ * settings back into out. */
+int context_change(ctxd_worker *w, const char *id, const store_settings *change, store_context *out,
+                   ctxd_error *e);
+
+/* Replace (merge 0) or merge into (merge 1: a NULL value deletes its key)
+ * the state, then read the whole state back into out. */
+int context_state_write(ctxd_worker *w, const char *id, const store_blob *keys,
+                        const store_blob *values, size_t n, int merge, store_context *out,
+                        ctxd_error *e);
+
+/* Delete every key of a context; CTXD_E_NOT_FOUND when there was none. */
+int context_delete(ctxd_worker *w, const char *id, ctxd_error *e);
+
+/* A page of contexts, newest activity first. */
+typedef struct context_page {
+    store_list_item *items; /* owned */
+    size_t n;
+    char next_cursor[64]; /* "" on the last page */
+} context_page;
+
+/* The page after cursor (NULL: the first), at most limit items. A cursor
+ * that is not a next_cursor of an earlier page is CTXD_E_INVALID_QUERY. */
+int context_list(ctxd_worker *w, long limit, const char *cursor, context_page *out, ctxd_error *e);
+void context_page_free(context_page *p); /* accepts NULL */
+
+/* Turn w->st's last failure into e, with a sentence about context id. */
+void context_store_error(ctxd_error *e, const ctxd_worker *w, const char *id);
+
+#endif

@@ -1,0 +1,69 @@
+/* http_error.c: the one table from domain errors to HTTP status and code, and the error body. */
+#include <string.h>
+
+#include "http_int.h"
+
+/* Every error ctxd answers: its status, its stable code, and the
+ * Retry-After it gets when the error itself names none (0: no header).
+ * docs/openapi.yaml and the README's error table list the same codes. */
+static const struct {
+    int status;
+    const char *code;
+    int retry_after_s;
+} errors[CTXD_E_COUNT] = {
+    [CTXD_E_NONE] = {500, "internal_error", 0},
+    [CTXD_E_BAD_HTTP_REQUEST] = {400, "bad_http_request", 0},
+    [CTXD_E_INVALID_JSON] = {400, "invalid_json", 0},
+    [CTXD_E_INVALID_UTF8] = {400, "invalid_utf8", 0},
+    [CTXD_E_MISSING_FIELD] = {400, "missing_field", 0},
+    [CTXD_E_INVALID_FIELD] = {400, "invalid_field", 0},
+    [CTXD_E_UNKNOWN_FIELD] = {400, "unknown_field", 0},
+    [CTXD_E_INVALID_QUERY] = {400, "invalid_query", 0},
+    [CTXD_E_INVALID_IDEM_KEY] = {400, "invalid_idempotency_key", 0},
+    [CTXD_E_INCOMPLETE_BODY] = {400, "incomplete_body", 0},
+    [CTXD_E_NOT_FOUND] = {404, "context_not_found", 0},
+    [CTXD_E_ROUTE_NOT_FOUND] = {404, "route_not_found", 0},
+    [CTXD_E_METHOD_NOT_ALLOWED] = {405, "method_not_allowed", 0},
+    [CTXD_E_BUSY] = {409, "context_busy", 1},
+    [CTXD_E_LOCK_LOST] = {409, "context_busy", 1},
+    [CTXD_E_CONFLICT] = {409, "context_busy", 1},
+    [CTXD_E_BODY_TOO_LARGE] = {413, "body_too_large", 0},
+    [CTXD_E_FIELD_TOO_LARGE] = {413, "field_too_large", 0},
+    [CTXD_E_STATE_TOO_LARGE] = {413, "state_too_large", 0},
+    [CTXD_E_CONTEXT_FULL] = {413, "context_full", 0},
+    [CTXD_E_PROMPT_TOO_LARGE] = {413, "prompt_too_large", 0},
+    [CTXD_E_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type", 0},
+    [CTXD_E_IDEM_KEY_REUSED] = {422, "idempotency_key_reused", 0},
+    [CTXD_E_UPSTREAM_RATE_LIMITED] = {429, "upstream_rate_limited", 1},
+    [CTXD_E_UPSTREAM_AUTH] = {502, "upstream_auth", 0},
+    [CTXD_E_UPSTREAM_ERROR] = {502, "upstream_error", 0},
+    [CTXD_E_UPSTREAM_REJECTED] = {502, "upstream_rejected", 0},
+    [CTXD_E_UPSTREAM_UNREACHABLE] = {502, "upstream_unreachable", 0},
+    [CTXD_E_REDIS] = {503, "redis_unavailable", 1},
+    [CTXD_E_EXISTS] = {503, "redis_unavailable", 1},
+    [CTXD_E_UPSTREAM_OVERLOADED] = {503, "upstream_overloaded", 1},
+    [CTXD_E_PROVIDER_UNAVAILABLE] = {503, "provider_unavailable", 1},
+    [CTXD_E_SHUTTING_DOWN] = {503, "shutting_down", 1},
+    [CTXD_E_NOMEM] = {503, "out_of_memory", 1},
+    [CTXD_E_NO_RANDOMNESS] = {503, "no_randomness", 1},
+    [CTXD_E_UPSTREAM_TIMEOUT] = {504, "upstream_timeout", 0},
+};
+
+static ctxd_err known(ctxd_err err) {
+    return (unsigned)err < CTXD_E_COUNT && errors[err].code ? err : CTXD_E_NONE;
+}
+
+int http_error_status(ctxd_err err) { return errors[known(err)].status; }
+
+int http_error_retry_after(ctxd_err err) { return errors[known(err)].retry_after_s; }
+
+int http_error_body(buf *b, ctxd_err err, const char *msg, int with_status) {
+    err = known(err);
+    buf_puts(b, "{\"error\":");
+    buf_put_json_string(b, msg, strlen(msg));
+    buf_puts(b, ",\"code\":");
+    buf_put_json_string(b, errors[err].code, strlen(errors[err].code));
+    if (with_status) buf_printf(b, ",\"status\":%d", errors[err].status);
+    buf_puts(b, "}");
+    return b->err ? CTXD_ERR : CTXD_OK;
+}

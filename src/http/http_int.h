@@ -1,0 +1,143 @@
+/* http_int.h: what the HTTP edge's files share: requests, answers, errors, checks, rendering. */
+#ifndef CTXD_HTTP_INT_H
+#define CTXD_HTTP_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "ctxd/buf.h"
+#include "ctxd/context.h"
+#include "ctxd/error.h"
+#include "ctxd/http.h"
+#include "ctxd/turn.h"
+#include "ctxd/worker.h"
+
+struct mg_connection;
+
+/* What a handler gets besides the connection. All fields are borrowed for
+ * the duration of the call. */
+typedef struct http_req {
+    const char *method;
+    const char *path;
+    const char *query; /* after '?', or NULL */
+    const char *id;    /* the {id} path segment, or NULL */
+    ctxd_worker *w;    /* this thread's resources */
+    const ctxd_config *cfg;
+    struct mg_connection *conn;
+    const char *request_id; /* X-Request-Id, echoed in every answer */
+} http_req;
+
+/* A handler answers the request itself and returns the HTTP status sent. */
+typedef int (*http_handler)(const http_req *req);
+
+/* ---- Routing (http_server.c) ---- */
+
+/* Register a route before the server starts. pattern segments are literal
+ * or "{id}". Returns CTXD_ERR when the table is full. */
+int http_route(const char *method, const char *pattern, http_handler fn);
+
+/* Route groups, each in its own file; http_server_start registers them. */
+void routes_context_register(void);
+void routes_turn_register(void);
+void routes_health_register(void);
+
+/* ---- Answers (http_server.c) ---- */
+
+/* Send a complete answer in one write. headers: NULL or name, value, ...,
+ * NULL. Returns status. */
+int http_send(const http_req *req, int status, const char *content_type, const char *body,
+              size_t len, const char *const *headers);
+
+/* Send b (JSON, a newline added) and free it; an allocation that failed
+ * while b was built is answered 503 out_of_memory instead. Returns the
+ * status sent. */
+int http_send_json(const http_req *req, int status, buf *b, const char *const *headers);
+
+/* Streaming: start a chunked answer, send a chunk, end it. CTXD_ERR when
+ * the client is gone. */
+int http_stream_start(const http_req *req, int status, const char *content_type,
+                      const char *const *headers);
+int http_stream_write(const http_req *req, const char *data, size_t len);
+int http_stream_end(const http_req *req);
+
+/* A header's value or NULL. */
+const char *http_header(const http_req *req, const char *name);
+
+/* ---- Errors (http_error.c: the table; http_server.c: sending) ---- */
+
+/* The status and default Retry-After seconds (0: none) of err. */
+int http_error_status(ctxd_err err);
+int http_error_retry_after(ctxd_err err);
+
+/* The one error body: {"error": msg, "code": "<err's code>"} and, with
+ * with_status, "status". CTXD_ERR when out of memory (b->err). */
+int http_error_body(buf *b, ctxd_err err, const char *msg, int with_status);
+
+/* Send err's status with the error body (printf-style message) and its
+ * Retry-After. Returns the status sent. */
+int http_send_error(const http_req *req, ctxd_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Send a service failure (its own Retry-After when it has one). */
+int http_send_failure(const http_req *req, const ctxd_error *e);
+
+/* ---- Request checks (http_request.c): each sends its 4xx itself and
+ * leaves the status in *status; the caller returns it. ---- */
+
+/* Read the body (up to cfg->max_body_bytes) and, if any, check it is JSON:
+ * Content-Type, UTF-8, syntax, an object. On success *out is the object or
+ * NULL when there was no body, and the caller owns it; *fingerprint (may be
+ * NULL) identifies method, path and body for idempotency. */
+int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
+                              int *status);
+
+/* The Idempotency-Key header, validated. CTXD_OK with *key NULL when
+ * absent. */
+int http_idem_key_or_respond(const http_req *req, const char **key, int *status);
+
+/* The {id} segment is a context id (404 context_not_found when not). */
+int http_id_or_respond(const http_req *req, int *status);
+
+/* Refuse fields other than allowed (NULL-terminated): typos fail loudly. */
+int http_only_fields_or_respond(const http_req *req, json_object *obj, const char *const *allowed,
+                                int *status);
+
+/* An optional string field of at most max bytes of UTF-8; *out (borrowed
+ * from obj) NULL when absent or null. len may be NULL. */
+int http_string_field_or_respond(const http_req *req, json_object *obj, const char *name,
+                                 size_t max, const char **out, size_t *len, int *status);
+
+/* An optional integer field in [min, max]; *out untouched when absent. */
+int http_int_field_or_respond(const http_req *req, json_object *obj, const char *name, int64_t min,
+                              int64_t max, int64_t *out, int *status);
+
+/* Query parameters: each must be one of names[n]; found[i] gets the value
+ * of names[i] (NULL when absent), held in values[i]. */
+#define HTTP_QUERY_VALUE_MAX 96
+int http_query_or_respond(const http_req *req, const char *const *names,
+                          char values[][HTTP_QUERY_VALUE_MAX], const char **found, size_t n,
+                          int *status);
+
+/* A positive integer query value up to max, or 0 when v is NULL. */
+int http_query_int_or_respond(const http_req *req, const char *name, const char *v, int64_t max,
+                              int64_t *out, int *status);
+
+/* ---- Rendering (http_render.c): JSON answers from service data ---- */
+
+/* A context: settings and summary; with_messages adds messages, state,
+ * has_more and next_before. */
+void http_render_context(buf *b, const store_context *c, int with_messages);
+/* The state object. */
+void http_render_state(buf *b, const store_context *c);
+/* A page of history: {"context_id","messages","message_count","has_more","next_before"}. */
+void http_render_messages(buf *b, const store_context *c);
+/* {"contexts": [...], "next_cursor"} with a preview of each newest message. */
+void http_render_list(buf *b, const context_page *p);
+/* A turn's answer {"context_id","ai_response","usage","model"}. */
+void http_render_reply(buf *b, const char *id, const turn_reply *r);
+/* An append's answer {"context_id","appended","first_seq"}. */
+void http_render_appended(buf *b, const char *id, size_t appended, int64_t first_seq);
+
+#endif

@@ -1,0 +1,285 @@
+/* http_request.c: reading and checking requests: body, JSON, headers, fields, query. */
+#include <civetweb.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctxd/util.h"
+#include "http_int.h"
+
+const char *http_header(const http_req *req, const char *name) {
+    return mg_get_header(req->conn, name);
+}
+
+/* 1 if the Content-Type is JSON (application/json or application/x+json,
+ * any parameters). */
+static int is_json_type(const char *ct) {
+    if (!ct) return 0;
+    while (*ct == ' ') ct++;
+    size_t n = strcspn(ct, "; ");
+    if (n == 16 && !strncasecmp(ct, "application/json", 16)) return 1;
+    return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
+}
+
+/* Read the whole body, capped. Returns CTXD_OK with *out (caller frees). */
+static int read_body(const http_req *req, char **out, size_t *len, int *status) {
+    const struct mg_request_info *ri = mg_get_request_info(req->conn);
+    size_t cap = req->cfg->max_body_bytes;
+    *out = NULL;
+    *len = 0;
+    if (ri->content_length > (long long)cap) {
+        *status = http_send_error(req, CTXD_E_BODY_TOO_LARGE,
+                                  "Request body of %lld bytes is larger than the "
+                                  "%zu allowed (CTXD_MAX_BODY_BYTES)",
+                                  ri->content_length, cap);
+        return CTXD_ERR;
+    }
+    if (ri->content_length == 0) return CTXD_OK;
+    size_t want = ri->content_length > 0 ? (size_t)ri->content_length : cap + 1;
+    size_t alloc = ri->content_length > 0 ? want : 4096;
+    char *b = malloc(alloc + 1);
+    size_t got = 0;
+    if (!b) goto oom;
+    while (got < want) {
+        if (got == alloc) { /* chunked upload: grow up to the cap */
+            size_t na = alloc * 2 > cap + 1 ? cap + 1 : alloc * 2;
+            char *nb = realloc(b, na + 1);
+            if (!nb) goto oom;
+            b = nb;
+            alloc = na;
+        }
+        int n = mg_read(req->conn, b + got, alloc - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    if (got > cap) {
+        free(b);
+        *status = http_send_error(req, CTXD_E_BODY_TOO_LARGE,
+                                  "Request body is larger than the %zu bytes "
+                                  "allowed (CTXD_MAX_BODY_BYTES)",
+                                  cap);
+        return CTXD_ERR;
+    }
+    if (ri->content_length > 0 && got < want) {
+        free(b);
+        *status =
+            http_send_error(req, CTXD_E_INCOMPLETE_BODY,
+                            "Request body ended after %zu of %lld bytes", got, ri->content_length);
+        return CTXD_ERR;
+    }
+    b[got] = '\0';
+    *out = b;
+    *len = got;
+    return CTXD_OK;
+oom:
+    free(b);
+    *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
+    return CTXD_ERR;
+}
+
+int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
+                              int *status) {
+    char *body = NULL;
+    size_t len = 0;
+    *out = NULL;
+    if (read_body(req, &body, &len, status)) return CTXD_ERR;
+    uint64_t fp = util_fnv1a(UTIL_FNV_SEED, req->method, strlen(req->method));
+    fp = util_fnv1a(fp, req->path, strlen(req->path) + 1);
+    if (fingerprint) *fingerprint = util_fnv1a(fp, body ? body : "", len);
+    if (len == 0) {
+        free(body);
+        return CTXD_OK;
+    }
+    int rc = CTXD_ERR;
+    json_tokener *tok = NULL;
+    const char *ct = http_header(req, "Content-Type");
+    if (!is_json_type(ct)) {
+        *status = http_send_error(req, CTXD_E_UNSUPPORTED_MEDIA_TYPE,
+                                  "Content-Type must be application/json (got "
+                                  "'%s'); with curl add -H 'Content-Type: "
+                                  "application/json'",
+                                  ct ? ct : "none");
+        goto cleanup;
+    }
+    if (!util_utf8_valid(body, len) || !util_json_surrogates_valid(body, len)) {
+        *status = http_send_error(req, CTXD_E_INVALID_UTF8,
+                                  "Request body is not valid UTF-8 (or holds a lone "
+                                  "\\u surrogate escape)");
+        goto cleanup;
+    }
+    tok = json_tokener_new_ex(64);
+    if (!tok) {
+        *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    if (!obj || jerr != json_tokener_success) {
+        if (obj) json_object_put(obj);
+        *status = http_send_error(req, CTXD_E_INVALID_JSON,
+                                  "Request body is not valid JSON: %s (near byte %zu)",
+                                  jerr == json_tokener_continue ? "unexpected end of input"
+                                                                : json_tokener_error_desc(jerr),
+                                  end);
+        goto cleanup;
+    }
+    while (end < len && strchr(" \t\r\n", body[end])) end++;
+    if (end < len || !json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        *status =
+            http_send_error(req, CTXD_E_INVALID_JSON,
+                            end < len ? "Request body has data after the JSON value (near byte %zu)"
+                                      : "Request body must be a JSON object (near byte %zu)",
+                            end);
+        goto cleanup;
+    }
+    *out = obj;
+    rc = CTXD_OK;
+cleanup:
+    if (tok) json_tokener_free(tok);
+    free(body);
+    return rc;
+}
+
+int http_idem_key_or_respond(const http_req *req, const char **key, int *status) {
+    const char *k = http_header(req, "Idempotency-Key");
+    *key = NULL;
+    if (!k) return CTXD_OK;
+    if (!util_is_idem_key(k)) {
+        *status = http_send_error(req, CTXD_E_INVALID_IDEM_KEY,
+                                  "Idempotency-Key must be 1 to %d printable ASCII "
+                                  "characters without spaces (a UUID is a good choice)",
+                                  UTIL_IDEM_KEY_MAX);
+        return CTXD_ERR;
+    }
+    *key = k;
+    return CTXD_OK;
+}
+
+int http_id_or_respond(const http_req *req, int *status) {
+    if (util_is_context_id(req->id)) return CTXD_OK;
+    *status = http_send_error(req, CTXD_E_NOT_FOUND,
+                              "Context not found: '%s' is not a context id "
+                              "(ids look like 1b4e28ba-2fa1-4d2e-8c8f-6d1e3f0c9a27)",
+                              req->id);
+    return CTXD_ERR;
+}
+
+/* Reject fields other than allowed (NULL-terminated): typos fail loudly. */
+int http_only_fields_or_respond(const http_req *req, json_object *obj, const char *const *allowed,
+                                int *status) {
+    json_object_object_foreach(obj, key, val) {
+        CTXD_UNUSED(val);
+        int ok = 0;
+        for (size_t i = 0; allowed[i]; i++)
+            if (!strcmp(key, allowed[i])) ok = 1;
+        if (!ok) {
+            buf names;
+            buf_init(&names);
+            for (size_t i = 0; allowed[i]; i++)
+                buf_printf(&names, "%s%s", i ? ", " : "", allowed[i]);
+            *status =
+                http_send_error(req, CTXD_E_UNKNOWN_FIELD, "Unknown field '%s'; allowed fields: %s",
+                                key, names.data ? names.data : "none");
+            buf_free(&names);
+            return CTXD_ERR;
+        }
+    }
+    return CTXD_OK;
+}
+
+/* An optional integer field in [min, max]. */
+int http_int_field_or_respond(const http_req *req, json_object *obj, const char *name, int64_t min,
+                              int64_t max, int64_t *out, int *status) {
+    json_object *v;
+    if (!json_object_object_get_ex(obj, name, &v) || !v) return CTXD_OK;
+    int64_t n = json_object_get_int64(v);
+    if (!json_object_is_type(v, json_type_int) || n < min || n > max) {
+        *status = http_send_error(req, CTXD_E_INVALID_FIELD,
+                                  "Field '%s' must be an integer from %" PRId64 " to %" PRId64,
+                                  name, min, max);
+        return CTXD_ERR;
+    }
+    *out = n;
+    return CTXD_OK;
+}
+
+int http_query_or_respond(const http_req *req, const char *const *names,
+                          char values[][HTTP_QUERY_VALUE_MAX], const char **found, size_t n,
+                          int *status) {
+    for (size_t i = 0; i < n; i++) found[i] = NULL;
+    if (!req->query || !*req->query) return CTXD_OK;
+    char q[512];
+    if (strlen(req->query) >= sizeof(q)) goto bad;
+    snprintf(q, sizeof(q), "%s", req->query);
+    char *save = NULL;
+    for (char *p = strtok_r(q, "&", &save); p; p = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(p, '=');
+        if (!eq || !eq[1] || strlen(eq + 1) >= HTTP_QUERY_VALUE_MAX) goto bad;
+        *eq++ = '\0';
+        size_t i = 0;
+        while (i < n && strcmp(p, names[i])) i++;
+        if (i == n) goto bad;
+        snprintf(values[i], HTTP_QUERY_VALUE_MAX, "%s", eq);
+        found[i] = values[i];
+    }
+    return CTXD_OK;
+bad : {
+    buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < n; i++) buf_printf(&b, "%s%s=...", i ? ", " : "", names[i]);
+    *status = http_send_error(req, CTXD_E_INVALID_QUERY, "Query parameters allowed here: %s",
+                              b.data ? b.data : "none");
+    buf_free(&b);
+    return CTXD_ERR;
+}
+}
+
+/* A positive integer query value, or 0 when absent. */
+int http_query_int_or_respond(const http_req *req, const char *name, const char *v, int64_t max,
+                              int64_t *out, int *status) {
+    char *end;
+    *out = 0;
+    if (!v) return CTXD_OK;
+    long long n = strtoll(v, &end, 10);
+    if (*end || n < 1 || n > max) {
+        *status =
+            http_send_error(req, CTXD_E_INVALID_QUERY,
+                            "Query parameter %s must be an integer from 1 to %" PRId64, name, max);
+        return CTXD_ERR;
+    }
+    *out = n;
+    return CTXD_OK;
+}
+
+/* An optional string field; *out NULL when absent or null. */
+int http_string_field_or_respond(const http_req *req, json_object *obj, const char *name,
+                                 size_t max, const char **out, size_t *len, int *status) {
+    json_object *v;
+    *out = NULL;
+    if (len) *len = 0;
+    if (!obj || !json_object_object_get_ex(obj, name, &v) || !v) return CTXD_OK;
+    if (!json_object_is_type(v, json_type_string)) {
+        *status = http_send_error(req, CTXD_E_INVALID_FIELD, "Field '%s' must be a string", name);
+        return CTXD_ERR;
+    }
+    size_t n = (size_t)json_object_get_string_len(v);
+    const char *s = json_object_get_string(v);
+    if (!util_utf8_valid(s, n)) {
+        *status = http_send_error(req, CTXD_E_INVALID_UTF8,
+                                  "Field '%s' is not valid UTF-8 (lone surrogate escape?)", name);
+        return CTXD_ERR;
+    }
+    if (n > max) {
+        *status = http_send_error(req, CTXD_E_FIELD_TOO_LARGE,
+                                  "Field '%s' is %zu bytes; at most %zu are allowed", name, n, max);
+        return CTXD_ERR;
+    }
+    *out = s;
+    if (len) *len = n;
+    return CTXD_OK;
+}

@@ -1,0 +1,120 @@
+/* turn_idem.c: the idempotency records of turns and appends, written and replayed. */
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctxd/util.h"
+#include "turn_int.h"
+
+/* A record is "<expires_ms> <fingerprint:016x> <kind> <fields>", where the
+ * store reads only the leading expiry:
+ *   R <input_tokens> <output_tokens> <model_len> <text_len> <model><text>
+ *   A <appended> <first_seq>
+ * Records written by ctxd 0.3.0 carry "<status> <answer JSON>" after the
+ * fingerprint instead; they are still replayed until they expire. */
+
+static int64_t expires(int ttl_s) { return util_now_ms() + (int64_t)ttl_s * 1000; }
+
+char *turn_idem_record_reply(int ttl_s, uint64_t fp, const turn_reply *reply, size_t *len) {
+    size_t ml = strlen(reply->model), n = reply->text_len + ml + 128;
+    char *r = malloc(n);
+    if (!r) return NULL;
+    int head = snprintf(r, n, "%" PRId64 " %016" PRIx64 " R %" PRId64 " %" PRId64 " %zu %zu %s",
+                        expires(ttl_s), fp, reply->input_tokens, reply->output_tokens, ml,
+                        reply->text_len, reply->model);
+    memcpy(r + head, reply->text, reply->text_len);
+    *len = (size_t)head + reply->text_len;
+    r[*len] = '\0';
+    return r;
+}
+
+char *turn_idem_record_append(int ttl_s, uint64_t fp, size_t appended, int64_t first_seq) {
+    char *r = malloc(96);
+    if (r)
+        snprintf(r, 96, "%" PRId64 " %016" PRIx64 " A %zu %" PRId64, expires(ttl_s), fp, appended,
+                 first_seq);
+    return r;
+}
+
+static int set_reply(turn_result *res, const char *model, size_t model_len, const char *text,
+                     size_t text_len, int64_t in, int64_t out) {
+    turn_reply *r = &res->reply;
+    if (!(r->text = malloc(text_len + 1)))
+        return ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
+    memcpy(r->text, text, text_len);
+    r->text[text_len] = '\0';
+    r->text_len = text_len;
+    snprintf(r->model, sizeof(r->model), "%.*s", (int)model_len, model);
+    r->input_tokens = in;
+    r->output_tokens = out;
+    return CTXD_OK;
+}
+
+static int64_t usage_field(json_object *usage, const char *name) {
+    json_object *v;
+    if (!json_object_object_get_ex(usage, name, &v) || !json_object_is_type(v, json_type_int))
+        return -1;
+    return json_object_get_int64(v);
+}
+
+/* A 0.3.0 record: the answer JSON a turn (200) or append (201) sent. */
+static int replay_legacy(const char *json, int status, turn_result *res) {
+    json_object *o = json_tokener_parse(json), *v, *usage = NULL;
+    int rc = CTXD_ERR;
+    if (!o) return ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+    if (status == 201) {
+        res->appended = json_object_object_get_ex(o, "appended", &v) ? json_object_get_int(v) : 0;
+        res->first_seq =
+            json_object_object_get_ex(o, "first_seq", &v) ? json_object_get_int64(v) : 0;
+        rc = CTXD_OK;
+    } else if (json_object_object_get_ex(o, "ai_response", &v)) {
+        json_object *m = NULL;
+        json_object_object_get_ex(o, "usage", &usage);
+        json_object_object_get_ex(o, "model", &m);
+        const char *model = m ? json_object_get_string(m) : "";
+        rc = set_reply(res, model, strlen(model), json_object_get_string(v),
+                       (size_t)json_object_get_string_len(v), usage_field(usage, "input_tokens"),
+                       usage_field(usage, "output_tokens"));
+    } else {
+        ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+    }
+    json_object_put(o);
+    return rc;
+}
+
+int turn_idem_replay(const store_blob *rec, uint64_t fp, const char *key, turn_result *res) {
+    const char *record = rec->data, *end = rec->data + rec->len;
+    unsigned long long rfp = 0;
+    char kind = 0;
+    int off = 0;
+    if (sscanf(record, "%*d %16llx %c%n", &rfp, &kind, &off) < 2 || !off)
+        return ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+    if (rfp != fp)
+        return ctxd_error_set(&res->error, CTXD_E_IDEM_KEY_REUSED,
+                              "Idempotency-Key '%s' was already used with a different "
+                              "request; use a new key for a new request",
+                              key);
+    res->replayed = 1;
+    const char *p = record + off;
+    long long in, out, a, b;
+    size_t ml, tl;
+    int n = 0;
+    /* The model follows the lengths after exactly one space, then the text. */
+    if (kind == 'R' && sscanf(p, " %lld %lld %zu %zu%n", &in, &out, &ml, &tl, &n) == 4 &&
+        p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl) {
+        p += n + 1;
+        return set_reply(res, p, ml, p + ml, tl, in, out);
+    }
+    if (kind == 'A' && sscanf(p, " %lld %lld", &a, &b) == 2) {
+        res->appended = (size_t)a;
+        res->first_seq = b;
+        return CTXD_OK;
+    }
+    int status = 0;
+    if (sscanf(record, "%*d %16llx %d %n", &rfp, &status, &n) == 2 && n && record[n] == '{')
+        return replay_legacy(record + n, status, res);
+    res->replayed = 0;
+    return ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+}

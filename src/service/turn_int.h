@@ -1,0 +1,72 @@
+/* turn_int.h: what the turn's files share: lock waits, idempotency records, history, summaries. */
+#ifndef CTXD_TURN_INT_H
+#define CTXD_TURN_INT_H
+
+#include "ctxd/store.h"
+#include "ctxd/turn.h"
+
+/* ---- The lock (turn_lock.c) ---- */
+
+/* Take the context's lock for token and read it (store_turn_read), waiting
+ * up to the configured lock wait while another turn holds it. CTXD_OK with
+ * ctx filled (ctx->idem_record set: an earlier answer, and no lock taken),
+ * or CTXD_ERR with res->error (CTXD_E_BUSY after the wait). */
+int turn_lock_read(ctxd_worker *w, const char *id, const char *token, const char *idem_key,
+                   store_turn_mode mode, int64_t fixed_tokens, store_context *ctx,
+                   turn_result *res);
+
+/* Keeps a turn's lock alive while the model works: pass turn_lock_tick and
+ * a keeper as the model call's on_tick. */
+typedef struct turn_lock_keeper {
+    ctxd_worker *w;
+    const char *id, *token;
+    int64_t last_renew;
+    int lost; /* the lock was lost: the call was aborted */
+} turn_lock_keeper;
+
+void turn_lock_keeper_init(turn_lock_keeper *k, ctxd_worker *w, const char *id, const char *token);
+int turn_lock_tick(void *keeper);
+
+/* ---- Idempotency records (turn_idem.c) ---- */
+
+/* A record for a turn's reply or an append's outcome, expiring ttl_s from
+ * now. Returns a string to store (caller frees; *len bytes, the reply text
+ * may hold NULs) or NULL when out of memory. */
+char *turn_idem_record_reply(int ttl_s, uint64_t fp, const turn_reply *reply, size_t *len);
+char *turn_idem_record_append(int ttl_s, uint64_t fp, size_t appended, int64_t first_seq);
+
+/* Answer from a stored record: fills res (replayed set) and returns CTXD_OK,
+ * or CTXD_ERR with res->error: CTXD_E_IDEM_KEY_REUSED when the key came
+ * with another request (fp differs). */
+int turn_idem_replay(const store_blob *record, uint64_t fp, const char *key, turn_result *res);
+
+/* ---- History decoded for a model call (turn_history.c) ---- */
+
+typedef struct turn_history {
+    char *arena;       /* the decoded texts */
+    llm_message *msgs; /* n stored + room for one more; point into arena */
+    int64_t *seqs;
+    size_t n;
+    int64_t tokens;            /* what the stored messages count */
+    int64_t last_reply_tokens; /* the newest message's, if an assistant's; else -1 */
+} turn_history;
+
+/* The stored form of one message (see message.h): a JSON text of *out_len
+ * bytes (caller frees), or NULL when out of memory. r: a reply's figures
+ * (model, stop reason, usage), or NULL for a message the client wrote. */
+char *turn_message_json(int64_t seq, const char *role, const char *content, size_t len,
+                        int64_t now_ms, int64_t tokens, const llm_response *r, size_t *out_len);
+
+/* Decode stored message JSON into h (unreadable ones are skipped and
+ * logged). CTXD_ERR when out of memory. Free with turn_history_free either
+ * way. */
+int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs, size_t n);
+void turn_history_free(turn_history *h);
+
+/* Fold the messages that left the window (c->fold) into the summary, with
+ * the keeper's tick during the model call. Returns 1 if the summary moved
+ * on; a failure is logged and retried on a later turn, never failing the
+ * turn. */
+int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *keeper);
+
+#endif

@@ -1,0 +1,55 @@
+-- append.lua: append messages, trim to the context's max_messages (whole
+-- units), store the idempotency record and release the lock, all or nothing.
+-- ARGV: token expected_seq now_iso now_ms idem_key idem_record idem_ttl
+--       hard_cap n prompt_sig prompt_tokens msg1 ... msgn
+-- Returns 'OK', or 'NOT_FOUND', 'LOCK_LOST', 'CONFLICT', 'TOO_LARGE' with
+-- nothing written (the lock is released when token owns it).
+local function unlock()
+  if redis.call('GET', lock) == ARGV[1] then redis.call('DEL', lock) end
+end
+if redis.call('EXISTS', meta) == 0 then unlock() return 'NOT_FOUND' end
+if redis.call('GET', lock) ~= ARGV[1] then return 'LOCK_LOST' end
+local seq = tonumber(redis.call('HGET', meta, 'next_seq'))
+if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end
+local n = tonumber(ARGV[9])
+local keep = tonumber(redis.call('HGET', meta, 'max_messages') or '0')
+local cap = tonumber(ARGV[8])
+if keep > 0 then cap = math.max(cap, keep + n) end
+if cap > 0 and keep == 0 and redis.call('LLEN', messages) + n > cap then
+  unlock() return 'TOO_LARGE'
+end
+for i = 1, n do redis.call('RPUSH', messages, ARGV[11 + i]) end
+redis.call('HSET', meta, 'next_seq', seq + n, 'last_updated', ARGV[3])
+if ARGV[10] ~= '' then
+  redis.call('HSET', meta, 'prompt_sig', ARGV[10], 'prompt_tokens', ARGV[11])
+end
+if keep > 0 and redis.call('LLEN', messages) > keep then
+  local drop = redis.call('LLEN', messages) - keep
+  redis.call('LTRIM', messages, drop, -1)
+  while true do
+    local head = redis.call('LINDEX', messages, 0)
+    if not head then break end
+    local ok, msg = pcall(cjson.decode, head)
+    if ok and msg.role == 'user' then break end
+    redis.call('LPOP', messages)
+  end
+  local head = redis.call('LINDEX', messages, 0)
+  local first = seq + n
+  if head then first = cjson.decode(head).seq end
+  redis.call('HSET', meta, 'first_seq', first)
+end
+if ARGV[5] ~= '' then
+  if redis.call('HLEN', idem) >= 1024 then
+    local all = redis.call('HGETALL', idem)
+    local now = tonumber(ARGV[4])
+    for i = 1, #all, 2 do
+      local exp = tonumber(string.match(all[i + 1], '^(%d+) '))
+      if not exp or exp < now then redis.call('HDEL', idem, all[i]) end
+    end
+  end
+  redis.call('HSET', idem, ARGV[5], ARGV[6])
+  redis.call('EXPIRE', idem, ARGV[7])
+end
+redis.call('DEL', lock)
+touch(ARGV[4])
+return 'OK'

@@ -1,0 +1,119 @@
+/* store_int.h: what the store's own files share: keys, scripts, the connection, arguments. */
+#ifndef CTXD_STORE_INT_H
+#define CTXD_STORE_INT_H
+
+#include <hiredis/hiredis.h>
+
+#include "ctxd/store.h"
+
+/* ---- Keys (store_keys.c: the one place key names are spelled) ---- */
+
+#define STORE_KEY_LEN 320
+
+/* The keys of one context, in the order every context script gets them as
+ * KEYS (the scripts name them through the prelude store_keys.c builds from
+ * the same table). */
+enum { K_META = 0, K_MESSAGES, K_STATE, K_IDEM, K_LOCK, K_INDEX, K_COUNT };
+
+typedef struct ctx_keys {
+    char key[K_COUNT][STORE_KEY_LEN];
+    const char *all[K_COUNT]; /* points into key[] */
+} ctx_keys;
+
+void store_keys_init(ctx_keys *k, const char *id);
+
+/* The key of an idempotent create's claim. */
+void store_key_create(char out[STORE_KEY_LEN], const char *idem_key);
+
+/* The activity index (listing), and how a context's meta and messages keys
+ * are spelled around its id (for the listing script). */
+const char *store_key_index(void);
+void store_key_pattern(const char **prefix, const char **meta_suffix, const char **messages_suffix);
+
+/* ---- Scripts (store_keys.c): the embedded .lua files with their prelude ---- */
+
+enum {
+    S_CREATE,
+    S_READ,
+    S_TURN_READ,
+    S_APPEND,
+    S_DELETE,
+    S_RENEW,
+    S_RELEASE,
+    S_STATE_PUT,
+    S_STATE_PATCH,
+    S_SETTINGS,
+    S_SUMMARY,
+    S_LIST,
+    S_COUNT
+};
+
+/* The full text Redis runs for script (prelude included), built once; NULL
+ * only when out of memory at the first call. */
+const char *store_script_text(int script);
+
+/* ---- The connection (store_conn.c) ---- */
+
+/* Record a failure in s. */
+void store_fail(store *s, ctxd_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The Redis address for messages. */
+const char *store_addr(const store *s);
+
+/* Run a command: connect if needed; Redis error replies become CTXD_E_REDIS.
+ * Returns the reply (caller frees with freeReplyObject) or NULL with
+ * s->err. read_command retries once on a fresh connection after an I/O
+ * error (only for commands that change nothing). */
+redisReply *store_command(store *s, int argc, const char **argv, const size_t *lens);
+redisReply *store_read_command(store *s, int argc, const char **argv);
+
+/* Send argc commands pipelined (argvs[i] with argcs[i] words) and return the
+ * last reply (caller frees), or NULL with s->err. */
+redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs);
+
+/* 1 when the last failure was the connection itself (worth one retry of a
+ * read). */
+int store_failed_io(const store *s);
+
+/* Script arguments: borrowed strings and binary blobs, plus a few numbers
+ * formatted into the builder itself. */
+#define ARGS_NUMS 16
+typedef struct args {
+    const char **v;
+    size_t *len;
+    int n, cap;
+    char nums[ARGS_NUMS][24];
+    int n_nums;
+} args;
+
+/* Room for cap arguments. CTXD_ERR with CTXD_E_NOMEM in s. */
+int args_init(store *s, args *a, size_t cap);
+void args_free(args *a);
+void args_bin(args *a, const char *data, size_t len); /* NULL: "" */
+void args_str(args *a, const char *str);
+void args_int(args *a, int64_t v);
+
+/* Run a script by SHA (EVAL when Redis forgot it) with nkeys keys and a's
+ * arguments. Returns the reply (caller frees) or NULL with s->err. The
+ * _read variant retries once after an I/O error: only for scripts that
+ * change nothing. */
+redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a);
+redisReply *store_eval_read(store *s, int script, int nkeys, const char *const *keys,
+                            const args *a);
+
+/* Run a context write script (all the context's keys) and read its status
+ * reply: 'OK', or NOT_FOUND / LOCK_LOST / CONFLICT, or TOO_LARGE, which
+ * becomes too_large. CTXD_OK or CTXD_ERR with s->err. */
+int store_write_script(store *s, int script, const char *id, const args *a, ctxd_err too_large);
+
+/* ---- Replies (store_context.c) ---- */
+
+/* Copy a string reply into b. CTXD_ERR when out of memory. */
+int store_blob_copy(store_blob *b, const redisReply *r);
+/* Copy an array reply of strings into a new blob array. */
+int store_blobs_copy(const redisReply *arr, store_blob **out, size_t *n);
+
+/* Fill c's settings from HGETALL pairs of the meta hash. */
+int store_meta_fill(store_context *c, const redisReply *meta);
+
+#endif

@@ -1,0 +1,103 @@
+/* store_keys.c: the one place Redis key names are spelled, and the scripts that use them. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+/* A context's keys share the hash tag {<id>}, so Redis Cluster keeps them
+ * on one slot: "ctxd:{<id>}:<name>". The README's "Redis layout" section
+ * mirrors this table. */
+#define KEY_PREFIX "ctxd:{"
+#define KEY_TAG_END "}:"
+
+/* Every context by last activity (sorted set, score = last write in ms). */
+#define KEY_INDEX "ctxd:index"
+
+/* Idempotent creates: "ctxd:create:{<Idempotency-Key>}". */
+#define KEY_CREATE_FMT "ctxd:create:{%s}"
+
+/* The KEYS order of every context script, and the names the scripts know
+ * them by (the index is not per context). */
+static const char *const key_names[K_COUNT] = {"meta", "messages", "state",
+                                               "idem", "lock",     "index"};
+
+void store_keys_init(ctx_keys *k, const char *id) {
+    for (int i = 0; i < K_COUNT; i++) {
+        if (i == K_INDEX)
+            snprintf(k->key[i], STORE_KEY_LEN, "%s", KEY_INDEX);
+        else
+            snprintf(k->key[i], STORE_KEY_LEN, KEY_PREFIX "%s" KEY_TAG_END "%s", id, key_names[i]);
+        k->all[i] = k->key[i];
+    }
+}
+
+void store_key_create(char out[STORE_KEY_LEN], const char *idem_key) {
+    snprintf(out, STORE_KEY_LEN, KEY_CREATE_FMT, idem_key);
+}
+
+const char *store_key_index(void) { return KEY_INDEX; }
+
+void store_key_pattern(const char **prefix, const char **meta_suffix,
+                       const char **messages_suffix) {
+    *prefix = KEY_PREFIX;
+    *meta_suffix = KEY_TAG_END "meta";
+    *messages_suffix = KEY_TAG_END "messages";
+}
+
+/* ---- Scripts: src/store/lua/NAME.lua, embedded as store_lua_NAME ---- */
+
+extern const char store_lua_context[], store_lua_create[], store_lua_read[], store_lua_turn_read[],
+    store_lua_append[], store_lua_delete[], store_lua_renew[], store_lua_release[],
+    store_lua_state_put[], store_lua_state_patch[], store_lua_settings[], store_lua_summary[],
+    store_lua_list[];
+
+/* Each script and whether it is a context script (gets every key of one
+ * context as KEYS, named by the prelude, and context.lua's helpers). */
+static const struct {
+    const char *source;
+    int context;
+} script_sources[S_COUNT] = {
+    [S_CREATE] = {store_lua_create, 1},           [S_READ] = {store_lua_read, 1},
+    [S_TURN_READ] = {store_lua_turn_read, 1},     [S_APPEND] = {store_lua_append, 1},
+    [S_DELETE] = {store_lua_delete, 1},           [S_RENEW] = {store_lua_renew, 1},
+    [S_RELEASE] = {store_lua_release, 1},         [S_STATE_PUT] = {store_lua_state_put, 1},
+    [S_STATE_PATCH] = {store_lua_state_patch, 1}, [S_SETTINGS] = {store_lua_settings, 1},
+    [S_SUMMARY] = {store_lua_summary, 1},         [S_LIST] = {store_lua_list, 0},
+};
+
+static char *script_texts[S_COUNT];
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+/* "local meta, messages, ... = KEYS[1], KEYS[2], ...": the table above, in Lua. */
+static size_t prelude(char *out, size_t cap) {
+    size_t n = 0;
+    n += (size_t)snprintf(out, cap, "local ");
+    for (int i = 0; i < K_COUNT; i++)
+        n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "%s%s", i ? ", " : "", key_names[i]);
+    n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, " =");
+    for (int i = 0; i < K_COUNT; i++)
+        n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "%s KEYS[%d]", i ? "," : "", i + 1);
+    n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "\n");
+    return n;
+}
+
+static void build_scripts(void) {
+    char head[256];
+    size_t hl = prelude(head, sizeof(head));
+    for (int i = 0; i < S_COUNT; i++) {
+        const char *src = script_sources[i].source;
+        int ctx = script_sources[i].context;
+        size_t len = (ctx ? hl + strlen(store_lua_context) : 0) + strlen(src) + 1;
+        char *t = malloc(len);
+        if (!t) continue;
+        snprintf(t, len, "%s%s%s", ctx ? head : "", ctx ? store_lua_context : "", src);
+        script_texts[i] = t;
+    }
+}
+
+const char *store_script_text(int script) {
+    pthread_once(&scripts_once, build_scripts);
+    return script_texts[script];
+}

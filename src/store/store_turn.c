@@ -1,0 +1,132 @@
+/* store_turn.c: what a turn does in Redis: lock and read, append, renew, release, summary. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctxd/message.h"
+#include "store_int.h"
+
+/* Fill out from {meta-pairs, window, fold, llen, window_start_seq, record}.
+ * Frees r. */
+static int turn_reply(store *s, const char *id, redisReply *r, store_context *out) {
+    int rc = CTXD_ERR;
+    if (!r) return CTXD_ERR;
+    if (r->type == REDIS_REPLY_NIL) {
+        store_fail(s, CTXD_E_NOT_FOUND, "context %s not found", id);
+    } else if (r->type == REDIS_REPLY_STRING && !strcmp(r->str, "BUSY")) {
+        store_fail(s, CTXD_E_BUSY, "context %s is busy", id);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
+        store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s reading %s", store_addr(s),
+                   id);
+    } else if (store_meta_fill(out, r->element[0]) ||
+               store_blobs_copy(r->element[1], &out->messages, &out->n_messages) ||
+               store_blobs_copy(r->element[2], &out->fold, &out->n_fold) ||
+               (r->element[5]->type == REDIS_REPLY_STRING &&
+                store_blob_copy(&out->idem_record, r->element[5]))) {
+        store_fail(s, CTXD_E_NOMEM, "out of memory");
+    } else {
+        out->total_messages = r->element[3]->integer;
+        out->window_start_seq = r->element[4]->integer;
+        rc = CTXD_OK;
+    }
+    freeReplyObject(r);
+    if (rc) store_context_free(out);
+    return rc;
+}
+
+int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
+                    const char *idem_key, store_turn_mode mode, int64_t fixed_tokens, long fold_max,
+                    store_context *out) {
+    ctx_keys k;
+    args a;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    store_keys_init(&k, id);
+    if (args_init(s, &a, 9)) return CTXD_ERR;
+    args_int(&a, fixed_tokens);
+    args_int(&a, fold_max);
+    args_str(&a, token);
+    args_int(&a, lock_ttl_ms);
+    args_str(&a, idem_key);
+    args_int(&a, util_now_ms());
+    args_int(&a, MESSAGE_BYTES_PER_TOKEN);
+    args_int(&a, MESSAGE_TOKEN_OVERHEAD);
+    args_str(&a, mode == STORE_TURN_APPEND ? "append" : "window");
+    /* Not retried on I/O errors: it may have taken the lock. */
+    int rc = turn_reply(s, id, store_eval(s, S_TURN_READ, K_COUNT, k.all, &a), out);
+    args_free(&a);
+    return rc;
+}
+
+int store_append(store *s, const store_append_req *req) {
+    args a;
+    char now_iso[UTIL_ISO_LEN];
+    if (args_init(s, &a, 11 + req->n_messages)) return CTXD_ERR;
+    util_iso8601(req->now_ms, now_iso);
+    args_str(&a, req->token);
+    args_int(&a, req->expected_next_seq);
+    args_str(&a, now_iso);
+    args_int(&a, req->now_ms);
+    args_str(&a, req->idem_key);
+    if (req->idem_key)
+        args_bin(&a, req->idem_record.data, req->idem_record.len);
+    else
+        args_str(&a, NULL);
+    args_int(&a, req->idem_ttl_s);
+    args_int(&a, req->max_messages);
+    args_int(&a, (int64_t)req->n_messages);
+    args_str(&a, req->prompt_sig);
+    args_int(&a, req->prompt_tokens);
+    for (size_t i = 0; i < req->n_messages; i++)
+        args_bin(&a, req->messages[i].data, req->messages[i].len);
+    int rc = store_write_script(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL);
+    args_free(&a);
+    return rc;
+}
+
+/* Renew or release the lock: both act only for its owner. 1 in *done when
+ * they did. */
+static int lock_script(store *s, int script, const char *id, const char *token, int ttl_ms,
+                       int *done) {
+    ctx_keys k;
+    args a;
+    store_keys_init(&k, id);
+    if (args_init(s, &a, 2)) return CTXD_ERR;
+    args_str(&a, token);
+    if (script == S_RENEW) args_int(&a, ttl_ms);
+    redisReply *r = store_eval(s, script, K_COUNT, k.all, &a);
+    args_free(&a);
+    if (!r) return CTXD_ERR;
+    *done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return CTXD_OK;
+}
+
+int store_lock_renew(store *s, const char *id, const char *token, int ttl_ms) {
+    int renewed;
+    if (lock_script(s, S_RENEW, id, token, ttl_ms, &renewed)) return CTXD_ERR;
+    if (renewed) return CTXD_OK;
+    store_fail(s, CTXD_E_LOCK_LOST, "lock on context %s was lost", id);
+    return CTXD_ERR;
+}
+
+int store_lock_release(store *s, const char *id, const char *token) {
+    int released;
+    return lock_script(s, S_RELEASE, id, token, 0, &released);
+}
+
+int store_set_summary(store *s, const char *id, int64_t expected_upto, int64_t upto,
+                      const char *text, int64_t tokens, int64_t now_ms) {
+    args a;
+    char now_iso[UTIL_ISO_LEN];
+    if (args_init(s, &a, 5)) return CTXD_ERR;
+    util_iso8601(now_ms, now_iso);
+    args_int(&a, expected_upto);
+    args_int(&a, upto);
+    args_str(&a, text);
+    args_int(&a, tokens);
+    args_str(&a, now_iso);
+    int rc = store_write_script(s, S_SUMMARY, id, &a, CTXD_E_REDIS);
+    args_free(&a);
+    return rc;
+}
