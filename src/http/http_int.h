@@ -93,6 +93,11 @@ int http_send_failure(const http_req *req, const ctxd_error *e);
 int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
                               int *status);
 
+/* The same for a route that needs a body: none is 400 missing_field with
+ * the sentence missing (how to send one). */
+int http_required_body_or_respond(const http_req *req, const char *missing, json_object **out,
+                                  uint64_t *fingerprint, int *status);
+
 /* The Idempotency-Key header, validated. CTXD_OK with *key NULL when
  * absent. */
 int http_idem_key_or_respond(const http_req *req, const char **key, int *status);

@@ -145,6 +145,14 @@ cleanup:
     return rc;
 }
 
+int http_required_body_or_respond(const http_req *req, const char *missing, json_object **out,
+                                  uint64_t *fingerprint, int *status) {
+    if (http_json_body_or_respond(req, out, fingerprint, status)) return CTXD_ERR;
+    if (*out) return CTXD_OK;
+    *status = http_send_error(req, CTXD_E_MISSING_FIELD, "%s", missing);
+    return CTXD_ERR;
+}
+
 int http_idem_key_or_respond(const http_req *req, const char **key, int *status) {
     const char *k = http_header(req, "Idempotency-Key");
     *key = NULL;

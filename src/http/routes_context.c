@@ -190,14 +190,12 @@ static int patch_context(const http_req *req) {
     store_context c;
     ctxd_error e;
     int status;
-    if (http_id_or_respond(req, &status) || http_json_body_or_respond(req, &body, NULL, &status))
+    if (http_id_or_respond(req, &status) ||
+        http_required_body_or_respond(req,
+                                      "Send the settings to change as a JSON object, e.g. "
+                                      "{\"strategy\": \"window\", \"max_context_tokens\": 4000}",
+                                      &body, NULL, &status))
         return status;
-    if (!body) {
-        status = http_send_error(req, CTXD_E_MISSING_FIELD,
-                                 "Send the settings to change as a JSON object, e.g. "
-                                 "{\"strategy\": \"window\", \"max_context_tokens\": 4000}");
-        goto cleanup;
-    }
     if (http_only_fields_or_respond(req, body, settings_fields, &status) ||
         settings_or_respond(req, body, &st, &status))
         goto cleanup;
@@ -275,12 +273,10 @@ static int write_state(const http_req *req, int patch) {
     store_context c;
     ctxd_error e;
     int status;
-    if (http_id_or_respond(req, &status) || http_json_body_or_respond(req, &body, NULL, &status))
+    if (http_id_or_respond(req, &status) ||
+        http_required_body_or_respond(req, "Send the state as a JSON object body", &body, NULL,
+                                      &status))
         return status;
-    if (!body) {
-        status = http_send_error(req, CTXD_E_MISSING_FIELD, "Send the state as a JSON object body");
-        goto cleanup;
-    }
     if (state_or_respond(req, body, patch, &si, &status)) goto cleanup;
     if (context_state_write(req->w, req->id, si.keys, si.values, si.n, patch, &c, &e)) {
         status = http_send_failure(req, &e);

@@ -120,14 +120,11 @@ static int post_message(const http_req *req) {
     memset(&res, 0, sizeof(res));
 
     if (http_id_or_respond(req, &status) || http_idem_key_or_respond(req, &idem, &status) ||
-        http_json_body_or_respond(req, &body, &fp, &status))
+        http_required_body_or_respond(req,
+                                      "Message content is required: send {\"message\": \"...\"} "
+                                      "with Content-Type: application/json",
+                                      &body, &fp, &status))
         return status;
-    if (!body) {
-        status = http_send_error(req, CTXD_E_MISSING_FIELD,
-                                 "Message content is required: send {\"message\": \"...\"} "
-                                 "with Content-Type: application/json");
-        goto cleanup;
-    }
     if (http_only_fields_or_respond(req, body, allowed, &status) ||
         http_string_field_or_respond(req, body, "message", req->cfg->max_message_bytes, &text, &len,
                                      &status) ||
@@ -164,15 +161,12 @@ static int post_messages(const http_req *req) {
     memset(&res, 0, sizeof(res));
 
     if (http_id_or_respond(req, &status) || http_idem_key_or_respond(req, &idem, &status) ||
-        http_json_body_or_respond(req, &body, &fp, &status))
+        http_required_body_or_respond(req,
+                                      "Send {\"messages\": [{\"role\": \"user\", "
+                                      "\"content\": \"...\"}, ...]}",
+                                      &body, &fp, &status))
         return status;
-    if (!body || http_only_fields_or_respond(req, body, allowed, &status)) {
-        if (!body)
-            status = http_send_error(req, CTXD_E_MISSING_FIELD,
-                                     "Send {\"messages\": [{\"role\": \"user\", "
-                                     "\"content\": \"...\"}, ...]}");
-        goto cleanup;
-    }
+    if (http_only_fields_or_respond(req, body, allowed, &status)) goto cleanup;
     if (!json_object_object_get_ex(body, "messages", &arr) ||
         !json_object_is_type(arr, json_type_array) || (n = json_object_array_length(arr)) == 0 ||
         n > MAX_APPEND) {

@@ -251,21 +251,13 @@ cleanup:
 int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
     char token[33];
     store_context ctx;
-    memset(res, 0, sizeof(*res));
-    if (util_token(token))
-        return ctxd_error_set(&res->error, CTXD_E_NO_RANDOMNESS, "no randomness for a lock token");
     /* The new message is estimated; the read script adds the system
      * prompt's share and the summary's known count. */
     int64_t estimate = message_tokens(req->message_len);
-    if (turn_lock_read(w, req->context_id, token, req->idem_key, STORE_TURN_WINDOW, estimate, &ctx,
-                       res))
-        return CTXD_ERR;
-    if (ctx.idem_record.data) { /* answered before: no lock was taken */
-        int rc = turn_idem_replay(&ctx.idem_record, req->fingerprint, req->idem_key, res);
-        store_context_free(&ctx);
-        return rc;
-    }
-    int rc = run_locked(w, req, token, ctx, estimate, res);
+    int rc = turn_lock_begin(w, req->context_id, req->idem_key, req->fingerprint, STORE_TURN_WINDOW,
+                             estimate, token, &ctx, res);
+    if (rc != CTXD_OK || res->replayed) return rc;
+    rc = run_locked(w, req, token, ctx, estimate, res);
     /* The append released the lock on success; make sure on every path. */
     if (rc != CTXD_OK) store_lock_release(w->st, req->context_id, token);
     return rc;

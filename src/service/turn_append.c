@@ -78,18 +78,11 @@ cleanup:
 int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res) {
     char token[33];
     store_context ctx;
-    memset(res, 0, sizeof(*res));
-    if (util_token(token))
-        return ctxd_error_set(&res->error, CTXD_E_NO_RANDOMNESS, "no randomness for a lock token");
-    if (turn_lock_read(w, req->context_id, token, req->idem_key, STORE_TURN_APPEND, 0, &ctx, res))
-        return CTXD_ERR;
-    int rc;
-    if (ctx.idem_record.data) { /* answered before: no lock was taken */
-        rc = turn_idem_replay(&ctx.idem_record, req->fingerprint, req->idem_key, res);
-    } else {
-        rc = append_locked(w, req, token, &ctx, res);
-        if (rc != CTXD_OK) store_lock_release(w->st, req->context_id, token);
-    }
+    int rc = turn_lock_begin(w, req->context_id, req->idem_key, req->fingerprint, STORE_TURN_APPEND,
+                             0, token, &ctx, res);
+    if (rc != CTXD_OK || res->replayed) return rc;
+    rc = append_locked(w, req, token, &ctx, res);
+    if (rc != CTXD_OK) store_lock_release(w->st, req->context_id, token);
     store_context_free(&ctx);
     return rc;
 }

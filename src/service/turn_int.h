@@ -7,13 +7,16 @@
 
 /* ---- The lock (turn_lock.c) ---- */
 
-/* Take the context's lock for token and read it (store_turn_read), waiting
- * up to the configured lock wait while another turn holds it. CTXD_OK with
- * ctx filled (ctx->idem_record set: an earlier answer, and no lock taken),
- * or CTXD_ERR with res->error (CTXD_E_BUSY after the wait). */
-int turn_lock_read(ctxd_worker *w, const char *id, const char *token, const char *idem_key,
-                   store_turn_mode mode, int64_t fixed_tokens, store_context *ctx,
-                   turn_result *res);
+/* Start a turn or an append: clear res, make a lock token, take the
+ * context's lock and read it (store_turn_read, waiting up to the configured
+ * lock wait while another turn holds it). Returns CTXD_ERR with res->error
+ * (CTXD_E_BUSY after the wait); CTXD_OK with res->replayed set when
+ * idem_key was answered before (res filled from the record, no lock
+ * taken); else CTXD_OK with the lock held for token and ctx filled (free it
+ * with store_context_free). */
+int turn_lock_begin(ctxd_worker *w, const char *id, const char *idem_key, uint64_t fp,
+                    store_turn_mode mode, int64_t fixed_tokens, char token[33], store_context *ctx,
+                    turn_result *res);
 
 /* Keeps a turn's lock alive while the model works: pass turn_lock_tick and
  * a keeper as the model call's on_tick. */

@@ -7,9 +7,10 @@
 #include "ctxd/util.h"
 #include "turn_int.h"
 
-int turn_lock_read(ctxd_worker *w, const char *id, const char *token, const char *idem_key,
-                   store_turn_mode mode, int64_t fixed_tokens, store_context *ctx,
-                   turn_result *res) {
+/* Take the lock and read, waiting while another owner holds it. */
+static int lock_read(ctxd_worker *w, const char *id, const char *token, const char *idem_key,
+                     store_turn_mode mode, int64_t fixed_tokens, store_context *ctx,
+                     turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     int64_t t0 = util_mono_us(), deadline = util_mono_ms() + cfg->lock_wait_ms;
     int pause = 5, waited = 0;
@@ -36,6 +37,19 @@ int turn_lock_read(ctxd_worker *w, const char *id, const char *token, const char
                           "Context %s is busy with another turn; retry after the "
                           "Retry-After delay",
                           id);
+}
+
+int turn_lock_begin(ctxd_worker *w, const char *id, const char *idem_key, uint64_t fp,
+                    store_turn_mode mode, int64_t fixed_tokens, char token[33], store_context *ctx,
+                    turn_result *res) {
+    memset(res, 0, sizeof(*res));
+    if (util_token(token))
+        return ctxd_error_set(&res->error, CTXD_E_NO_RANDOMNESS, "no randomness for a lock token");
+    if (lock_read(w, id, token, idem_key, mode, fixed_tokens, ctx, res)) return CTXD_ERR;
+    if (!ctx->idem_record.data) return CTXD_OK;
+    int rc = turn_idem_replay(&ctx->idem_record, fp, idem_key, res);
+    store_context_free(ctx);
+    return rc;
 }
 
 void turn_lock_keeper_init(turn_lock_keeper *k, ctxd_worker *w, const char *id, const char *token) {
