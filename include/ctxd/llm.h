@@ -67,34 +67,36 @@ typedef struct llm_response {
 /* Per-thread client (keeps one curl handle alive for keep-alive). */
 typedef struct llm_client llm_client;
 
-/* Set up process-wide state (curl_global_init). Call once from main. */
+/* Set up process-wide state (curl_global_init). Call once from main, before
+ * any thread runs. Returns CTXD_OK, or CTXD_ERR when curl could not start
+ * (then no HTTP provider works). Undo with llm_global_cleanup at exit. */
 int llm_global_init(void);
+/* Release what llm_global_init set up; call once, after every client is freed. */
 void llm_global_cleanup(void);
 
 /* Create a client for cfg's provider. cfg is borrowed and must outlive the
- * client. Returns NULL on out of memory. Free with llm_client_free. */
+ * client. Returns NULL on out of memory. The caller frees the client with
+ * llm_client_free; use it from one thread at a time. */
 llm_client *llm_client_new(const ctxd_config *cfg);
-void llm_client_free(llm_client *c); /* accepts NULL */
+/* Free c and its connection; accepts NULL. */
+void llm_client_free(llm_client *c);
 
-/* Run one completion. Fills resp (zero it first with llm_response_init).
- * Returns CTXD_OK with resp->text set, or CTXD_ERR with resp->err,
- * resp->errstr and, when known, resp->upstream_status. The caller frees
- * resp's contents with llm_response_free either way. */
+/* Run one completion. req and everything it points to are borrowed for the
+ * call. Fills resp (set it up first with llm_response_init). Returns
+ * CTXD_OK with resp->text set, or CTXD_ERR with resp->err, resp->errstr
+ * and, when known, resp->upstream_status. The caller frees resp's contents
+ * with llm_response_free either way. */
 int llm_complete(llm_client *c, const llm_request *req, llm_response *resp);
 
+/* Set resp up empty (token counts and retry_after_ms -1). Never fails and
+ * allocates nothing. */
 void llm_response_init(llm_response *resp);
-void llm_response_free(llm_response *resp); /* frees resp->text only */
-
-/* Set an error on resp (printf-style message). Used by providers. */
-void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Providers: each in its own file. The echo provider is pure and never fails
- * unless out of memory. */
-int llm_echo_complete(const llm_request *req, llm_response *resp);
+/* Free resp->text (resp itself is the caller's) and leave it NULL; accepts
+ * NULL. */
+void llm_response_free(llm_response *resp);
 
 /* Simulated latency of the echo model (CTXD_ECHO_DELAY_MS), spread over its
- * streamed pieces. Set once at start, before any thread runs. */
+ * streamed pieces. Set once at start, before any thread runs. Never fails. */
 void llm_echo_set_delay(int ms);
 
 #endif

@@ -7,6 +7,7 @@
 #include "ctxd/llm.h"
 #include "ctxd/message.h"
 #include "ctxd/util.h"
+#include "llm_provider.h"
 
 static int echo_delay_ms; /* written once at start, before threads */
 

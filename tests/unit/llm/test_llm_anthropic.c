@@ -1,8 +1,11 @@
 /* test_llm_anthropic.c: Anthropic request bodies, replies, streams, and calls against the fake. */
+/* The fake first: a local of its named buf would shadow ctxd/buf.h's type. */
+#include "../../fakes/fake_upstream.h"
+
 #include "../../../src/llm/llm_http.c"
 #include "../../../src/llm/llm_anthropic.c"
+#include "../../../src/llm/llm_json.c"
 
-#include "../../fakes/fake_upstream.h"
 #include "../test.h"
 
 #define KEY "sk-ant-test-KEY-123"
@@ -160,7 +163,7 @@ TEST(test_llm_anthropic_stream_any_split) {
         CHECK(!h->failed);
         CHECK_STR(s.text, "Hello, world");
         CHECK(s.calls == 2);
-        CHECK_STR(h->text, "Hello, world");
+        CHECK_STR(h->text.data, "Hello, world");
         CHECK_STR(resp.stop_reason, "end_turn");
         CHECK_STR(resp.model, "claude-x");
         CHECK(resp.input_tokens == 25);
@@ -227,7 +230,7 @@ TEST(test_llm_anthropic_parse_message) {
     llm_response resp;
     llm_response_init(&resp);
     CHECK(anthropic_parse_message(h, body, strlen(body), &resp) == CTXD_OK);
-    CHECK_STR(h->text, "Part one. Part two.");
+    CHECK_STR(h->text.data, "Part one. Part two.");
     CHECK_STR(resp.stop_reason, "max_tokens");
     CHECK_STR(resp.model, "claude-y");
     CHECK(resp.input_tokens == 10 && resp.output_tokens == 20);

@@ -1,5 +1,7 @@
 /* test_llm_http.c: SSE parsing, retry policy, error extraction and mapping. */
 #include "../../../src/llm/llm_http.c"
+#include "../../../src/llm/llm_error.c"
+#include "../../../src/llm/llm_json.c"
 
 #include <time.h>
 
@@ -192,10 +194,12 @@ TEST(test_llm_http_scrub_key) {
     char s[64] = "bad key sk-SECRET-1 and sk-SECRET-1!";
     llm_http_scrub(s, sizeof(s), "sk-SECRET-1");
     CHECK_STR(s, "bad key [redacted] and [redacted]!");
-    char t[16] = "abcK"; /* replacement longer than the room left: truncated */
+    char t[8] = "abcK"; /* the mark is longer than the room left: cut to fit */
     llm_http_scrub(t, sizeof(t), "K");
-    CHECK(strstr(t, "K") == NULL || strstr(t, "[redac") != NULL);
-    CHECK(strlen(t) < sizeof(t));
+    CHECK_STR(t, "abc[red");
+    char w[12] = "xKyz"; /* the mark fits, the text after it does not */
+    llm_http_scrub(w, sizeof(w), "K");
+    CHECK_STR(w, "x[redacted]");
     char v[64] = "key a and a";
     llm_http_scrub(v, sizeof(v), "a"); /* "a" is inside "[redacted]" too */
     CHECK_STR(v, "key [redacted] [redacted]nd [redacted]");
@@ -203,6 +207,32 @@ TEST(test_llm_http_scrub_key) {
     llm_http_scrub(u, sizeof(u), NULL);
     llm_http_scrub(u, sizeof(u), "");
     CHECK_STR(u, "xx");
+}
+
+/* The key straddles the cut: it is removed from the full text before the
+ * cut, so not even its first bytes are left. */
+TEST(test_llm_http_scrub_before_cut) {
+    const char *key = "sk-SECRET-123";
+    const char *text = "bad key sk-SECRET-123 refused";
+    char out[16];
+    llm_http_copy_scrubbed(out, sizeof(out), text, strlen(text), key);
+    CHECK_STR(out, "bad key [redact");
+
+    /* The same through llm_http_fail, whose message is cut to f_msg. */
+    char msg[300], want[CTXD_ERRSTR_LEN];
+    size_t pad = sizeof(want) - 1 - strlen(" key=") - 5; /* the cut falls 5 bytes into the key */
+    memset(msg, 'x', pad);
+    snprintf(msg + pad, sizeof(msg) - pad, " key=%s end", key);
+    memset(want, 'x', pad);
+    snprintf(want + pad, sizeof(want) - pad, " key=[redacted]");
+    llm_http *h = llm_http_new();
+    llm_http_call call = {.secret = key};
+    h->call = &call;
+    llm_http_fail(h, LLM_ERR_UPSTREAM, 500, 0, "%s", msg);
+    CHECK_STR(h->f_msg, want);
+    CHECK(strlen(h->f_msg) == sizeof(h->f_msg) - 1);
+    h->call = NULL;
+    llm_http_free(h);
 }
 
 TEST(test_llm_http_utf8_cut_cleanly) {
@@ -250,7 +280,7 @@ TEST(test_llm_http_body_cap) {
     h->mode_decided = 1;
     char small[8] = "{}";
     CHECK(on_write(small, 1, 2, h) == 2);
-    CHECK_STR(h->body, "{}");
+    CHECK_STR(h->body.data, "{}");
     /* The length alone trips the cap; the bytes are never read. */
     CHECK(on_write(small, 1, LLM_HTTP_MAX_BODY, h) == 0);
     CHECK(h->too_large);
@@ -269,5 +299,5 @@ TEST_MAIN(T(test_llm_http_body_cap), T(test_llm_http_sse_one_byte_at_a_time),
           T(test_llm_http_retry_after_seconds_and_date),
           T(test_llm_http_backoff_exponential_with_jitter), T(test_llm_http_status_mapping),
           T(test_llm_http_error_body_shapes), T(test_llm_http_scrub_key),
-          T(test_llm_http_utf8_cut_cleanly), T(test_llm_http_url_joining),
-          T(test_llm_http_json_parse_strict))
+          T(test_llm_http_scrub_before_cut), T(test_llm_http_utf8_cut_cleanly),
+          T(test_llm_http_url_joining), T(test_llm_http_json_parse_strict))

@@ -1,8 +1,11 @@
 /* test_llm_openai.c: OpenAI-compatible request bodies, replies, streams, and calls against the fake. */
+/* The fake first: a local of its named buf would shadow ctxd/buf.h's type. */
+#include "../../fakes/fake_upstream.h"
+
 #include "../../../src/llm/llm_http.c"
 #include "../../../src/llm/llm_openai.c"
+#include "../../../src/llm/llm_json.c"
 
-#include "../../fakes/fake_upstream.h"
 #include "../test.h"
 
 #define KEY "sk-openai-test-KEY-456"
@@ -212,7 +215,7 @@ TEST(test_llm_openai_parse_completion) {
     llm_response resp;
     llm_response_init(&resp);
     CHECK(openai_parse_completion(h, body, strlen(body), &resp) == CTXD_OK);
-    CHECK_STR(h->text, "Yo");
+    CHECK_STR(h->text.data, "Yo");
     CHECK_STR(resp.stop_reason, "length");
     CHECK_STR(resp.model, "llama3");
     CHECK(resp.input_tokens == -1 && resp.output_tokens == -1); /* no usage */

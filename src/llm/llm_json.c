@@ -1,0 +1,90 @@
+/* llm_json.c: JSON the providers share: strict parsing, typed reads, request and usage fields. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "llm_http.h"
+
+json_object *llm_json_parse(const char *s, size_t len) {
+    if (len > (size_t)0x7fffffff) return NULL;
+    json_tokener *tok = json_tokener_new();
+    if (!tok) return NULL;
+    json_object *o = json_tokener_parse_ex(tok, s, (int)len);
+    if (o && json_tokener_get_parse_end(tok) < len) {
+        /* Only trailing whitespace may follow the value. */
+        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
+            if (!isspace((unsigned char)s[i])) {
+                json_object_put(o);
+                o = NULL;
+                break;
+            }
+        }
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+const char *llm_json_str(json_object *obj, const char *key) {
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return NULL;
+    return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+/* obj[key] as a long when it is an integer, else -1; obj may be NULL. */
+static long llm_json_long(json_object *obj, const char *key) {
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v)) return -1;
+    if (!json_object_is_type(v, json_type_int)) return -1;
+    return (long)json_object_get_int64(v);
+}
+
+void llm_copy_str(char *out, size_t cap, const char *s) {
+    if (s) snprintf(out, cap, "%s", s);
+}
+
+json_object *llm_json_body_new(const ctxd_config *cfg, const llm_request *req,
+                               const char *max_tokens_key) {
+    json_object *o = json_object_new_object();
+    if (!o) return NULL;
+    const char *model = req->model && *req->model ? req->model : cfg->model;
+    int max_tokens = req->max_tokens > 0 ? req->max_tokens : cfg->max_tokens;
+    json_object_object_add(o, "model", json_object_new_string(model));
+    json_object_object_add(o, max_tokens_key, json_object_new_int(max_tokens));
+    return o;
+}
+
+/* Append {"role": role, "content": content[0..len)} to the array msgs. */
+static int add_message(json_object *msgs, const char *role, const char *content, size_t len) {
+    json_object *jm = json_object_new_object();
+    if (!jm || json_object_array_add(msgs, jm)) {
+        json_object_put(jm);
+        return CTXD_ERR;
+    }
+    json_object_object_add(jm, "role", json_object_new_string(role));
+    json_object_object_add(jm, "content", json_object_new_string_len(content, (int)len));
+    return CTXD_OK;
+}
+
+int llm_json_add_messages(json_object *body, const llm_request *req, const char *system) {
+    json_object *msgs = json_object_new_array();
+    if (!msgs || (system && add_message(msgs, "system", system, strlen(system)))) goto oom;
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const llm_message *m = &req->messages[i];
+        if (add_message(msgs, m->role, m->content, m->content_len)) goto oom;
+    }
+    json_object_object_add(body, "messages", msgs);
+    return CTXD_OK;
+oom:
+    json_object_put(msgs);
+    return CTXD_ERR;
+}
+
+void llm_json_usage(llm_response *resp, json_object *parent, const char *in_key,
+                    const char *out_key) {
+    json_object *usage = NULL;
+    if (!parent || !json_object_object_get_ex(parent, "usage", &usage)) return;
+    long in = llm_json_long(usage, in_key);
+    long out = llm_json_long(usage, out_key);
+    if (in >= 0) resp->input_tokens = in;
+    if (out >= 0) resp->output_tokens = out;
+}

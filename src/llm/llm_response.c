@@ -1,0 +1,30 @@
+/* llm_response.c: the llm_response a model call fills: set up, error, free. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm_provider.h"
+
+void llm_response_init(llm_response *resp) {
+    memset(resp, 0, sizeof(*resp));
+    resp->input_tokens = -1;
+    resp->output_tokens = -1;
+    resp->retry_after_ms = -1;
+}
+
+void llm_response_free(llm_response *resp) {
+    if (!resp) return;
+    free(resp->text);
+    resp->text = NULL;
+    resp->text_len = 0;
+}
+
+void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...) {
+    va_list ap;
+    resp->err = err;
+    resp->upstream_status = status;
+    va_start(ap, fmt);
+    vsnprintf(resp->errstr, sizeof(resp->errstr), fmt, ap);
+    va_end(ap);
+}
