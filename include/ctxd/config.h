@@ -75,10 +75,6 @@ typedef struct ctxd_config {
  * for --help and --version after printing them. Free with config_free. */
 int config_load(ctxd_config *cfg, int argc, char **argv, char *err, size_t errlen, int *exit_now);
 
-/* Parse "HOST:PORT" into host/port. Returns CTXD_OK or CTXD_ERR with err. */
-int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
-                        size_t errlen);
-
 /* Parse a redis:// or unix:// URL into cfg's redis_* fields. */
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen);
 
@@ -91,8 +87,5 @@ const char *config_provider_name(ctxd_provider p);
 
 /* Release what cfg owns (API keys). Accepts NULL. */
 void config_free(ctxd_config *cfg);
-
-/* Print the --help text to stdout. */
-void config_usage(void);
 
 #endif

@@ -105,10 +105,6 @@ void store_free(store *s);
 /* Round trip to Redis. CTXD_OK, or CTXD_ERR with s->err/errstr. */
 int store_ping(store *s);
 
-/* Tell every store in the process that Redis was seen failing, so idle
- * connections are replaced before their next use. */
-void store_invalidate_all(void);
-
 /* Create a context. CTXD_ERR with CTXD_E_EXISTS if the id is taken. */
 int store_create(store *s, const store_new_context *nc);
 

@@ -107,7 +107,8 @@ void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen) {
         snprintf(out, outlen, "%s:%d", cfg->redis_host, cfg->redis_port);
 }
 
-void config_usage(void) {
+/* Print the --help text to stdout. */
+static void config_usage(void) {
     printf("ctxd %s: conversation contexts for LLM APIs, kept in Redis\n\n", CTXD_VERSION);
     printf("usage: ctxd [--flag VALUE]... [--help] [--version]\n\n");
     printf("Each setting is an environment variable or a flag (flags win):\n\n");
@@ -120,8 +121,9 @@ void config_usage(void) {
     printf("\nAPI keys: ANTHROPIC_API_KEY, OPENAI_API_KEY (never logged).\n");
 }
 
-int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
-                        size_t errlen) {
+/* Parse "HOST:PORT" into host/port. Returns CTXD_OK or CTXD_ERR with err. */
+static int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
+                               size_t errlen) {
     const char *colon = strrchr(value, ':');
     if (!colon || colon == value || colon[1] == '\0') {
         snprintf(err, errlen, "CTXD_LISTEN=%s is not HOST:PORT (for example 127.0.0.1:61909)",

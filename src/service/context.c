@@ -86,8 +86,9 @@ int context_create(ctxd_worker *w, const store_settings *given, const store_blob
         .n_state = n_state,
     };
     if (store_create(w->st, &nc)) {
-        ctxd_error_set(e, w->st->err == CTXD_E_NOMEM ? CTXD_E_NOMEM : CTXD_E_REDIS, "%s",
+        ctxd_error_set(e, w->st->err == CTXD_E_EXISTS ? CTXD_E_EXISTS : CTXD_E_REDIS, "%s",
                        w->st->errstr);
+        if (w->st->err == CTXD_E_NOMEM) e->err = CTXD_E_NOMEM;
         if (idem_key) store_create_unclaim(w->st, idem_key);
         return CTXD_ERR;
     }

@@ -84,37 +84,50 @@ static int replay_legacy(const char *json, int status, turn_result *res) {
     return rc;
 }
 
-int turn_idem_replay(const store_blob *rec, uint64_t fp, const char *key, turn_result *res) {
+static int reused(turn_result *res, const char *key) {
+    return ctxd_error_set(&res->error, CTXD_E_IDEM_KEY_REUSED,
+                          "Idempotency-Key '%s' was already used with a different "
+                          "request; use a new key for a new request",
+                          key);
+}
+
+int turn_idem_replay(const store_blob *rec, int append, uint64_t fp, const char *key,
+                     turn_result *res) {
     const char *record = rec->data, *end = rec->data + rec->len;
     unsigned long long rfp = 0;
     char kind = 0;
     int off = 0;
-    if (sscanf(record, "%*d %16llx %c%n", &rfp, &kind, &off) < 2 || !off)
+    long long expiry; /* the store checked it */
+    if (sscanf(record, "%lld %16llx %c%n", &expiry, &rfp, &kind, &off) < 3 || !off)
         return ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
-    if (rfp != fp)
-        return ctxd_error_set(&res->error, CTXD_E_IDEM_KEY_REUSED,
-                              "Idempotency-Key '%s' was already used with a different "
-                              "request; use a new key for a new request",
-                              key);
-    res->replayed = 1;
+    if (rfp != fp) return reused(res, key);
     const char *p = record + off;
+    int rc = CTXD_ERR;
     long long in, out, a, b;
     size_t ml, tl;
     int n = 0;
     /* The model follows the lengths after exactly one space, then the text. */
-    if (kind == 'R' && sscanf(p, " %lld %lld %zu %zu%n", &in, &out, &ml, &tl, &n) == 4 &&
-        p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl) {
-        p += n + 1;
-        return set_reply(res, p, ml, p + ml, tl, in, out);
-    }
-    if (kind == 'A' && sscanf(p, " %lld %lld", &a, &b) == 2) {
-        res->appended = (size_t)a;
-        res->first_seq = b;
-        return CTXD_OK;
-    }
     int status = 0;
-    if (sscanf(record, "%*d %16llx %d %n", &rfp, &status, &n) == 2 && n && record[n] == '{')
-        return replay_legacy(record + n, status, res);
-    res->replayed = 0;
-    return ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+    if (kind == 'R' || kind == 'A') {
+        if (kind != (append ? 'A' : 'R')) return reused(res, key); /* a turn's key on an append */
+        if (kind == 'R' && sscanf(p, " %lld %lld %zu %zu%n", &in, &out, &ml, &tl, &n) == 4 &&
+            p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl) {
+            p += n + 1;
+            rc = set_reply(res, p, ml, p + ml, tl, in, out);
+        } else if (kind == 'A' && sscanf(p, " %lld %lld", &a, &b) == 2) {
+            res->appended = (size_t)a;
+            res->first_seq = b;
+            rc = CTXD_OK;
+        } else {
+            rc = ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+        }
+    } else if (sscanf(record, "%lld %16llx %d %n", &expiry, &rfp, &status, &n) == 3 && n &&
+               record[n] == '{') {
+        if ((status == 201) != append) return reused(res, key);
+        rc = replay_legacy(record + n, status, res);
+    } else {
+        rc = ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+    }
+    res->replayed = rc == CTXD_OK;
+    return rc;
 }

@@ -38,10 +38,12 @@ int turn_lock_tick(void *keeper);
 char *turn_idem_record_reply(int ttl_s, uint64_t fp, const turn_reply *reply, size_t *len);
 char *turn_idem_record_append(int ttl_s, uint64_t fp, size_t appended, int64_t first_seq);
 
-/* Answer from a stored record: fills res (replayed set) and returns CTXD_OK,
- * or CTXD_ERR with res->error: CTXD_E_IDEM_KEY_REUSED when the key came
- * with another request (fp differs). */
-int turn_idem_replay(const store_blob *record, uint64_t fp, const char *key, turn_result *res);
+/* Answer from a stored record of a turn (append 0) or an append (append 1):
+ * fills res (replayed set) and returns CTXD_OK, or CTXD_ERR with
+ * res->error: CTXD_E_IDEM_KEY_REUSED when the key came with another request
+ * (fp or kind differs), CTXD_E_REDIS for a record that cannot be read. */
+int turn_idem_replay(const store_blob *record, int append, uint64_t fp, const char *key,
+                     turn_result *res);
 
 /* ---- History decoded for a model call (turn_history.c) ---- */
 

@@ -47,7 +47,7 @@ int turn_lock_begin(ctxd_worker *w, const char *id, const char *idem_key, uint64
         return ctxd_error_set(&res->error, CTXD_E_NO_RANDOMNESS, "no randomness for a lock token");
     if (lock_read(w, id, token, idem_key, mode, fixed_tokens, ctx, res)) return CTXD_ERR;
     if (!ctx->idem_record.data) return CTXD_OK;
-    int rc = turn_idem_replay(&ctx->idem_record, fp, idem_key, res);
+    int rc = turn_idem_replay(&ctx->idem_record, mode == STORE_TURN_APPEND, fp, idem_key, res);
     store_context_free(ctx);
     return rc;
 }

@@ -25,7 +25,9 @@ typedef struct store_impl {
 static atomic_uint global_epoch;
 static atomic_int redis_up = -1; /* -1 unknown, 0 down, 1 up */
 
-void store_invalidate_all(void) { atomic_fetch_add(&global_epoch, 1); }
+/* Tell every store in the process that Redis was seen failing, so idle
+ * connections are replaced before their next use. */
+static void invalidate_all(void) { atomic_fetch_add(&global_epoch, 1); }
 
 static void set_up_state(store_impl *im, int up, const char *why) {
     int prev = atomic_exchange(&redis_up, up);
@@ -87,7 +89,7 @@ static void fail_unreachable(store *s, const char *detail) {
     im->io_failed = 1;
     metrics_redis_error();
     drop_connection(im);
-    store_invalidate_all();
+    invalidate_all();
     set_up_state(im, 0, why);
 }
 

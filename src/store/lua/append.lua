@@ -14,7 +14,6 @@ if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end
 local n = tonumber(ARGV[9])
 local keep = tonumber(redis.call('HGET', meta, 'max_messages') or '0')
 local cap = tonumber(ARGV[8])
-if keep > 0 then cap = math.max(cap, keep + n) end
 if cap > 0 and keep == 0 and redis.call('LLEN', messages) + n > cap then
   unlock() return 'TOO_LARGE'
 end
@@ -24,19 +23,18 @@ if ARGV[10] ~= '' then
   redis.call('HSET', meta, 'prompt_sig', ARGV[10], 'prompt_tokens', ARGV[11])
 end
 if keep > 0 and redis.call('LLEN', messages) > keep then
-  local drop = redis.call('LLEN', messages) - keep
-  redis.call('LTRIM', messages, drop, -1)
-  while true do
-    local head = redis.call('LINDEX', messages, 0)
-    if not head then break end
-    local ok, msg = pcall(cjson.decode, head)
-    if ok and msg.role == 'user' then break end
-    redis.call('LPOP', messages)
+  -- Keep the newest keep messages, starting at a user message so the
+  -- history stays whole units; with no user message among them, keep them
+  -- all rather than lose the history.
+  local kept = redis.call('LRANGE', messages, -keep, -1)
+  local from = 1
+  for i = 1, #kept do
+    local ok, msg = pcall(cjson.decode, kept[i])
+    if ok and msg.role == 'user' then from = i break end
   end
-  local head = redis.call('LINDEX', messages, 0)
-  local first = seq + n
-  if head then first = cjson.decode(head).seq end
-  redis.call('HSET', meta, 'first_seq', first)
+  redis.call('LTRIM', messages, -(keep - from + 1), -1)
+  local ok, head = pcall(cjson.decode, kept[from])
+  if ok and head.seq then redis.call('HSET', meta, 'first_seq', head.seq) end
 end
 if ARGV[5] ~= '' then
   if redis.call('HLEN', idem) >= 1024 then

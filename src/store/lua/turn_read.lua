@@ -4,7 +4,8 @@
 --       token_overhead mode
 -- An unexpired idempotency record for idem_key is returned at once, without
 -- the lock. Otherwise the lock is taken for token unless another owner holds
--- it ('BUSY'); token may hold it already (a second read in the same turn).
+-- it ('BUSY'); token may hold it already (a second read in the same turn:
+-- its expiry starts again).
 -- mode 'append' reads no messages. For a turn with strategy 'all' every
 -- message; otherwise the newest whole units (a user message and the replies
 -- after it) whose "tokens" fit max_context_tokens minus ARGV[1] (the new
@@ -26,10 +27,8 @@ if ARGV[5] ~= '' then
   if exp and exp >= tonumber(ARGV[6]) then return {flat, {}, {}, len, first, rec} end
 end
 local holder = redis.call('GET', lock)
-if holder ~= ARGV[3] then
-  if holder then return 'BUSY' end
-  redis.call('SET', lock, ARGV[3], 'PX', ARGV[4])
-end
+if holder and holder ~= ARGV[3] then return 'BUSY' end
+redis.call('SET', lock, ARGV[3], 'PX', ARGV[4])
 local strategy = m.strategy or 'all'
 if ARGV[9] == 'append' then return {flat, {}, {}, len, first, false} end
 if strategy == 'all' or strategy == '' then
