@@ -265,7 +265,7 @@ stop_pid "$anth_pid"
 # The echo provider streams its reply word by word over CTXD_ECHO_DELAY_MS=2000.
 s5_rows=""
 for n in $s5_ns; do
-  threads=$((n + 16)) # civetweb serves one connection per thread
+  threads=$((n + 16)) # a streamed turn holds its worker thread
   start_ctxd "s5-$n" CTXD_ECHO_DELAY_MS=2000 CTXD_THREADS=$threads
   $py "$here/prep.py" create "$ctxd_port" "$n" "$tmp/s5.ids"
   row=$($py "$here/streams.py" "$ctxd_port" "$tmp/s5.ids" "$n" 60)

@@ -18,6 +18,13 @@ typedef struct ctxd_config {
     int listen_port;
     int threads;
     size_t max_body_bytes;
+    int header_timeout_ms;    /* a request's line and headers, from their first byte */
+    int body_timeout_ms;      /* its body, from the end of the head */
+    int keepalive_timeout_ms; /* an idle connection between requests */
+    int write_timeout_ms;     /* a client taking an answer */
+    int max_connections;
+    char allowed_hosts[1024]; /* Host names served besides the local ones; "*": any */
+    char cors_origins[1024];  /* browser origins allowed to call, comma-separated */
 
     /* Redis, parsed from redis_url */
     char redis_url[512];

@@ -12,7 +12,7 @@ typedef enum ctxd_err {
     CTXD_E_NONE = 0,
 
     /* The request itself (found by the HTTP edge). */
-    CTXD_E_BAD_HTTP_REQUEST, /* not HTTP: civetweb's protocol errors */
+    CTXD_E_BAD_HTTP_REQUEST, /* not HTTP/1.1 framing (http_parse.c) */
     CTXD_E_INVALID_JSON,
     CTXD_E_INVALID_UTF8,
     CTXD_E_MISSING_FIELD,
@@ -26,6 +26,11 @@ typedef enum ctxd_err {
     CTXD_E_BODY_TOO_LARGE,
     CTXD_E_FIELD_TOO_LARGE,
     CTXD_E_UNSUPPORTED_MEDIA_TYPE,
+    CTXD_E_BAD_CHUNKED_BODY,
+    CTXD_E_REQUEST_TIMEOUT,      /* a request too slow to arrive */
+    CTXD_E_HOST_NOT_ALLOWED,     /* a Host this server does not answer to */
+    CTXD_E_ORIGIN_NOT_ALLOWED,   /* a browser origin not in CTXD_CORS_ORIGINS */
+    CTXD_E_TOO_MANY_CONNECTIONS, /* CTXD_MAX_CONNECTIONS reached */
 
     /* Contexts and turns. */
     CTXD_E_NOT_FOUND,        /* no such context */

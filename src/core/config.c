@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,75 +20,100 @@ typedef struct option_def {
     const char *def; /* default as text; NULL: computed */
     long long min, max;
     const char *help;
+    size_t off, width; /* a number stored in ctxd_config; width 0: applied by hand */
 } option_def;
+
+#define FIELD(f) offsetof(ctxd_config, f), sizeof(((ctxd_config *)0)->f)
+#define BY_HAND 0, 0
 
 /* One row per setting; config_apply maps each to its field. */
 static const option_def options[] = {
     {"CTXD_LISTEN", "--listen", OPT_STR, "127.0.0.1:61909", 0, 0,
-     "HOST:PORT to listen on (IPv4 address)"},
+     "HOST:PORT to listen on (IPv4 address)", BY_HAND},
     {"CTXD_REDIS_URL", "--redis-url", OPT_STR, "redis://127.0.0.1:6379/0", 0, 0,
-     "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N][&password=P]"},
+     "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N][&password=P]",
+     BY_HAND},
     {"CTXD_REDIS_TIMEOUT_MS", "--redis-timeout-ms", OPT_INT, "2000", 50, 60000,
-     "connect and command timeout for Redis"},
+     "connect and command timeout for Redis", FIELD(redis_timeout_ms)},
     {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 8192,
-     "HTTP worker threads (each holds one Redis connection)"},
-    {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0, "debug, info, warn or error"},
-    {"CTXD_LOG_FORMAT", "--log-format", OPT_STR, "json", 0, 0, "json (JSON lines), logfmt or text"},
+     "HTTP worker threads (each holds one Redis connection)", FIELD(threads)},
+    {"CTXD_HEADER_TIMEOUT_MS", "--header-timeout-ms", OPT_INT, "10000", 100, 600000,
+     "a request line and its headers must arrive within this (else 408)", FIELD(header_timeout_ms)},
+    {"CTXD_BODY_TIMEOUT_MS", "--body-timeout-ms", OPT_INT, "20000", 100, 3600000,
+     "a request body must arrive within this after its headers (else 408)", FIELD(body_timeout_ms)},
+    {"CTXD_KEEPALIVE_TIMEOUT_MS", "--keepalive-timeout-ms", OPT_INT, "5000", 0, 3600000,
+     "an idle connection is closed after this", FIELD(keepalive_timeout_ms)},
+    {"CTXD_WRITE_TIMEOUT_MS", "--write-timeout-ms", OPT_INT, "30000", 100, 3600000,
+     "a client must take each part of an answer within this", FIELD(write_timeout_ms)},
+    {"CTXD_MAX_CONNECTIONS", "--max-connections", OPT_INT, "10000", 16, 1000000,
+     "open client connections at most (an idle one holds no thread)", FIELD(max_connections)},
+    {"CTXD_ALLOWED_HOSTS", "--allowed-hosts", OPT_STR, "", 0, 0,
+     "Host names served besides the listen address, localhost, 127.0.0.1 and [::1] "
+     "(comma-separated; * for any)",
+     BY_HAND},
+    {"CTXD_CORS_ORIGINS", "--cors-origins", OPT_STR, "", 0, 0,
+     "browser origins allowed to call ctxd, e.g. https://app.example (comma-separated)",
+     BY_HAND},
+    {"CTXD_LOG_LEVEL", "--log-level", OPT_STR, "info", 0, 0, "debug, info, warn or error", BY_HAND},
+    {"CTXD_LOG_FORMAT", "--log-format", OPT_STR, "json", 0, 0, "json (JSON lines), logfmt or text",
+     BY_HAND},
     {"CTXD_LOG_FILE", "--log-file", OPT_STR, "", 0, 0,
-     "append the log to this file instead of stderr (SIGHUP reopens it)"},
+     "append the log to this file instead of stderr (SIGHUP reopens it)", BY_HAND},
     {"CTXD_SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", OPT_INT, "30000", 0, 3600000,
-     "on SIGTERM/SIGINT, how long in-flight requests may take to finish"},
+     "on SIGTERM/SIGINT, how long in-flight requests may take to finish", FIELD(shutdown_grace_ms)},
     {"CTXD_PROVIDER", "--provider", OPT_STR, NULL, 0, 0,
      "echo, anthropic or openai (default: anthropic if ANTHROPIC_API_KEY is "
-     "set, else openai if OPENAI_API_KEY is set, else echo)"},
+     "set, else openai if OPENAI_API_KEY is set, else echo)",
+     BY_HAND},
     {"CTXD_MODEL", "--model", OPT_STR, "", 0, 0,
-     "default model (per provider: claude-sonnet-4-5, gpt-4o-mini, echo)"},
+     "default model (per provider: claude-sonnet-4-5, gpt-4o-mini, echo)", BY_HAND},
     {"CTXD_MAX_TOKENS", "--max-tokens", OPT_INT, "1024", 1, 1000000,
-     "default max_tokens for a reply"},
+     "default max_tokens for a reply", FIELD(max_tokens)},
     {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "1048576", 1024, 1073741824LL,
-     "largest request body accepted (413 beyond)"},
+     "largest request body accepted (413 beyond)", FIELD(max_body_bytes)},
     {"CTXD_MAX_MESSAGE_BYTES", "--max-message-bytes", OPT_SIZE, "262144", 16, 1073741824LL,
-     "largest single message or system prompt (413 beyond)"},
+     "largest single message or system prompt (413 beyond)", FIELD(max_message_bytes)},
     {"CTXD_MAX_MESSAGES", "--max-messages", OPT_INT, "10000", 2, 100000000,
-     "most messages one context may hold (413 beyond, unless it trims with max_messages)"},
+     "most messages one context may hold (413 beyond, unless it trims with max_messages)",
+     FIELD(max_messages)},
     {"CTXD_MAX_STATE_BYTES", "--max-state-bytes", OPT_SIZE, "65536", 64, 1073741824LL,
-     "largest state of one context, keys plus JSON values"},
+     "largest state of one context, keys plus JSON values", FIELD(max_state_bytes)},
     {"CTXD_STRATEGY", "--strategy", OPT_STR, "all", 0, 0,
-     "default for new contexts: all, window or summarize"},
+     "default for new contexts: all, window or summarize", BY_HAND},
     {"CTXD_CONTEXT_TOKENS", "--context-tokens", OPT_INT, "100000", 64, 100000000,
-     "default prompt budget (max_context_tokens) of new contexts"},
+     "default prompt budget (max_context_tokens) of new contexts", FIELD(context_tokens)},
     {"CTXD_DEFAULT_TTL", "--default-ttl", OPT_INT, "0", 0, 10LL * 365 * 86400,
-     "default ttl_seconds of new contexts (0: never expire)"},
+     "default ttl_seconds of new contexts (0: never expire)", FIELD(default_ttl_s)},
     {"CTXD_SUMMARY_MODEL", "--summary-model", OPT_STR, "", 0, 0,
-     "model for summary folds (default: the context's model), e.g. a cheaper one"},
+     "model for summary folds (default: the context's model), e.g. a cheaper one", BY_HAND},
     {"CTXD_SUMMARY_BATCH", "--summary-batch", OPT_INT, "200", 2, 100000,
-     "most messages folded into a summary by one model call"},
+     "most messages folded into a summary by one model call", FIELD(summary_batch)},
     {"CTXD_LOCK_WAIT_MS", "--lock-wait-ms", OPT_INT, "10000", 0, 600000,
-     "how long a turn waits for a busy context before 409"},
+     "how long a turn waits for a busy context before 409", FIELD(lock_wait_ms)},
     {"CTXD_LOCK_TTL_MS", "--lock-ttl-ms", OPT_INT, "10000", 1000, 3600000,
-     "lifetime of a turn lock, renewed while the model works"},
+     "lifetime of a turn lock, renewed while the model works", FIELD(lock_ttl_ms)},
     {"CTXD_IDEMPOTENCY_TTL", "--idempotency-ttl", OPT_INT, "86400", 1, 30 * 86400,
-     "seconds an Idempotency-Key is remembered"},
+     "seconds an Idempotency-Key is remembered", FIELD(idempotency_ttl_s)},
     {"CTXD_ANTHROPIC_URL", "--anthropic-url", OPT_STR, "https://api.anthropic.com", 0, 0,
-     "base URL of the Anthropic Messages API"},
+     "base URL of the Anthropic Messages API", BY_HAND},
     {"CTXD_OPENAI_URL", "--openai-url", OPT_STR, "https://api.openai.com/v1", 0, 0,
-     "base URL of an OpenAI-compatible API"},
+     "base URL of an OpenAI-compatible API", BY_HAND},
     {"CTXD_UPSTREAM_CONNECT_TIMEOUT_MS", "--upstream-connect-timeout-ms", OPT_INT, "5000", 100,
-     600000, "connect timeout to the model API"},
+     600000, "connect timeout to the model API", FIELD(upstream_connect_timeout_ms)},
     {"CTXD_UPSTREAM_TIMEOUT_MS", "--upstream-timeout-ms", OPT_INT, "120000", 100, 3600000,
-     "timeout of one model API attempt"},
+     "timeout of one model API attempt", FIELD(upstream_timeout_ms)},
     {"CTXD_UPSTREAM_DEADLINE_MS", "--upstream-deadline-ms", OPT_INT, "300000", 100, 3600000,
-     "deadline for a model call, all retries included"},
+     "deadline for a model call, all retries included", FIELD(upstream_deadline_ms)},
     {"CTXD_UPSTREAM_MAX_RETRIES", "--upstream-max-retries", OPT_INT, "2", 0, 10,
-     "retries after a failed model API attempt"},
+     "retries after a failed model API attempt", FIELD(upstream_max_retries)},
     {"CTXD_UPSTREAM_RETRY_CAP_MS", "--upstream-retry-cap-ms", OPT_INT, "60000", 0, 600000,
-     "longest wait between attempts, retry-after included"},
+     "longest wait between attempts, retry-after included", FIELD(upstream_retry_cap_ms)},
     {"CTXD_ECHO_DELAY_MS", "--echo-delay-ms", OPT_INT, "0", 0, 600000,
-     "simulated latency of the echo model (demos and tests)"},
+     "simulated latency of the echo model (demos and tests)", FIELD(echo_delay_ms)},
     {"ANTHROPIC_API_KEY_FILE", "--anthropic-api-key-file", OPT_STR, "", 0, 0,
-     "file holding the Anthropic key (else ANTHROPIC_API_KEY)"},
+     "file holding the Anthropic key (else ANTHROPIC_API_KEY)", BY_HAND},
     {"OPENAI_API_KEY_FILE", "--openai-api-key-file", OPT_STR, "", 0, 0,
-     "file holding the OpenAI key (else OPENAI_API_KEY)"},
+     "file holding the OpenAI key (else OPENAI_API_KEY)", BY_HAND},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -157,7 +183,7 @@ static int config_parse_listen(const char *value, char *host, size_t hostlen, in
     }
     memcpy(host, value, hl);
     host[hl] = '\0';
-    /* IPv4 dotted quad or localhost only: civetweb here has no IPv6. */
+    /* IPv4 dotted quad or localhost only: the listener is IPv4. */
     if (strcmp(host, "localhost") == 0) {
         snprintf(host, hostlen, "127.0.0.1");
     } else {
@@ -418,6 +444,10 @@ static int config_apply(ctxd_config *cfg, const option_def *o, const char *value
     }
     if (!strcmp(e, "CTXD_LOG_FILE"))
         return set_string(e, value, cfg->log_file, sizeof(cfg->log_file), err, errlen);
+    if (!strcmp(e, "CTXD_ALLOWED_HOSTS"))
+        return set_string(e, value, cfg->allowed_hosts, sizeof(cfg->allowed_hosts), err, errlen);
+    if (!strcmp(e, "CTXD_CORS_ORIGINS"))
+        return set_string(e, value, cfg->cors_origins, sizeof(cfg->cors_origins), err, errlen);
     if (!strcmp(e, "CTXD_MODEL"))
         return set_string(e, value, cfg->model, sizeof(cfg->model), err, errlen);
     if (!strcmp(e, "CTXD_SUMMARY_MODEL"))
@@ -445,46 +475,13 @@ static int config_apply(ctxd_config *cfg, const option_def *o, const char *value
         *dst = key;
         return CTXD_OK;
     }
-    if (!strcmp(e, "CTXD_REDIS_TIMEOUT_MS"))
-        cfg->redis_timeout_ms = (int)n;
-    else if (!strcmp(e, "CTXD_THREADS"))
-        cfg->threads = (int)n;
-    else if (!strcmp(e, "CTXD_MAX_TOKENS"))
-        cfg->max_tokens = (int)n;
-    else if (!strcmp(e, "CTXD_MAX_BODY_BYTES"))
-        cfg->max_body_bytes = (size_t)n;
-    else if (!strcmp(e, "CTXD_MAX_MESSAGE_BYTES"))
-        cfg->max_message_bytes = (size_t)n;
-    else if (!strcmp(e, "CTXD_MAX_MESSAGES"))
-        cfg->max_messages = (long)n;
-    else if (!strcmp(e, "CTXD_MAX_STATE_BYTES"))
-        cfg->max_state_bytes = (size_t)n;
-    else if (!strcmp(e, "CTXD_LOCK_WAIT_MS"))
-        cfg->lock_wait_ms = (int)n;
-    else if (!strcmp(e, "CTXD_LOCK_TTL_MS"))
-        cfg->lock_ttl_ms = (int)n;
-    else if (!strcmp(e, "CTXD_IDEMPOTENCY_TTL"))
-        cfg->idempotency_ttl_s = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_CONNECT_TIMEOUT_MS"))
-        cfg->upstream_connect_timeout_ms = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_TIMEOUT_MS"))
-        cfg->upstream_timeout_ms = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_DEADLINE_MS"))
-        cfg->upstream_deadline_ms = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_MAX_RETRIES"))
-        cfg->upstream_max_retries = (int)n;
-    else if (!strcmp(e, "CTXD_UPSTREAM_RETRY_CAP_MS"))
-        cfg->upstream_retry_cap_ms = (int)n;
-    else if (!strcmp(e, "CTXD_ECHO_DELAY_MS"))
-        cfg->echo_delay_ms = (int)n;
-    else if (!strcmp(e, "CTXD_CONTEXT_TOKENS"))
-        cfg->context_tokens = (long)n;
-    else if (!strcmp(e, "CTXD_SHUTDOWN_GRACE_MS"))
-        cfg->shutdown_grace_ms = (int)n;
-    else if (!strcmp(e, "CTXD_DEFAULT_TTL"))
-        cfg->default_ttl_s = (long)n;
-    else if (!strcmp(e, "CTXD_SUMMARY_BATCH"))
-        cfg->summary_batch = (long)n;
+    if (o->width == sizeof(int)) {
+        int v = (int)n;
+        memcpy((char *)cfg + o->off, &v, sizeof(v));
+    } else if (o->width == sizeof(long)) {
+        long v = (long)n; /* size_t fields too: the same bytes for these values */
+        memcpy((char *)cfg + o->off, &v, sizeof(v));
+    }
     return CTXD_OK;
 }
 

@@ -21,9 +21,12 @@ static const struct {
     [CTXD_E_INVALID_QUERY] = {400, "invalid_query", 0},
     [CTXD_E_INVALID_IDEM_KEY] = {400, "invalid_idempotency_key", 0},
     [CTXD_E_INCOMPLETE_BODY] = {400, "incomplete_body", 0},
+    [CTXD_E_BAD_CHUNKED_BODY] = {400, "bad_chunked_body", 0},
+    [CTXD_E_ORIGIN_NOT_ALLOWED] = {403, "origin_not_allowed", 0},
     [CTXD_E_NOT_FOUND] = {404, "context_not_found", 0},
     [CTXD_E_ROUTE_NOT_FOUND] = {404, "route_not_found", 0},
     [CTXD_E_METHOD_NOT_ALLOWED] = {405, "method_not_allowed", 0},
+    [CTXD_E_REQUEST_TIMEOUT] = {408, "request_timeout", 0},
     [CTXD_E_BUSY] = {409, "context_busy", 1},
     [CTXD_E_LOCK_LOST] = {409, "context_busy", 1},
     [CTXD_E_CONFLICT] = {409, "context_busy", 1},
@@ -33,6 +36,7 @@ static const struct {
     [CTXD_E_CONTEXT_FULL] = {413, "context_full", 0},
     [CTXD_E_PROMPT_TOO_LARGE] = {413, "prompt_too_large", 0},
     [CTXD_E_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type", 0},
+    [CTXD_E_HOST_NOT_ALLOWED] = {421, "host_not_allowed", 0},
     [CTXD_E_IDEM_KEY_REUSED] = {422, "idempotency_key_reused", 0},
     [CTXD_E_UPSTREAM_RATE_LIMITED] = {429, "upstream_rate_limited", 1},
     [CTXD_E_UPSTREAM_AUTH] = {502, "upstream_auth", 0},
@@ -44,6 +48,7 @@ static const struct {
     [CTXD_E_UPSTREAM_OVERLOADED] = {503, "upstream_overloaded", 1},
     [CTXD_E_PROVIDER_UNAVAILABLE] = {503, "provider_unavailable", 1},
     [CTXD_E_SHUTTING_DOWN] = {503, "shutting_down", 1},
+    [CTXD_E_TOO_MANY_CONNECTIONS] = {503, "too_many_connections", 1},
     [CTXD_E_NOMEM] = {503, "out_of_memory", 1},
     [CTXD_E_NO_RANDOMNESS] = {503, "no_randomness", 1},
     [CTXD_E_UPSTREAM_TIMEOUT] = {504, "upstream_timeout", 0},
@@ -51,6 +56,31 @@ static const struct {
 
 static ctxd_err known(ctxd_err err) {
     return (unsigned)err < CTXD_E_COUNT && errors[err].code ? err : CTXD_E_NONE;
+}
+
+const char *http_status_reason(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
 }
 
 int http_error_status(ctxd_err err) { return errors[known(err)].status; }

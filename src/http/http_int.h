@@ -14,7 +14,7 @@
 #include "ctxd/turn.h"
 #include "ctxd/worker.h"
 
-struct mg_connection;
+struct http_conn;
 
 /* What a handler gets besides the connection. All fields are borrowed for
  * the duration of the call. */
@@ -25,8 +25,9 @@ typedef struct http_req {
     const char *id;    /* the {id} path segment, or NULL */
     ctxd_worker *w;    /* this thread's resources */
     const ctxd_config *cfg;
-    struct mg_connection *conn;
-    const char *request_id; /* X-Request-Id, echoed in every answer */
+    struct http_conn *conn;
+    const char *request_id;  /* X-Request-Id, echoed in every answer */
+    const char *cors_origin; /* an allowed Origin to answer with CORS headers, or NULL */
 } http_req;
 
 /* A handler answers the request itself and returns the HTTP status sent. */
@@ -43,7 +44,23 @@ void routes_context_register(void);
 void routes_turn_register(void);
 void routes_health_register(void);
 
-/* ---- Answers (http_server.c) ---- */
+/* 1 while the process drains (SIGTERM): answers close their connection. */
+int http_server_draining(void);
+
+/* ---- Who may ask (http_guard.c) ---- */
+
+/* Check Host (421 unless it names this server: the listen address,
+ * localhost, 127.0.0.1, [::1] or CTXD_ALLOWED_HOSTS) and Origin (403 unless
+ * in CTXD_CORS_ORIGINS; then req->cors_origin is set so answers carry CORS
+ * headers). */
+int http_guard_or_respond(http_req *req, int *status);
+
+/* Answer a CORS preflight (OPTIONS with Access-Control-Request-Method from
+ * an allowed origin) with the path's real methods in allow. Returns 1 when
+ * it answered (204), 0 when req is no preflight. */
+int http_preflight(const http_req *req, const char *allow);
+
+/* ---- Answers (http_response.c) ---- */
 
 /* Send a complete answer in one write. headers: NULL or name, value, ...,
  * NULL. Returns status. */
@@ -65,7 +82,10 @@ int http_stream_end(const http_req *req);
 /* A header's value or NULL. */
 const char *http_header(const http_req *req, const char *name);
 
-/* ---- Errors (http_error.c: the table; http_server.c: sending) ---- */
+/* ---- Errors (http_error.c: the table; http_response.c: sending) ---- */
+
+/* The reason phrase of an HTTP status. */
+const char *http_status_reason(int status);
 
 /* The status and default Retry-After seconds (0: none) of err. */
 int http_error_status(ctxd_err err);
@@ -74,6 +94,11 @@ int http_error_retry_after(ctxd_err err);
 /* The one error body: {"error": msg, "code": "<err's code>"} and, with
  * with_status, "status". CTXD_ERR when out of memory (b->err). */
 int http_error_body(buf *b, ctxd_err err, const char *msg, int with_status);
+
+/* The one writer of error answers: err's status, the error body with msg,
+ * Retry-After (retry_after_s, else the table's) and extra headers. */
+int http_send_error_with(const http_req *req, ctxd_err err, int retry_after_s,
+                         const char *const *headers, const char *msg);
 
 /* Send err's status with the error body (printf-style message) and its
  * Retry-After. Returns the status sent. */
@@ -92,6 +117,10 @@ int http_send_failure(const http_req *req, const ctxd_error *e);
  * NULL) identifies method, path and body for idempotency. */
 int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
                               int *status);
+
+/* A Content-Type other than JSON, or a body without one, is 415: browsers
+ * send text/plain and forms across origins without asking first. */
+int http_media_type_or_respond(const http_req *req, int *status);
 
 /* The same for a route that needs a body: none is 400 missing_field with
  * the sentence missing (how to send one). */

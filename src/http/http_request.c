@@ -1,16 +1,19 @@
 /* http_request.c: reading and checking requests: body, JSON, headers, fields, query. */
-#include <civetweb.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "ctxd/json_strict.h"
 #include "ctxd/util.h"
+#include "http_conn.h"
 #include "http_int.h"
 
+#define MAX_JSON_DEPTH 64
+
 const char *http_header(const http_req *req, const char *name) {
-    return mg_get_header(req->conn, name);
+    return http_head_get(&req->conn->head, name);
 }
 
 /* 1 if the Content-Type is JSON (application/json or application/x+json,
@@ -23,126 +26,57 @@ static int is_json_type(const char *ct) {
     return n > 17 && !strncasecmp(ct, "application/", 12) && !strncasecmp(ct + n - 5, "+json", 5);
 }
 
-/* Read the whole body, capped. Returns CTXD_OK with *out (caller frees). */
-static int read_body(const http_req *req, char **out, size_t *len, int *status) {
-    const struct mg_request_info *ri = mg_get_request_info(req->conn);
-    size_t cap = req->cfg->max_body_bytes;
-    *out = NULL;
-    *len = 0;
-    if (ri->content_length > (long long)cap) {
-        *status = http_send_error(req, CTXD_E_BODY_TOO_LARGE,
-                                  "Request body of %lld bytes is larger than the "
-                                  "%zu allowed (CTXD_MAX_BODY_BYTES)",
-                                  ri->content_length, cap);
-        return CTXD_ERR;
-    }
-    if (ri->content_length == 0) return CTXD_OK;
-    size_t want = ri->content_length > 0 ? (size_t)ri->content_length : cap + 1;
-    size_t alloc = ri->content_length > 0 ? want : 4096;
-    char *b = malloc(alloc + 1);
-    size_t got = 0;
-    if (!b) goto oom;
-    while (got < want) {
-        if (got == alloc) { /* chunked upload: grow up to the cap */
-            size_t na = alloc * 2 > cap + 1 ? cap + 1 : alloc * 2;
-            char *nb = realloc(b, na + 1);
-            if (!nb) goto oom;
-            b = nb;
-            alloc = na;
-        }
-        int n = mg_read(req->conn, b + got, alloc - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    if (got > cap) {
-        free(b);
-        *status = http_send_error(req, CTXD_E_BODY_TOO_LARGE,
-                                  "Request body is larger than the %zu bytes "
-                                  "allowed (CTXD_MAX_BODY_BYTES)",
-                                  cap);
-        return CTXD_ERR;
-    }
-    if (ri->content_length > 0 && got < want) {
-        free(b);
-        *status =
-            http_send_error(req, CTXD_E_INCOMPLETE_BODY,
-                            "Request body ended after %zu of %lld bytes", got, ri->content_length);
-        return CTXD_ERR;
-    }
-    b[got] = '\0';
-    *out = b;
-    *len = got;
-    return CTXD_OK;
-oom:
-    free(b);
-    *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
+int http_media_type_or_respond(const http_req *req, int *status) {
+    const char *ct = http_header(req, "Content-Type");
+    if ((!ct && !req->conn->body_len) || is_json_type(ct)) return CTXD_OK;
+    *status = http_send_error(req, CTXD_E_UNSUPPORTED_MEDIA_TYPE,
+                              "Content-Type must be application/json (got '%s'); with curl add "
+                              "-H 'Content-Type: application/json'",
+                              ct ? ct : "none");
     return CTXD_ERR;
 }
 
 int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *fingerprint,
                               int *status) {
-    char *body = NULL;
-    size_t len = 0;
+    const char *body = req->conn->body ? req->conn->body : "";
+    size_t len = req->conn->body_len, at;
+    const char *why;
     *out = NULL;
-    if (read_body(req, &body, &len, status)) return CTXD_ERR;
     uint64_t fp = util_fnv1a(UTIL_FNV_SEED, req->method, strlen(req->method));
     fp = util_fnv1a(fp, req->path, strlen(req->path) + 1);
-    if (fingerprint) *fingerprint = util_fnv1a(fp, body ? body : "", len);
-    if (len == 0) {
-        free(body);
-        return CTXD_OK;
+    if (fingerprint) *fingerprint = util_fnv1a(fp, body, len);
+    if (len == 0) return CTXD_OK;
+    if (!util_utf8_valid(body, len)) {
+        *status = http_send_error(req, CTXD_E_INVALID_UTF8, "Request body is not valid UTF-8");
+        return CTXD_ERR;
     }
-    int rc = CTXD_ERR;
-    json_tokener *tok = NULL;
-    const char *ct = http_header(req, "Content-Type");
-    if (!is_json_type(ct)) {
-        *status = http_send_error(req, CTXD_E_UNSUPPORTED_MEDIA_TYPE,
-                                  "Content-Type must be application/json (got "
-                                  "'%s'); with curl add -H 'Content-Type: "
-                                  "application/json'",
-                                  ct ? ct : "none");
-        goto cleanup;
+    /* json-c alone would take NaN, a raw control byte, or \u0000 (which cuts
+     * a string short): check the grammar to the letter first. */
+    json_strict_result r = json_strict_check(body, len, MAX_JSON_DEPTH, &at, &why);
+    if (r != JSON_STRICT_OK) {
+        *status = http_send_error(
+            req, r == JSON_STRICT_ENCODING ? CTXD_E_INVALID_UTF8 : CTXD_E_INVALID_JSON,
+            "Request body is not valid JSON: %s (at byte %zu)", why, at);
+        return CTXD_ERR;
     }
-    if (!util_utf8_valid(body, len) || !util_json_surrogates_valid(body, len)) {
-        *status = http_send_error(req, CTXD_E_INVALID_UTF8,
-                                  "Request body is not valid UTF-8 (or holds a lone "
-                                  "\\u surrogate escape)");
-        goto cleanup;
-    }
-    tok = json_tokener_new_ex(64);
+    json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH);
     if (!tok) {
         *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
-        goto cleanup;
+        return CTXD_ERR;
     }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    if (!obj || jerr != json_tokener_success) {
-        if (obj) json_object_put(obj);
-        *status = http_send_error(req, CTXD_E_INVALID_JSON,
-                                  "Request body is not valid JSON: %s (near byte %zu)",
-                                  jerr == json_tokener_continue ? "unexpected end of input"
-                                                                : json_tokener_error_desc(jerr),
-                                  end);
-        goto cleanup;
-    }
-    while (end < len && strchr(" \t\r\n", body[end])) end++;
-    if (end < len || !json_object_is_type(obj, json_type_object)) {
+    int ok = obj && json_tokener_get_error(tok) == json_tokener_success;
+    json_tokener_free(tok);
+    if (!ok || !json_object_is_type(obj, json_type_object)) {
         json_object_put(obj);
-        *status =
-            http_send_error(req, CTXD_E_INVALID_JSON,
-                            end < len ? "Request body has data after the JSON value (near byte %zu)"
-                                      : "Request body must be a JSON object (near byte %zu)",
-                            end);
-        goto cleanup;
+        *status = http_send_error(req, CTXD_E_INVALID_JSON,
+                                  ok ? "Request body must be a JSON object (near byte 0)"
+                                     : "Request body is not valid JSON (near byte 0)");
+        return CTXD_ERR;
     }
     *out = obj;
-    rc = CTXD_OK;
-cleanup:
-    if (tok) json_tokener_free(tok);
-    free(body);
-    return rc;
+    return CTXD_OK;
 }
 
 int http_required_body_or_respond(const http_req *req, const char *missing, json_object **out,

@@ -1,4 +1,4 @@
-/* worker.c: per-thread resources, made when civetweb starts a worker. */
+/* worker.c: what one worker thread owns: its Redis connection and model client. */
 #include "ctxd/worker.h"
 
 #include <stdlib.h>

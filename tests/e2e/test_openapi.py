@@ -765,6 +765,28 @@ class OpenApiTest(CtxdTestCase):
                 self.assertEqual(set(r.headers["allow"].split(", ")),
                                  documented | ({"HEAD"} if "GET" in documented else set()))
 
+    # ---- DNS rebinding and CORS: every operation refuses foreign callers ----
+
+    def test_foreign_host_and_origin(self):
+        cid = self.create()
+        self.turn(cid, "hello")
+        before = self.redis.snapshot()
+        for (method, template) in sorted(OPS):
+            body = example_body(method, template)
+            for headers, status, code in (
+                    ({"Host": "evil.example"}, 421, "host_not_allowed"),
+                    ({"Host": "evil.example:%d" % self.ctxd.port}, 421, "host_not_allowed"),
+                    ({"Origin": "http://evil.example"}, 403, "origin_not_allowed"),
+                    ({"Host": "localhost", "Origin": "null"}, 403, "origin_not_allowed")):
+                with self.subTest(op="%s %s" % (method, template), headers=headers):
+                    r = self.call(method, template, cid if "{id}" in template else None,
+                                  body=body, headers=headers, expect=status, code=code)
+                    self.assertIsNone(r.headers.get("access-control-allow-origin"), r)
+        self.assertEqual(self.redis.snapshot(), before, "a refused request changed Redis")
+        # The local names are served, with or without a port.
+        for host in ("localhost", "LOCALHOST:1", "127.0.0.1", "[::1]:%d" % self.ctxd.port):
+            self.call("GET", "/mcp/context/{id}", cid, headers={"Host": host}, expect=200)
+
     # ---- upstream failures (a real provider: the fake) ----
 
     def test_upstream_errors(self):
