@@ -1,19 +1,12 @@
-/* http_conn.c: the front door: one epoll loop reads whole requests under time limits, workers answer. */
-#define _GNU_SOURCE /* accept4 */
+/* http_conn.c: one client connection: reading a whole request under time limits, then closing right. */
 #include "http_conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,47 +14,23 @@
 #include "ctxd/metrics.h"
 #include "ctxd/util.h"
 #include "http_int.h"
+#include "http_loop.h"
 
-#define MAX_HEAD_BYTES 16384     /* request line and headers */
-#define IN_CHUNK 16384           /* bytes read at a time */
+#define MAX_HEAD_BYTES 16384 /* request line and headers */
+#define IN_CHUNK 16384       /* bytes read at a time */
 #define IN_MAX (MAX_HEAD_BYTES + 4 * IN_CHUNK)
-#define LINGER_MS 2000           /* reading what a closed client still sends */
-#define SCAN_EVERY_MS 50         /* deadline checks */
+#define LINGER_MS 2000 /* reading what a closed client still sends */
 
 enum { S_HEAD, S_BODY, S_WORKER, S_FLUSH, S_LINGER };
 
-static struct {
-    const ctxd_config *cfg;
-    http_conn_dispatch_fn dispatch;
-    int epfd, lfd, evfd;
-    pthread_t thread;
-    int running;
-    atomic_int stop, stop_accepting;
-    http_conn *conns; /* loop thread only */
-    size_t n_conns;
-    pthread_mutex_t back_mu; /* workers hand connections back here */
-    http_conn *back;
-} L = {.epfd = -1, .lfd = -1, .evfd = -1, .back_mu = PTHREAD_MUTEX_INITIALIZER};
-
-/* Tags for the two fds that are not connections. */
-static int listener_tag, wake_tag;
-
-static void wake_loop(void) {
-    uint64_t one = 1;
-    if (write(L.evfd, &one, sizeof(one)) < 0) { /* the counter is full: a wake is pending */
-    }
-}
-
-/* ---- Connections ---- */
-
 static void arm(http_conn *c, uint32_t events) {
     struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (epoll_ctl(L.epfd, c->armed ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) == 0)
+    if (epoll_ctl(http_front.epfd, c->armed ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) == 0)
         c->armed = (int)events;
 }
 
 static void disarm(http_conn *c) {
-    if (c->armed) epoll_ctl(L.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->armed) epoll_ctl(http_front.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     c->armed = 0;
 }
 
@@ -74,15 +43,15 @@ static void request_free(http_conn *c) {
     memset(&c->chunked, 0, sizeof(c->chunked));
 }
 
-static void conn_close(http_conn *c) {
+void http_conn_close(http_conn *c) {
     disarm(c);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
     else
-        L.conns = c->next;
+        http_front.conns = c->next;
     if (c->next) c->next->prev = c->prev;
-    L.n_conns--;
+    http_front.n_conns--;
     request_free(c);
     free(c->in);
     free(c->out);
@@ -94,7 +63,7 @@ static void conn_close(http_conn *c) {
  * connection under an answer the client has not read yet. */
 static void linger(http_conn *c) {
     if (c->broken) {
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     shutdown(c->fd, SHUT_WR);
@@ -127,42 +96,54 @@ static void flush(http_conn *c) {
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             if (c->state != S_FLUSH) {
                 c->state = S_FLUSH;
-                c->deadline = util_mono_ms() + L.cfg->write_timeout_ms;
+                c->deadline = util_mono_ms() + http_front.cfg->write_timeout_ms;
             }
             arm(c, EPOLLOUT);
             return;
         } else {
             c->broken = 1;
-            conn_close(c);
+            http_conn_close(c);
             return;
         }
     }
     answered(c);
 }
 
-/* Answer a request the loop refuses (bad framing, too large, too slow):
- * JSON like every error, then close. */
-static void refuse(http_conn *c, ctxd_err err, const char *msg) {
-    int status = http_error_status(err);
-    char rid[64];
-    const char *given = c->head.method ? http_head_get(&c->head, "X-Request-Id") : NULL;
-    if (given && util_is_idem_key(given) && strlen(given) < sizeof(rid))
-        snprintf(rid, sizeof(rid), "%s", given);
+/* The client's X-Request-Id when the head got that far, else a new one. */
+static void request_id(const http_conn *c, char rid[64]) {
+    const char *given = c && c->head.method ? http_head_get(&c->head, "X-Request-Id") : NULL;
+    if (given && util_is_idem_key(given) && strlen(given) < 64)
+        snprintf(rid, 64, "%s", given);
     else if (util_token(rid))
-        snprintf(rid, sizeof(rid), "none");
-    buf body, b;
+        snprintf(rid, 64, "none");
+}
+
+void http_conn_refusal(buf *b, ctxd_err err, const char *msg, const http_conn *c) {
+    char rid[64];
+    request_id(c, rid);
+    int status = http_error_status(err), ra = http_error_retry_after(err);
+    buf body;
     buf_init(&body);
-    buf_init(&b);
     http_error_body(&body, err, msg, 0);
     buf_puts(&body, "\n");
-    buf_printf(&b,
+    buf_printf(b,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-               "Cache-Control: no-store\r\nConnection: close\r\nX-Request-Id: %s\r\n\r\n",
+               "Cache-Control: no-store\r\nConnection: close\r\nX-Request-Id: %s\r\n",
                status, http_status_reason(status), body.len, rid);
-    buf_putn(&b, body.data, body.len);
+    if (ra > 0) buf_printf(b, "Retry-After: %d\r\n", ra);
+    buf_puts(b, "\r\n");
+    buf_putn(b, body.data, body.len);
     buf_free(&body);
-    log_msg(LOG_INFO, "refused a request from %s: %d %s", c->peer, status, msg);
     metrics_http_request(-1, status, 0);
+}
+
+/* Answer a request the loop refuses (bad framing, too large, too slow),
+ * then close. */
+static void refuse(http_conn *c, ctxd_err err, const char *msg) {
+    buf b;
+    buf_init(&b);
+    http_conn_refusal(&b, err, msg, c);
+    log_msg(LOG_INFO, "refused a request from %s: %d %s", c->peer, http_error_status(err), msg);
     request_free(c);
     c->keep_alive = 0;
     free(c->out);
@@ -170,7 +151,7 @@ static void refuse(http_conn *c, ctxd_err err, const char *msg) {
     c->out_off = 0;
     buf_free(&b);
     if (!c->out) {
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     flush(c);
@@ -205,7 +186,7 @@ static void hand_over(http_conn *c) {
     c->state = S_WORKER;
     c->deadline = 0;
     metrics_inflight(1);
-    L.dispatch(c);
+    http_front.dispatch(c);
 }
 
 /* Room for n bytes of body (and a NUL), grown as the data comes: a slow
@@ -227,7 +208,7 @@ static int grow_body(http_conn *c, size_t n) {
 /* Move body bytes from the input buffer into the body. Returns 1 when the
  * body is complete, 0 when more is needed, -1 after refusing. */
 static int take_body(http_conn *c) {
-    size_t max = L.cfg->max_body_bytes;
+    size_t max = http_front.cfg->max_body_bytes;
     if (!c->head.chunked) {
         size_t want = (size_t)c->head.content_length - c->body_len;
         size_t n = c->in_len < want ? c->in_len : want;
@@ -242,8 +223,7 @@ static int take_body(http_conn *c) {
     size_t room = c->body_len + c->in_len < max ? c->body_len + c->in_len : max;
     if (grow_body(c, room)) return -1;
     size_t used = 0;
-    int rc = http_chunked_feed(&c->chunked, c->in, c->in_len, &used, c->body, &c->body_len,
-                               room);
+    int rc = http_chunked_feed(&c->chunked, c->in, c->in_len, &used, c->body, &c->body_len, room);
     memmove(c->in, c->in + used, c->in_len - used);
     c->in_len -= used;
     if (rc == HTTP_CHUNKED_TOO_LARGE) {
@@ -263,7 +243,7 @@ static int take_body(http_conn *c) {
 /* A head is complete: check its framing and start on the body. */
 static void start_body(http_conn *c) {
     const http_head *h = &c->head;
-    size_t max = L.cfg->max_body_bytes;
+    size_t max = http_front.cfg->max_body_bytes;
     char msg[160];
     if (h->content_length > (int64_t)max) {
         snprintf(msg, sizeof(msg),
@@ -278,7 +258,7 @@ static void start_body(http_conn *c) {
     }
     if (grow_body(c, 0)) return; /* refused */
     c->state = S_BODY;
-    c->deadline = util_mono_ms() + L.cfg->body_timeout_ms;
+    c->deadline = util_mono_ms() + http_front.cfg->body_timeout_ms;
     int done = h->chunked || h->content_length > 0 ? take_body(c) : 1;
     if (done < 0) return;
     if (done) {
@@ -299,7 +279,7 @@ static void advance(http_conn *c) {
         if (!c->in_len) return;
         if (!c->begun) {
             c->begun = 1; /* a request began: its head has a time limit of its own */
-            c->deadline = util_mono_ms() + L.cfg->header_timeout_ms;
+            c->deadline = util_mono_ms() + http_front.cfg->header_timeout_ms;
         }
         int rc = http_parse_head(c->in, c->in_len, MAX_HEAD_BYTES, &c->head);
         if (rc == HTTP_PARSE_ERROR) {
@@ -327,7 +307,7 @@ static void wait_for_request(http_conn *c) {
     request_free(c);
     c->state = S_HEAD;
     c->begun = 0;
-    c->deadline = util_mono_ms() + L.cfg->keepalive_timeout_ms;
+    c->deadline = util_mono_ms() + http_front.cfg->keepalive_timeout_ms;
     arm(c, EPOLLIN | EPOLLRDHUP);
     advance(c); /* a pipelined request may be waiting already */
 }
@@ -359,7 +339,7 @@ static void on_readable(http_conn *c) {
         ssize_t n;
         while ((n = recv(c->fd, sink, sizeof(sink), 0)) > 0) {
         }
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) conn_close(c);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) http_conn_close(c);
         return;
     }
     ssize_t n = read_some(c);
@@ -371,7 +351,7 @@ static void on_readable(http_conn *c) {
             refuse(c, CTXD_E_INCOMPLETE_BODY,
                    "Request body ended before its declared end (Content-Length or last chunk)");
         } else {
-            conn_close(c);
+            http_conn_close(c);
         }
         return;
     }
@@ -380,215 +360,68 @@ static void on_readable(http_conn *c) {
 
 /* ---- The loop ---- */
 
-/* Over CTXD_MAX_CONNECTIONS: a 503 if the socket takes it at once, and close. */
-static void turn_away(int fd) {
-    buf body, b;
-    buf_init(&body);
-    buf_init(&b);
-    http_error_body(&body, CTXD_E_TOO_MANY_CONNECTIONS,
-                    "This ctxd process holds CTXD_MAX_CONNECTIONS connections; retry shortly", 0);
-    buf_puts(&body, "\n");
-    buf_printf(&b,
-               "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-               "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-               body.len);
-    buf_putn(&b, body.data, body.len);
-    if (!b.err && send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-    } /* best effort: the connection is closed either way */
-    buf_free(&body);
-    buf_free(&b);
-    metrics_http_request(-1, 503, 0);
-    close(fd);
-}
+/* ---- For the loop ---- */
 
-static void accept_all(void) {
-    for (;;) {
-        struct sockaddr_in sa;
-        socklen_t sl = sizeof(sa);
-        int fd = accept4(L.lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_msg(LOG_WARN, "accept: %s (CTXD_MAX_CONNECTIONS or the fd limit?)",
-                        strerror(errno));
-            return;
-        }
-        http_conn *c = L.n_conns < (size_t)L.cfg->max_connections ? calloc(1, sizeof(*c)) : NULL;
-        if (!c) {
-            turn_away(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        c->fd = fd;
-        char ip[INET_ADDRSTRLEN] = "?";
-        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
-        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(sa.sin_port));
-        c->next = L.conns;
-        if (L.conns) L.conns->prev = c;
-        L.conns = c;
-        L.n_conns++;
-        /* A new connection must send its request within the head's limit. */
-        c->state = S_HEAD;
-        c->deadline = util_mono_ms() + L.cfg->header_timeout_ms;
-        arm(c, EPOLLIN | EPOLLRDHUP);
-    }
-}
-
-/* Connections handed back by the workers. */
-static void take_back(void) {
-    uint64_t v;
-    if (read(L.evfd, &v, sizeof(v)) < 0) {
-    }
-    pthread_mutex_lock(&L.back_mu);
-    http_conn *c = L.back;
-    L.back = NULL;
-    pthread_mutex_unlock(&L.back_mu);
-    while (c) {
-        http_conn *next = c->qnext;
-        c->qnext = NULL;
-        metrics_inflight(-1);
-        c->requests++;
-        request_free(c);
-        if (c->broken)
-            conn_close(c);
-        else if (c->out)
-            flush(c);
-        else
-            answered(c);
-        c = next;
-    }
-}
-
-static void check_deadlines(int64_t now) {
-    for (http_conn *c = L.conns, *next; c; c = next) {
-        next = c->next;
-        if (!c->deadline || now < c->deadline || c->state == S_WORKER) continue;
-        if (c->state == S_HEAD && !c->in_len)
-            conn_close(c); /* idle: nothing to answer */
-        else if (c->state == S_HEAD || c->state == S_BODY)
-            refuse(c, CTXD_E_REQUEST_TIMEOUT,
-                   c->state == S_HEAD ? "The request head did not arrive in time "
-                                        "(CTXD_HEADER_TIMEOUT_MS)"
-                                      : "The request body did not arrive in time "
-                                        "(CTXD_BODY_TIMEOUT_MS)");
-        else
-            conn_close(c); /* a reader too slow, or lingering done */
-    }
-}
-
-static void *loop_main(void *arg) {
-    CTXD_UNUSED(arg);
-    struct epoll_event evs[256];
-    int64_t next_scan = 0;
-    while (!atomic_load(&L.stop)) {
-        int n = epoll_wait(L.epfd, evs, 256, SCAN_EVERY_MS);
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &listener_tag) {
-                accept_all();
-                continue;
-            }
-            if (p == &wake_tag) {
-                take_back();
-                continue;
-            }
-            http_conn *c = p;
-            uint32_t e = evs[i].events;
-            if (c->state == S_FLUSH)
-                (e & (EPOLLERR | EPOLLHUP)) ? (c->broken = 1, conn_close(c)) : flush(c);
-            else if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                on_readable(c);
-        }
-        if (atomic_load(&L.stop_accepting) && L.lfd >= 0) {
-            epoll_ctl(L.epfd, EPOLL_CTL_DEL, L.lfd, NULL);
-            close(L.lfd);
-            L.lfd = -1;
-        }
-        int64_t now = util_mono_ms();
-        if (now >= next_scan) {
-            check_deadlines(now);
-            next_scan = now + SCAN_EVERY_MS;
-        }
-    }
-    while (L.conns) conn_close(L.conns);
-    return NULL;
-}
-
-/* Bind ourselves for a precise error (in use, no permission, not an
- * address of this host). */
-static int listen_socket(const ctxd_config *cfg, char *err, size_t errlen) {
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)cfg->listen_port);
-    if (inet_pton(AF_INET, cfg->listen_host, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "CTXD_LISTEN=%s:%d: '%s' is not an IPv4 address", cfg->listen_host,
-                 cfg->listen_port, cfg->listen_host);
-        return -1;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create a socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 4096) == 0) return fd;
-    int e = errno;
-    close(fd);
-    if (e == EADDRINUSE)
-        snprintf(err, errlen,
-                 "cannot listen on %s:%d: address already in use by another "
-                 "process (find it with: ss -ltnp 'sport = :%d'), or set "
-                 "CTXD_LISTEN to another port",
-                 cfg->listen_host, cfg->listen_port, cfg->listen_port);
-    else
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                 strerror(e));
-    return -1;
-}
-
-int http_conn_start(const ctxd_config *cfg, http_conn_dispatch_fn dispatch, char *err,
-                    size_t errlen) {
-    L.cfg = cfg;
-    L.dispatch = dispatch;
-    if ((L.lfd = listen_socket(cfg, err, errlen)) < 0) return CTXD_ERR;
-    L.epfd = epoll_create1(EPOLL_CLOEXEC);
-    L.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listener_tag};
-    struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &wake_tag};
-    if (L.epfd < 0 || L.evfd < 0 || epoll_ctl(L.epfd, EPOLL_CTL_ADD, L.lfd, &lev) ||
-        epoll_ctl(L.epfd, EPOLL_CTL_ADD, L.evfd, &wev) ||
-        pthread_create(&L.thread, NULL, loop_main, NULL)) {
-        snprintf(err, errlen, "cannot start the HTTP server: %s", strerror(errno));
-        return CTXD_ERR;
-    }
-    L.running = 1;
+int http_conn_open(int fd, const char *peer) {
+    http_conn *c =
+        http_front.n_conns < (size_t)http_front.cfg->max_connections ? calloc(1, sizeof(*c)) : NULL;
+    if (!c) return CTXD_ERR;
+    c->fd = fd;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->next = http_front.conns;
+    if (http_front.conns) http_front.conns->prev = c;
+    http_front.conns = c;
+    http_front.n_conns++;
+    /* A new connection must send its request within the head's limit. */
+    c->state = S_HEAD;
+    c->deadline = util_mono_ms() + http_front.cfg->header_timeout_ms;
+    arm(c, EPOLLIN | EPOLLRDHUP);
     return CTXD_OK;
 }
 
-void http_conn_stop_accepting(void) {
-    atomic_store(&L.stop_accepting, 1);
-    if (L.evfd >= 0) wake_loop();
+void http_conn_event(http_conn *c, uint32_t events) {
+    if (c->state == S_FLUSH) {
+        if (events & (EPOLLERR | EPOLLHUP)) {
+            c->broken = 1;
+            http_conn_close(c);
+        } else {
+            flush(c);
+        }
+    } else if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        on_readable(c);
+    }
 }
 
-void http_conn_stop(void) {
-    if (!L.running) return;
-    atomic_store(&L.stop, 1);
-    wake_loop();
-    pthread_join(L.thread, NULL);
-    L.running = 0;
-    if (L.lfd >= 0) close(L.lfd);
-    close(L.epfd);
-    close(L.evfd);
-    L.lfd = L.epfd = L.evfd = -1;
+void http_conn_returned(http_conn *c) {
+    metrics_inflight(-1);
+    c->requests++;
+    request_free(c);
+    if (c->broken)
+        http_conn_close(c);
+    else if (c->out)
+        flush(c);
+    else
+        answered(c);
+}
+
+void http_conn_expire(http_conn *c) {
+    if (c->state == S_WORKER) return;
+    if (c->state == S_HEAD && !c->in_len)
+        http_conn_close(c); /* idle: nothing to answer */
+    else if (c->state == S_HEAD || c->state == S_BODY)
+        refuse(c, CTXD_E_REQUEST_TIMEOUT,
+               c->state == S_HEAD ? "The request head did not arrive in time "
+                                    "(CTXD_HEADER_TIMEOUT_MS)"
+                                  : "The request body did not arrive in time "
+                                    "(CTXD_BODY_TIMEOUT_MS)");
+    else
+        http_conn_close(c); /* a reader too slow, or lingering done */
 }
 
 /* ---- Worker side ---- */
 
 int http_conn_write(http_conn *c, const char *data, size_t len) {
-    int64_t deadline = util_mono_ms() + L.cfg->write_timeout_ms;
+    int64_t deadline = util_mono_ms() + http_front.cfg->write_timeout_ms;
     while (len && !c->broken) {
         ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
         if (n > 0) {
@@ -634,12 +467,4 @@ int http_conn_send(http_conn *c, const char *data, size_t len) {
     c->out = out;
     c->out_len += len;
     return CTXD_OK;
-}
-
-void http_conn_release(http_conn *c) {
-    pthread_mutex_lock(&L.back_mu);
-    c->qnext = L.back;
-    L.back = c;
-    pthread_mutex_unlock(&L.back_mu);
-    wake_loop();
 }

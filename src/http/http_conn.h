@@ -31,13 +31,13 @@ typedef struct http_conn {
 
     /* The answer: keep_alive 0 once it says Connection: close. */
     int keep_alive;
-    int broken;      /* a write failed: close at once, no lingering */
-    char *out;       /* left for the loop to write, owned */
+    int broken; /* a write failed: close at once, no lingering */
+    char *out;  /* left for the loop to write, owned */
     size_t out_len, out_off;
     int requests; /* answered on this connection */
 
-    int64_t deadline; /* monotonic ms; 0: none */
-    int armed;        /* events registered with epoll, 0 when none */
+    int64_t deadline;              /* monotonic ms; 0: none */
+    int armed;                     /* events registered with epoll, 0 when none */
     struct http_conn *prev, *next; /* every connection the loop knows */
     struct http_conn *qnext;       /* the worker queue, the loop's return list */
 } http_conn;

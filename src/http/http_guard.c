@@ -78,9 +78,12 @@ int http_preflight(const http_req *req, const char *allow) {
     if (strcmp(req->method, "OPTIONS") || !req->cors_origin ||
         !http_header(req, "Access-Control-Request-Method"))
         return 0;
-    const char *h[] = {"Access-Control-Allow-Methods", allow,
-                       "Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS,
-                       "Access-Control-Max-Age", CORS_MAX_AGE,
+    const char *h[] = {"Access-Control-Allow-Methods",
+                       allow,
+                       "Access-Control-Allow-Headers",
+                       CORS_ALLOWED_HEADERS,
+                       "Access-Control-Max-Age",
+                       CORS_MAX_AGE,
                        NULL};
     http_send(req, 204, "application/json", "", 0, h);
     return 1;

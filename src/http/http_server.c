@@ -142,7 +142,8 @@ static void serve(http_conn *c, ctxd_worker *w) {
     if (strlen(h->path) >= sizeof(path))
         status = http_send_error(&req, CTXD_E_ROUTE_NOT_FOUND, "No route for a path that long");
     else if (!w)
-        status = http_send_error(&req, CTXD_E_NOMEM, "this worker could not allocate its resources");
+        status =
+            http_send_error(&req, CTXD_E_NOMEM, "this worker could not allocate its resources");
     else if (http_guard_or_respond(&req, &status) == CTXD_OK)
         status = route_request(&req, idbuf, sizeof(idbuf), &matched);
 
