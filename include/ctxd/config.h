@@ -25,6 +25,15 @@ typedef struct ctxd_config {
     int max_connections;
     char allowed_hosts[1024]; /* Host names served besides the local ones; "*": any */
     char cors_origins[1024];  /* browser origins allowed to call, comma-separated */
+    char tls_cert[512];       /* PEM files: both set, ctxd speaks HTTPS only */
+    char tls_key[512];
+
+    /* Who may call: API keys (auth 1) or everyone as tenant "default" (0). */
+    int auth;
+    int auth_explicit;             /* CTXD_AUTH was set (not derived from the address) */
+    char *admin_token;             /* CTXD_ADMIN_TOKEN, owned, never logged; NULL: none */
+    long rate_requests_per_minute; /* defaults for keys without their own; 0: none */
+    long rate_tokens_per_minute;
 
     /* Redis, parsed from redis_url */
     char redis_url[512];
@@ -81,6 +90,11 @@ typedef struct ctxd_config {
  * setting, the value and what is allowed). Returns CTXD_OK with *exit_now set
  * for --help and --version after printing them. Free with config_free. */
 int config_load(ctxd_config *cfg, int argc, char **argv, char *err, size_t errlen, int *exit_now);
+
+/* Parse "HOST:PORT" (an IPv4 address or localhost) into host and port.
+ * CTXD_OK, or CTXD_ERR with a sentence in err. */
+int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
+                        size_t errlen);
 
 /* Parse a redis:// or unix:// URL into cfg's redis_* fields. */
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen);

@@ -15,10 +15,15 @@
  * ctxd_err in err (CTXD_E_REDIS for Redis trouble, CTXD_E_NOMEM, or what the
  * operation documents) and a sentence in errstr naming the Redis address
  * (never a password). */
+#define STORE_TENANT_MAX 64
+
 typedef struct store {
     ctxd_err err;
     char errstr[CTXD_ERRSTR_LEN];
     void *impl; /* private */
+    /* Whose contexts every call reaches: each key this store spells holds
+     * the tenant (store_set_tenant; "default" from store_new). */
+    char tenant[STORE_TENANT_MAX + 1];
 } store;
 
 /* A stored message: its JSON text (see message.h). */
@@ -101,6 +106,11 @@ typedef struct store_new_context {
  * when out of memory. Free with store_free (accepts NULL). */
 store *store_new(const ctxd_config *cfg);
 void store_free(store *s);
+
+/* Serve tenant's contexts from now on: every key spelled afterwards is
+ * that tenant's (a name of 1 to STORE_TENANT_MAX bytes of [a-z0-9_-],
+ * checked by the caller). */
+void store_set_tenant(store *s, const char *tenant);
 
 /* Round trip to Redis. CTXD_OK, or CTXD_ERR with s->err/errstr. */
 int store_ping(store *s);
@@ -210,5 +220,53 @@ int store_state_put(store *s, const char *id, const store_blob *keys, const stor
  * check is on the merged result; nothing changes when it fails. */
 int store_state_patch(store *s, const char *id, const store_blob *keys, const store_blob *values,
                       size_t n, size_t max_bytes, int64_t now_ms);
+
+/* ---- API keys (store_auth.c) ---- */
+
+/* An API key as stored: never the key itself, only its SHA-256. */
+typedef struct store_apikey {
+    char id[40];
+    char sha[65]; /* hex SHA-256 of the key */
+    char tenant[STORE_TENANT_MAX + 1];
+    char scopes[32]; /* "read,write,admin", comma-separated */
+    char name[128];
+    int64_t requests_per_minute; /* 0: the configured default */
+    int64_t tokens_per_minute;
+    char created_at[UTIL_ISO_LEN];
+} store_apikey;
+
+/* Store a new key. CTXD_ERR with CTXD_E_EXISTS when its id or hash is
+ * taken. */
+int store_apikey_put(store *s, const store_apikey *k);
+
+/* The key whose SHA-256 is sha_hex, in one round trip: *found 0 when there
+ * is none (revoked or never made). */
+int store_apikey_get(store *s, const char *sha_hex, store_apikey *out, int *found);
+
+/* Every key (the caller filters by tenant); *keys is the caller's to free(). */
+int store_apikey_list(store *s, store_apikey **keys, size_t *n);
+
+/* Forget the key with this id; *found 0 when there was none. */
+int store_apikey_revoke(store *s, const char *id, int *found);
+
+/* ---- Rate limits (store_auth.c) ---- */
+
+typedef enum {
+    STORE_RATE_TAKE,  /* use cost units if they fit, else refuse (nothing used) */
+    STORE_RATE_PEEK,  /* allowed while any room is left */
+    STORE_RATE_CHARGE /* use cost units, fitting or not */
+} store_rate_mode;
+
+typedef struct store_rate {
+    int allowed;
+    int64_t remaining; /* units left now */
+    int64_t reset_ms;  /* until the whole limit is back */
+    int64_t retry_ms;  /* refused: until a retry can pass */
+} store_rate;
+
+/* One limit ("requests", "tokens") of key_id: per_minute units a minute,
+ * by GCRA on one Redis key, in one round trip, exact across processes. */
+int store_rate_use(store *s, const char *key_id, const char *limit, int64_t per_minute,
+                   int64_t cost, store_rate_mode mode, store_rate *out);
 
 #endif

@@ -52,7 +52,12 @@ store *store_new(const ctxd_config *cfg) {
     im->cfg = cfg;
     config_redis_addr(cfg, im->addr, sizeof(im->addr));
     s->impl = im;
+    store_set_tenant(s, "default");
     return s;
+}
+
+void store_set_tenant(store *s, const char *tenant) {
+    snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
 }
 
 static void drop_connection(store_impl *im) {
@@ -338,7 +343,7 @@ int store_write_script(store *s, int script, const char *id, const args *a, ctxd
                     {"CONFLICT", CTXD_E_CONFLICT},
                     {"TOO_LARGE", CTXD_E_NONE}};
     ctx_keys k;
-    store_keys_init(&k, id);
+    store_keys_init(&k, s->tenant, id);
     redisReply *r = store_eval(s, script, K_COUNT, k.all, a);
     if (!r) return CTXD_ERR;
     int rc = CTXD_ERR;

@@ -106,7 +106,7 @@ int store_create(store *s, const store_new_context *nc) {
     char now[UTIL_ISO_LEN];
     int rc = CTXD_ERR;
     if (args_init(s, &a, 10 + 2 * nc->n_state)) return CTXD_ERR;
-    store_keys_init(&k, nc->id);
+    store_keys_init(&k, s->tenant, nc->id);
     util_iso8601(nc->now_ms, now);
     args_str(&a, nc->id);
     args_str(&a, now);
@@ -135,7 +135,7 @@ int store_create(store *s, const store_new_context *nc) {
 int store_create_claim(store *s, const char *key, uint64_t fp, const char *new_id, int ttl_s,
                        int *claimed, char existing_id[UTIL_UUID_LEN + 1], uint64_t *existing_fp) {
     char k[STORE_KEY_LEN], val[64], ttl[16];
-    store_key_create(k, key);
+    store_key_create(k, s->tenant, key);
     snprintf(val, sizeof(val), "%016" PRIx64 " %s", fp, new_id);
     snprintf(ttl, sizeof(ttl), "%d", ttl_s);
     const char *set[6] = {"SET", k, val, "NX", "EX", ttl};
@@ -163,7 +163,7 @@ int store_create_claim(store *s, const char *key, uint64_t fp, const char *new_i
 
 int store_create_unclaim(store *s, const char *key) {
     char k[STORE_KEY_LEN];
-    store_key_create(k, key);
+    store_key_create(k, s->tenant, key);
     const char *argv[2] = {"DEL", k};
     redisReply *r = store_command(s, 2, argv, NULL);
     if (!r) return CTXD_ERR;
@@ -251,7 +251,7 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before, s
     args a;
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
-    store_keys_init(&k, id);
+    store_keys_init(&k, s->tenant, id);
     if (before <= 0) {
         long newest = what & STORE_READ_MESSAGES ? limit : 0;
         return read_reply(s, id, read_newest(s, &k, what, limit), newest, out);
@@ -338,7 +338,7 @@ int store_state_patch(store *s, const char *id, const store_blob *keys, const st
 int store_delete(store *s, const char *id, int *deleted) {
     ctx_keys k;
     args a;
-    store_keys_init(&k, id);
+    store_keys_init(&k, s->tenant, id);
     if (args_init(s, &a, 1)) return CTXD_ERR;
     args_str(&a, id);
     redisReply *r = store_eval(s, S_DELETE, K_COUNT, k.all, &a);
@@ -361,11 +361,13 @@ static const char *str_or_empty(const redisReply *r) { return r->str ? r->str : 
 
 int store_list(store *s, long limit, int64_t cursor_ms, const char *cursor_id,
                store_list_item **items, size_t *n) {
-    const char *keys[1] = {store_key_index()}, *prefix, *meta_sfx, *msgs_sfx;
+    char index[STORE_KEY_LEN], prefix[STORE_KEY_LEN];
+    const char *keys[1] = {index}, *meta_sfx, *msgs_sfx;
     args a;
     *items = NULL;
     *n = 0;
-    store_key_pattern(&prefix, &meta_sfx, &msgs_sfx);
+    store_key_index(s->tenant, index);
+    store_key_pattern(s->tenant, prefix, &meta_sfx, &msgs_sfx);
     if (args_init(s, &a, 6)) return CTXD_ERR;
     args_int(&a, limit);
     if (cursor_ms > 0)

@@ -20,15 +20,24 @@ typedef struct ctx_keys {
     const char *all[K_COUNT]; /* points into key[] */
 } ctx_keys;
 
-void store_keys_init(ctx_keys *k, const char *id);
+void store_keys_init(ctx_keys *k, const char *tenant, const char *id);
 
 /* The key of an idempotent create's claim. */
-void store_key_create(char out[STORE_KEY_LEN], const char *idem_key);
+void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key);
 
-/* The activity index (listing), and how a context's meta and messages keys
- * are spelled around its id (for the listing script). */
-const char *store_key_index(void);
-void store_key_pattern(const char **prefix, const char **meta_suffix, const char **messages_suffix);
+/* A tenant's activity index (listing), and how its contexts' meta and
+ * messages keys are spelled around an id (for the listing script). */
+void store_key_index(const char *tenant, char out[STORE_KEY_LEN]);
+void store_key_pattern(const char *tenant, char prefix[STORE_KEY_LEN], const char **meta_suffix,
+                       const char **messages_suffix);
+
+/* API keys: the record of the key whose SHA-256 is sha_hex, and the hash
+ * of key ids to their SHA-256 (both in one hash slot). */
+void store_key_apikey(char out[STORE_KEY_LEN], const char *sha_hex);
+const char *store_key_apikey_ids(void);
+
+/* The GCRA state of one limit ("requests", "tokens") of an API key. */
+void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *limit);
 
 /* ---- Scripts (store_keys.c): the embedded .lua files with their prelude ---- */
 
@@ -45,6 +54,10 @@ enum {
     S_SETTINGS,
     S_SUMMARY,
     S_LIST,
+    S_APIKEY_PUT,
+    S_APIKEY_REVOKE,
+    S_APIKEY_LIST,
+    S_RATE,
     S_COUNT
 };
 

@@ -6,44 +6,83 @@
 
 #include "store_int.h"
 
-/* A context's keys share the hash tag {<id>}, so Redis Cluster keeps them
- * on one slot: "ctxd:{<id>}:<name>". The README's "Redis layout" section
- * mirrors this table. */
+/* A context's keys share one hash tag, so Redis Cluster keeps them on one
+ * slot, and the tag holds the tenant: "ctxd:{<tenant>:<id>}:<name>". The
+ * tenant "default" keeps the names of ctxd 0.3, "ctxd:{<id>}:<name>", so
+ * contexts made before tenants existed are the default tenant's as they
+ * are. The README's "Redis layout" section mirrors this table. */
 #define KEY_PREFIX "ctxd:{"
 #define KEY_TAG_END "}:"
+#define DEFAULT_TENANT "default"
 
-/* Every context by last activity (sorted set, score = last write in ms). */
+/* A tenant's contexts by last activity (sorted set, score = last write in
+ * ms): "ctxd:index" for the default tenant, "ctxd:index:<tenant>". */
 #define KEY_INDEX "ctxd:index"
 
-/* Idempotent creates: "ctxd:create:{<Idempotency-Key>}". */
-#define KEY_CREATE_FMT "ctxd:create:{%s}"
+/* Idempotent creates: "ctxd:create:{[<tenant>:]<Idempotency-Key>}". */
+#define KEY_CREATE "ctxd:create:{"
+
+/* API keys, all in one slot: a hash per key under the SHA-256 of the key,
+ * and the key ids. */
+#define KEY_APIKEY "ctxd:{keys}:sha:"
+#define KEY_APIKEY_IDS "ctxd:{keys}:ids"
+
+/* Rate limits: one GCRA state per key and limit. */
+#define KEY_RATE "ctxd:{rate:%s}:%s"
 
 /* The KEYS order of every context script, and the names the scripts know
  * them by (the index is not per context). */
 static const char *const key_names[K_COUNT] = {"meta", "messages", "state",
                                                "idem", "lock",     "index"};
 
-void store_keys_init(ctx_keys *k, const char *id) {
+/* "" for the default tenant, else "<tenant>:": what goes before an id in a tag. */
+static const char *scope(const char *tenant, char out[STORE_TENANT_MAX + 2]) {
+    if (!strcmp(tenant, DEFAULT_TENANT)) return "";
+    snprintf(out, STORE_TENANT_MAX + 2, "%s:", tenant);
+    return out;
+}
+
+void store_keys_init(ctx_keys *k, const char *tenant, const char *id) {
+    char sc[STORE_TENANT_MAX + 2];
+    const char *pre = scope(tenant, sc);
     for (int i = 0; i < K_COUNT; i++) {
         if (i == K_INDEX)
-            snprintf(k->key[i], STORE_KEY_LEN, "%s", KEY_INDEX);
+            store_key_index(tenant, k->key[i]);
         else
-            snprintf(k->key[i], STORE_KEY_LEN, KEY_PREFIX "%s" KEY_TAG_END "%s", id, key_names[i]);
+            snprintf(k->key[i], STORE_KEY_LEN, KEY_PREFIX "%s%s" KEY_TAG_END "%s", pre, id,
+                     key_names[i]);
         k->all[i] = k->key[i];
     }
 }
 
-void store_key_create(char out[STORE_KEY_LEN], const char *idem_key) {
-    snprintf(out, STORE_KEY_LEN, KEY_CREATE_FMT, idem_key);
+void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key) {
+    char sc[STORE_TENANT_MAX + 2];
+    snprintf(out, STORE_KEY_LEN, KEY_CREATE "%s%s}", scope(tenant, sc), idem_key);
 }
 
-const char *store_key_index(void) { return KEY_INDEX; }
+void store_key_index(const char *tenant, char out[STORE_KEY_LEN]) {
+    if (!strcmp(tenant, DEFAULT_TENANT))
+        snprintf(out, STORE_KEY_LEN, "%s", KEY_INDEX);
+    else
+        snprintf(out, STORE_KEY_LEN, KEY_INDEX ":%s", tenant);
+}
 
-void store_key_pattern(const char **prefix, const char **meta_suffix,
+void store_key_pattern(const char *tenant, char prefix[STORE_KEY_LEN], const char **meta_suffix,
                        const char **messages_suffix) {
-    *prefix = KEY_PREFIX;
+    char sc[STORE_TENANT_MAX + 2];
+    snprintf(prefix, STORE_KEY_LEN, KEY_PREFIX "%s", scope(tenant, sc));
     *meta_suffix = KEY_TAG_END "meta";
     *messages_suffix = KEY_TAG_END "messages";
+}
+
+void store_key_apikey(char out[STORE_KEY_LEN], const char *sha_hex) {
+    snprintf(out, STORE_KEY_LEN, KEY_APIKEY "%s", sha_hex);
+}
+
+const char *store_key_apikey_ids(void) { return KEY_APIKEY_IDS; }
+
+void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *limit) {
+    snprintf(out, STORE_KEY_LEN, KEY_RATE, key_id, limit);
 }
 
 /* ---- Scripts: src/store/lua/NAME.lua, embedded as store_lua_NAME ---- */
@@ -51,7 +90,8 @@ void store_key_pattern(const char **prefix, const char **meta_suffix,
 extern const char store_lua_context[], store_lua_create[], store_lua_read[], store_lua_turn_read[],
     store_lua_append[], store_lua_delete[], store_lua_renew[], store_lua_release[],
     store_lua_state_put[], store_lua_state_patch[], store_lua_settings[], store_lua_summary[],
-    store_lua_list[];
+    store_lua_list[], store_lua_apikey_put[], store_lua_apikey_revoke[], store_lua_apikey_list[],
+    store_lua_rate[];
 
 /* Each script and whether it is a context script (gets every key of one
  * context as KEYS, named by the prelude, and context.lua's helpers). */
@@ -65,6 +105,8 @@ static const struct {
     [S_RELEASE] = {store_lua_release, 1},         [S_STATE_PUT] = {store_lua_state_put, 1},
     [S_STATE_PATCH] = {store_lua_state_patch, 1}, [S_SETTINGS] = {store_lua_settings, 1},
     [S_SUMMARY] = {store_lua_summary, 1},         [S_LIST] = {store_lua_list, 0},
+    [S_APIKEY_PUT] = {store_lua_apikey_put, 0},   [S_APIKEY_REVOKE] = {store_lua_apikey_revoke, 0},
+    [S_APIKEY_LIST] = {store_lua_apikey_list, 0}, [S_RATE] = {store_lua_rate, 0},
 };
 
 static char *script_texts[S_COUNT];

@@ -41,7 +41,7 @@ int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms
     args a;
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
-    store_keys_init(&k, id);
+    store_keys_init(&k, s->tenant, id);
     if (args_init(s, &a, 9)) return CTXD_ERR;
     args_int(&a, fixed_tokens);
     args_int(&a, fold_max);
@@ -90,7 +90,7 @@ static int lock_script(store *s, int script, const char *id, const char *token, 
                        int *done) {
     ctx_keys k;
     args a;
-    store_keys_init(&k, id);
+    store_keys_init(&k, s->tenant, id);
     if (args_init(s, &a, 2)) return CTXD_ERR;
     args_str(&a, token);
     if (script == S_RENEW) args_int(&a, ttl_ms);

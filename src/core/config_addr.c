@@ -1,0 +1,202 @@
+/* config_addr.c: the address settings: where to listen, and where Redis is (never showing a password). */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctxd/config.h"
+
+void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen) {
+    if (cfg->redis_socket[0])
+        snprintf(out, outlen, "%s", cfg->redis_socket);
+    else
+        snprintf(out, outlen, "%s:%d", cfg->redis_host, cfg->redis_port);
+}
+
+int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
+                        size_t errlen) {
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value || colon[1] == '\0') {
+        snprintf(err, errlen, "CTXD_LISTEN=%s is not HOST:PORT (for example 127.0.0.1:61909)",
+                 value);
+        return CTXD_ERR;
+    }
+    size_t hl = (size_t)(colon - value);
+    if (hl >= hostlen) {
+        snprintf(err, errlen, "CTXD_LISTEN=%s: host part is too long", value);
+        return CTXD_ERR;
+    }
+    const char *p = colon + 1;
+    for (const char *q = p; *q; q++) {
+        if (!isdigit((unsigned char)*q)) {
+            snprintf(err, errlen,
+                     "CTXD_LISTEN=%s: port '%s' is not a number between 1 and "
+                     "65535",
+                     value, p);
+            return CTXD_ERR;
+        }
+    }
+    errno = 0;
+    long v = strlen(p) > 9 ? LONG_MAX : strtol(p, NULL, 10);
+    if (v < 1 || v > 65535) {
+        snprintf(err, errlen,
+                 "CTXD_LISTEN=%s: port %s is out of range, TCP ports end at "
+                 "65535 (the guides' 619009 is not a valid port; ctxd uses "
+                 "61909)",
+                 value, p);
+        return CTXD_ERR;
+    }
+    memcpy(host, value, hl);
+    host[hl] = '\0';
+    /* IPv4 dotted quad or localhost only: the listener is IPv4. */
+    if (strcmp(host, "localhost") == 0) {
+        snprintf(host, hostlen, "127.0.0.1");
+    } else {
+        int dots = 0, digits = 0;
+        for (const char *q = host; *q; q++) {
+            if (*q == '.') {
+                if (digits == 0) goto badhost;
+                dots++;
+                digits = 0;
+            } else if (isdigit((unsigned char)*q) && digits < 3) {
+                digits++;
+            } else {
+                goto badhost;
+            }
+        }
+        if (dots != 3 || digits == 0) goto badhost;
+    }
+    *port = (int)v;
+    return CTXD_OK;
+badhost:
+    snprintf(err, errlen,
+             "CTXD_LISTEN=%s: host '%s' must be an IPv4 address such as "
+             "127.0.0.1 or 0.0.0.0, or localhost",
+             value, host);
+    return CTXD_ERR;
+}
+
+static int parse_db(const char *s, int *db) {
+    if (!*s) return CTXD_OK;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 0 || v > 65535) return CTXD_ERR;
+    *db = (int)v;
+    return CTXD_OK;
+}
+
+/* Decode %XX in place (passwords may hold reserved characters). */
+static void percent_decode(char *s) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '%' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
+            char hex[3] = {r[1], r[2], 0};
+            *w++ = (char)strtol(hex, NULL, 16);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+/* url with any password replaced by "***", for messages. */
+static const char *redact_url(const char *url, char *out, size_t cap) {
+    snprintf(out, cap, "%s", url);
+    char *scheme = strstr(out, "://");
+    char *at = scheme ? strrchr(scheme, '@') : NULL;
+    char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (at && colon && colon < at) {
+        char tail[512];
+        snprintf(tail, sizeof(tail), "%s", at);
+        snprintf(colon + 1, cap - (size_t)(colon + 1 - out), "***%s", tail);
+    }
+    char *pw = strstr(out, "password=");
+    if (pw) {
+        char *end = strchr(pw, '&');
+        char tail[512];
+        snprintf(tail, sizeof(tail), "%s", end ? end : "");
+        snprintf(pw + 9, cap - (size_t)(pw + 9 - out), "***%s", tail);
+    }
+    return out;
+}
+
+int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen) {
+    char buf[512], shown[600];
+    const char *allowed = "redis://[[user]:password@]host[:port][/db] or "
+                          "unix:///path/to/redis.sock[?db=N][&password=P]";
+    if (strlen(url) >= sizeof(buf)) {
+        snprintf(err, errlen, "CTXD_REDIS_URL is too long (max %zu bytes)", sizeof(buf) - 1);
+        return CTXD_ERR;
+    }
+    snprintf(cfg->redis_url, sizeof(cfg->redis_url), "%s", url);
+    cfg->redis_host[0] = cfg->redis_socket[0] = '\0';
+    cfg->redis_user[0] = cfg->redis_password[0] = '\0';
+    cfg->redis_port = 6379;
+    cfg->redis_db = 0;
+
+    if (strncmp(url, "unix://", 7) == 0 || strncmp(url, "redis+unix://", 13) == 0) {
+        snprintf(buf, sizeof(buf), "%s", strstr(url, "://") + 3);
+        char *q = strchr(buf, '?'), *save = NULL;
+        if (q) *q++ = '\0';
+        for (char *p = q ? strtok_r(q, "&", &save) : NULL; p; p = strtok_r(NULL, "&", &save)) {
+            if (!strncmp(p, "db=", 3)) {
+                if (parse_db(p + 3, &cfg->redis_db)) goto bad;
+            } else if (!strncmp(p, "password=", 9) && strlen(p + 9) < sizeof(cfg->redis_password)) {
+                memcpy(cfg->redis_password, p + 9, strlen(p + 9) + 1);
+                percent_decode(cfg->redis_password);
+            } else {
+                goto bad;
+            }
+        }
+        if (buf[0] != '/' || strlen(buf) >= sizeof(cfg->redis_socket)) goto bad;
+        memcpy(cfg->redis_socket, buf, strlen(buf) + 1);
+        return CTXD_OK;
+    }
+    if (strncmp(url, "redis://", 8) != 0) goto bad;
+    snprintf(buf, sizeof(buf), "%s", url + 8);
+
+    char *hostpart = buf;
+    char *at = strrchr(buf, '@');
+    if (at) {
+        *at = '\0';
+        hostpart = at + 1;
+        char *colon = strchr(buf, ':');
+        if (!colon) goto bad;
+        *colon = '\0';
+        if (strlen(buf) >= sizeof(cfg->redis_user) ||
+            strlen(colon + 1) >= sizeof(cfg->redis_password))
+            goto bad;
+        memcpy(cfg->redis_user, buf, strlen(buf) + 1);
+        memcpy(cfg->redis_password, colon + 1, strlen(colon + 1) + 1);
+        percent_decode(cfg->redis_user);
+        percent_decode(cfg->redis_password);
+    }
+    char *slash = strchr(hostpart, '/');
+    if (slash) {
+        *slash = '\0';
+        if (parse_db(slash + 1, &cfg->redis_db)) goto bad;
+    }
+    char *colon = strrchr(hostpart, ':');
+    if (colon) {
+        *colon = '\0';
+        char *end;
+        long p = strtol(colon + 1, &end, 10);
+        if (*end || colon[1] == '\0' || p < 1 || p > 65535) {
+            snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535",
+                     redact_url(url, shown, sizeof(shown)));
+            return CTXD_ERR;
+        }
+        cfg->redis_port = (int)p;
+    }
+    if (!*hostpart || strlen(hostpart) >= sizeof(cfg->redis_host)) goto bad;
+    memcpy(cfg->redis_host, hostpart, strlen(hostpart) + 1);
+    return CTXD_OK;
+bad:
+    snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s",
+             redact_url(url, shown, sizeof(shown)), allowed);
+    return CTXD_ERR;
+}
