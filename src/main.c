@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctxd/cli.h"
 #include "ctxd/config.h"
 #include "ctxd/http.h"
 #include "ctxd/llm.h"
@@ -44,6 +45,8 @@ int main(int argc, char **argv) {
     ctxd_config cfg;
     char err[512];
     int exit_now = 0, rc = 1;
+
+    if (argc > 1 && !strcmp(argv[1], "keys")) return cli_keys(argc - 1, argv + 1);
 
     if (config_load(&cfg, argc, argv, err, sizeof(err), &exit_now)) {
         fprintf(stderr, "ctxd: %s\n", err);

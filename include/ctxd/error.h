@@ -32,6 +32,12 @@ typedef enum ctxd_err {
     CTXD_E_ORIGIN_NOT_ALLOWED,   /* a browser origin not in CTXD_CORS_ORIGINS */
     CTXD_E_TOO_MANY_CONNECTIONS, /* CTXD_MAX_CONNECTIONS reached */
 
+    /* Who is asking. */
+    CTXD_E_UNAUTHORIZED, /* no key, or a malformed, unknown or revoked one */
+    CTXD_E_FORBIDDEN,    /* the key lacks the scope */
+    CTXD_E_RATE_LIMITED, /* the key is over one of its limits */
+    CTXD_E_KEY_NOT_FOUND,
+
     /* Contexts and turns. */
     CTXD_E_NOT_FOUND,        /* no such context */
     CTXD_E_BUSY,             /* another owner holds the context's lock */

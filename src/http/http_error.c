@@ -22,9 +22,12 @@ static const struct {
     [CTXD_E_INVALID_IDEM_KEY] = {400, "invalid_idempotency_key", 0},
     [CTXD_E_INCOMPLETE_BODY] = {400, "incomplete_body", 0},
     [CTXD_E_BAD_CHUNKED_BODY] = {400, "bad_chunked_body", 0},
+    [CTXD_E_UNAUTHORIZED] = {401, "unauthorized", 0},
+    [CTXD_E_FORBIDDEN] = {403, "forbidden", 0},
     [CTXD_E_ORIGIN_NOT_ALLOWED] = {403, "origin_not_allowed", 0},
     [CTXD_E_NOT_FOUND] = {404, "context_not_found", 0},
     [CTXD_E_ROUTE_NOT_FOUND] = {404, "route_not_found", 0},
+    [CTXD_E_KEY_NOT_FOUND] = {404, "key_not_found", 0},
     [CTXD_E_METHOD_NOT_ALLOWED] = {405, "method_not_allowed", 0},
     [CTXD_E_REQUEST_TIMEOUT] = {408, "request_timeout", 0},
     [CTXD_E_BUSY] = {409, "context_busy", 1},
@@ -38,6 +41,7 @@ static const struct {
     [CTXD_E_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type", 0},
     [CTXD_E_HOST_NOT_ALLOWED] = {421, "host_not_allowed", 0},
     [CTXD_E_IDEM_KEY_REUSED] = {422, "idempotency_key_reused", 0},
+    [CTXD_E_RATE_LIMITED] = {429, "rate_limited", 1},
     [CTXD_E_UPSTREAM_RATE_LIMITED] = {429, "upstream_rate_limited", 1},
     [CTXD_E_UPSTREAM_AUTH] = {502, "upstream_auth", 0},
     [CTXD_E_UPSTREAM_ERROR] = {502, "upstream_error", 0},
@@ -65,6 +69,7 @@ const char *http_status_reason(int status) {
     case 201: return "Created";
     case 204: return "No Content";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";

@@ -7,6 +7,7 @@
 
 #include <json-c/json.h>
 
+#include "ctxd/auth.h"
 #include "ctxd/buf.h"
 #include "ctxd/context.h"
 #include "ctxd/error.h"
@@ -28,6 +29,8 @@ typedef struct http_req {
     struct http_conn *conn;
     const char *request_id;  /* X-Request-Id, echoed in every answer */
     const char *cors_origin; /* an allowed Origin to answer with CORS headers, or NULL */
+    auth_identity *who;      /* the caller, once http_auth_or_respond passed */
+    const char *ratelimit;   /* RateLimit-Policy and RateLimit header lines, or NULL */
 } http_req;
 
 /* A handler answers the request itself and returns the HTTP status sent. */
@@ -43,6 +46,7 @@ int http_route(const char *method, const char *pattern, http_handler fn);
 void routes_context_register(void);
 void routes_turn_register(void);
 void routes_health_register(void);
+void routes_admin_register(void);
 
 /* 1 while the process drains (SIGTERM): answers close their connection. */
 int http_server_draining(void);
@@ -59,6 +63,15 @@ int http_guard_or_respond(http_req *req, int *status);
  * an allowed origin) with the path's real methods in allow. Returns 1 when
  * it answered (204), 0 when req is no preflight. */
 int http_preflight(const http_req *req, const char *allow);
+
+/* ---- Who is asking (http_auth.c) ---- */
+
+/* Authenticate req for a route (pattern): the probes are open; /admin/...
+ * needs the admin scope, GET and HEAD read, the rest write. Sets req->who
+ * (and binds the worker's store to its tenant), takes one request from its
+ * rate limit and fills req->ratelimit. Answers 401 (with WWW-Authenticate),
+ * 403 or 429 itself. */
+int http_auth_or_respond(http_req *req, const char *pattern, int *status);
 
 /* ---- Answers (http_response.c) ---- */
 

@@ -31,6 +31,7 @@ static void put_head(buf *b, const http_req *req, int status, const char *conten
                    "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
                    "Access-Control-Expose-Headers: " CORS_EXPOSED "\r\n",
                    req->cors_origin);
+    if (req->ratelimit) buf_puts(b, req->ratelimit);
     for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
         buf_printf(b, "%s: %s\r\n", headers[i], headers[i + 1]);
     buf_puts(b, "\r\n");

@@ -107,7 +107,9 @@ static int route_request(http_req *req, char *idbuf, size_t idlen, int *matched)
             return http_send_error(req, CTXD_E_SHUTTING_DOWN,
                                    "This ctxd process is shutting down; retry "
                                    "(another process will answer)");
-        if (http_media_type_or_respond(req, &status)) return status;
+        if (http_auth_or_respond(req, routes[i].pattern, &status) ||
+            http_media_type_or_respond(req, &status))
+            return status;
         return routes[i].fn(req);
     }
     if (allow[0] && http_preflight(req, allow)) return 204;
@@ -136,7 +138,7 @@ static void serve(http_conn *c, ctxd_worker *w) {
     snprintf(path, sizeof(path), "%s", strlen(h->path) < sizeof(path) ? h->path : "/");
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
-    http_req req = {h->method, path, h->query, NULL, w, server_cfg, c, rid, NULL};
+    http_req req = {h->method, path, h->query, NULL, w, server_cfg, c, rid, NULL, NULL, NULL};
 
     int status, matched = -1;
     if (strlen(h->path) >= sizeof(path))
@@ -209,6 +211,7 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     routes_context_register();
     routes_turn_register();
     routes_health_register();
+    routes_admin_register();
     raise_fd_limit();
     queue.threads = calloc((size_t)cfg->threads, sizeof(*queue.threads));
     if (!queue.threads) {

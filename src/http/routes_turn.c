@@ -136,12 +136,21 @@ static int post_message(const http_req *req) {
                                  "non-empty string");
         goto cleanup;
     }
+    ctxd_error e;
+    if (auth_rate_tokens_check(req->w, req->who, NULL, &e)) { /* before the model is called */
+        status = http_send_failure(req, &e);
+        goto cleanup;
+    }
     stream_state ss = {req, 0, 0};
     turn_request tr = {
         req->id, text, len, idem, fp, stream ? stream_start : NULL, stream ? stream_delta : NULL,
         &ss};
     turn_run(req->w, &tr, &res);
     status = stream ? stream_finish(req, &ss, &res) : send_result(req, 200, &res);
+    if (res.error.err == CTXD_E_NONE && !res.replayed) /* the tokens this reply used */
+        auth_rate_tokens_charge(req->w, req->who,
+                                (res.reply.input_tokens > 0 ? res.reply.input_tokens : 0) +
+                                    (res.reply.output_tokens > 0 ? res.reply.output_tokens : 0));
 cleanup:
     turn_result_free(&res);
     if (body) json_object_put(body);

@@ -1,0 +1,91 @@
+/* http_auth.c: the caller of a request: its key, tenant, scope and request rate. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_int.h"
+
+/* Routes anyone may call: probes and scrapes carry no tenant data. */
+static int is_open(const char *pattern) {
+    return !strcmp(pattern, "/healthz") || !strcmp(pattern, "/readyz") ||
+           !strcmp(pattern, "/metrics");
+}
+
+static int scope_needed(const char *method, const char *pattern) {
+    if (!strncmp(pattern, "/admin/", 7)) return AUTH_SCOPE_ADMIN;
+    return !strcmp(method, "GET") || !strcmp(method, "HEAD") ? AUTH_SCOPE_READ : AUTH_SCOPE_WRITE;
+}
+
+/* The credential: Authorization: Bearer <x>, else x-api-key: <x>. */
+static const char *credential(const http_req *req) {
+    const char *a = http_header(req, "Authorization");
+    if (a && !strncasecmp(a, "Bearer ", 7)) {
+        a += 7;
+        while (*a == ' ') a++;
+        return a;
+    }
+    return http_header(req, "x-api-key");
+}
+
+/* RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers). */
+static void put_ratelimit(char *out, size_t cap, const auth_identity *who, const store_rate *st) {
+    size_t n = (size_t)snprintf(out, cap, "RateLimit-Policy: ");
+    if (who->requests_per_minute > 0)
+        n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "\"requests\";q=%" PRId64 ";w=60%s",
+                              who->requests_per_minute, who->tokens_per_minute > 0 ? ", " : "");
+    if (who->tokens_per_minute > 0)
+        n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "\"tokens\";q=%" PRId64 ";w=60",
+                              who->tokens_per_minute);
+    if (who->requests_per_minute > 0)
+        snprintf(out + n, cap > n ? cap - n : 0,
+                 "\r\nRateLimit: \"requests\";r=%" PRId64 ";t=%" PRId64 "\r\n", st->remaining,
+                 (st->reset_ms + 999) / 1000);
+    else
+        snprintf(out + n, cap > n ? cap - n : 0, "\r\n");
+}
+
+int http_auth_or_respond(http_req *req, const char *pattern, int *status) {
+    static _Thread_local auth_identity who;
+    static _Thread_local char ratelimit[256];
+    ctxd_error e;
+    store_rate st;
+    req->who = &who;
+    req->ratelimit = NULL;
+    if (is_open(pattern)) {
+        auth_open_identity(&who);
+        store_set_tenant(req->w->st, who.tenant);
+        return CTXD_OK;
+    }
+    if (!req->cfg->auth) {
+        auth_open_identity(&who);
+    } else if (auth_check(req->w, credential(req), &who, &e)) {
+        static const char *const challenge[] = {"WWW-Authenticate", "Bearer realm=\"ctxd\"", NULL};
+        *status = http_send_error_with(req, e.err, 0,
+                                       e.err == CTXD_E_UNAUTHORIZED ? challenge : NULL, e.msg);
+        return CTXD_ERR;
+    }
+    store_set_tenant(req->w->st, who.tenant);
+    int need = scope_needed(req->method, pattern);
+    if (!(who.scopes & need)) {
+        char have[32];
+        auth_scopes_format(who.scopes, have, sizeof(have));
+        *status =
+            http_send_error(req, CTXD_E_FORBIDDEN, "This key may %s; %s %s needs the %s scope",
+                            have[0] ? have : "nothing", req->method, pattern,
+                            need == AUTH_SCOPE_ADMIN  ? "admin"
+                            : need == AUTH_SCOPE_READ ? "read"
+                                                      : "write");
+        return CTXD_ERR;
+    }
+    int rc = auth_rate_request(req->w, &who, &st, &e);
+    if (who.requests_per_minute > 0 || who.tokens_per_minute > 0) {
+        put_ratelimit(ratelimit, sizeof(ratelimit), &who, &st);
+        req->ratelimit = ratelimit;
+    }
+    if (rc) {
+        *status = http_send_failure(req, &e);
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
