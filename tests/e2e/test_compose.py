@@ -126,6 +126,12 @@ class ComposeFileTest(unittest.TestCase):
         env = self.compose_config()["services"]["ctxd"]["environment"]
         self.assertEqual(env["ANTHROPIC_API_KEY"], "")
         self.assertEqual(env["OPENAI_API_KEY"], "")
+        # Local development runs without API keys, as before; keys on when asked.
+        self.assertEqual(env["CTXD_AUTH"], "off")
+        self.assertEqual(env["CTXD_ADMIN_TOKEN"], "")
+        on = self.compose_config(CTXD_AUTH="keys", CTXD_ADMIN_TOKEN="t" * 24)
+        self.assertEqual(on["services"]["ctxd"]["environment"]["CTXD_AUTH"], "keys")
+        self.assertEqual(on["services"]["ctxd"]["environment"]["CTXD_ADMIN_TOKEN"], "t" * 24)
 
     def test_haproxy_is_published_on_loopback_only(self):
         hap = self.services["haproxy"]
