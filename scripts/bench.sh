@@ -6,7 +6,7 @@
 # measures the floors (ctxd /healthz, redis-benchmark, the fake upstream
 # called directly) and the scenarios, and writes bench/results.md,
 # bench/results.json and bench/scaling.png. Everything it starts is stopped
-# on exit. --quick: short runs, under two minutes; the full run takes ~10.
+# on exit. --quick: short runs, about two minutes; the full run takes ~12.
 # CTXD_BIN=/path/to/ctxd skips the build and measures that binary.
 # Helpers (wrk Lua, Python clients, report) live in scripts/bench/.
 set -euo pipefail
@@ -139,18 +139,30 @@ start_ctxd() {
 record() { echo "$1" >>"$results"; }
 
 # run_wrk KEY PORT CONNS MODE [VAR=VALUE...]: warm up, then measure for $dur s.
+# wrk gives up on a request after $wrk_timeout (default 10s; S10 sets 2s) and
+# counts it in err_timeout, not in the latencies.
 run_wrk() {
-  local key=$1 port=$2 conns=$3 mode=$4 threads=2 out line
+  local key=$1 port=$2 conns=$3 mode=$4 threads=2 out line timeout=${wrk_timeout:-10s}
   shift 4
   [ "$conns" -lt 2 ] && threads=1
   local w=(env BENCH_MODE="$mode" BENCH_THREADS=$threads "$@" wrk -t$threads -c"$conns"
-           --timeout 10s -s "$here/wrk.lua" "http://127.0.0.1:$port")
+           --timeout "$timeout" -s "$here/wrk.lua" "http://127.0.0.1:$port")
   "${w[@]}" -d"${warm}s" >/dev/null
   out=$("${w[@]}" -d"${dur}s")
   line=$(grep '^BENCH ' <<<"$out" | head -1 | cut -c7-)
   [ -n "$line" ] || die "$key: wrk printed no summary: $out"
-  record "{\"key\":\"$key\",\"conns\":$conns,\"wrk\":$line}"
-  say "$key: $($py -c 'import json,sys; w=json.loads(sys.argv[1]); print("%.0f req/s p50 %.2f ms p99 %.2f ms errors %d" % (w["rps"], w["p50_us"]/1e3, w["p99_us"]/1e3, w["errors"]))' "$line")"
+  record "{\"key\":\"$key\",\"conns\":$conns,\"timeout\":\"$timeout\",\"wrk\":$line}"
+  say "$key: $($py -c 'import json,sys; w=json.loads(sys.argv[1]); print("%.0f req/s p50 %.2f ms p99 %.2f ms max %.2f ms errors %d (timeouts %d)" % (w["rps"], w["p50_us"]/1e3, w["p99_us"]/1e3, w["max_us"]/1e3, w["errors"], w["err_timeout"]))' "$line")"
+}
+
+# established PORT: TCP connections established to 127.0.0.1:PORT, as the
+# server's side sees them (null without ss).
+established() {
+  if command -v ss >/dev/null; then
+    ss -Htn state established "( sport = :$1 )" | wc -l
+  else
+    echo null
+  fi
 }
 
 say "redis :$rport, fake upstream :$fport, $(nproc) cores, quick=$quick"
@@ -277,15 +289,48 @@ for n in $s5_ns; do
 done
 record "{\"key\":\"s5\",\"provider\":\"echo, CTXD_ECHO_DELAY_MS=2000, streaming\",\"rows\":[$s5_rows]}"
 
+# ---- Scenario 9: requests while hostile connections are held ----
+# A ctxd of its own with the default limits (64 workers, request head within
+# 10 s, body within 20 s). hostile.py holds 500 idle, 200 slowloris and 200
+# slow-body connections on it, one more byte every 0.5-1 s on the slow ones,
+# and re-opens at once any that ctxd closes (408 at those limits, or silently
+# for an idle one), so all 900 stay held however long the runs take; wrk
+# measures /healthz and scenario 1's read meanwhile, 16 connections.
+s9_idle=500 s9_slowloris=200 s9_slowbody=200 s9_conns=16
+start_ctxd s9
+s9_port=$ctxd_port s9_pid=$ctxd_pid
+$py "$here/hostile.py" "$s9_port" "$s1id" $s9_idle $s9_slowloris $s9_slowbody \
+  >"$tmp/hostile.out" 2>"$tmp/hostile.err" &
+hostile_pid=$!
+pids+=("$hostile_pid")
+for _ in $(seq 300); do grep -q '^READY ' "$tmp/hostile.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^READY ' "$tmp/hostile.out" ||
+  die "hostile.py did not open its connections: $(tail -3 "$tmp/hostile.err")"
+s9_est_start=$(established "$s9_port")
+say "s9: hostile connections $(grep '^READY ' "$tmp/hostile.out" | cut -c7-), ctxd side $s9_est_start established"
+run_wrk s9_healthz "$s9_port" $s9_conns healthz
+run_wrk s9_get "$s9_port" $s9_conns get BENCH_IDS="$tmp/s1.ids"
+s9_est_end=$(established "$s9_port")
+kill -TERM "$hostile_pid"
+wait "$hostile_pid" || die "hostile.py failed: $(tail -3 "$tmp/hostile.err")"
+s9_held=$(grep -v '^READY ' "$tmp/hostile.out" | tail -1)
+say "s9: held $s9_held; ctxd side $s9_est_end established at the end"
+record "{\"key\":\"s9\",\"idle\":$s9_idle,\"slowloris\":$s9_slowloris,\"slowbody\":$s9_slowbody,\"established_start\":$s9_est_start,\"established_end\":$s9_est_end,\"held\":$s9_held}"
+stop_pid "$s9_pid"
+
 # ---- Scenario 6: 1 vs 3 ctxd processes behind haproxy, scenario-2 workload ----
 # Four processes: the 1-process backend has its own ctxd, so connections
 # haproxy keeps open to it cannot occupy the threads of the 3-process backend.
+# Scenario 10 (256 client connections to one replica) has a fifth ctxd and a
+# frontend of its own in the same haproxy.
 s6_ports=()
 for i in 0 1 2 3; do
   start_ctxd "s6-$i"
   s6_ports+=("$ctxd_port")
 done
-hp1=$(free_port) hp3=$(free_port)
+start_ctxd s10
+s10_port=$ctxd_port
+hp1=$(free_port) hp3=$(free_port) hp10=$(free_port)
 cat >"$tmp/haproxy.cfg" <<EOF
 global
     maxconn 4000
@@ -301,6 +346,9 @@ frontend one
 frontend three
     bind 127.0.0.1:$hp3
     default_backend three
+frontend ten
+    bind 127.0.0.1:$hp10
+    default_backend ten
 backend one
     balance roundrobin
     server c0 127.0.0.1:${s6_ports[0]}
@@ -309,12 +357,23 @@ backend three
     server c1 127.0.0.1:${s6_ports[1]}
     server c2 127.0.0.1:${s6_ports[2]}
     server c3 127.0.0.1:${s6_ports[3]}
+backend ten
+    balance roundrobin
+    server c10 127.0.0.1:$s10_port
 EOF
 haproxy -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$hp3/healthz" || die "haproxy did not start: $(tail -5 "$tmp/haproxy.log")"
 run_wrk s6_1 "$hp1" 64 turn BENCH_IDS="$tmp/s2.ids"
 run_wrk s6_3 "$hp3" 64 turn BENCH_IDS="$tmp/s2.ids"
+
+# ---- Scenario 10: 256 client connections through haproxy to one ctxd ----
+# Scenario 1's read and scenario 2's turn (over 1,000 fresh contexts, so the
+# histories are as short as in scenario 2), wrk timeout 2 s.
+wait_http "http://127.0.0.1:$hp10/healthz" || die "haproxy frontend ten does not answer"
+$py "$here/prep.py" create "$hp10" 1000 "$tmp/s10.ids"
+wrk_timeout=2s run_wrk s10_get "$hp10" 256 get BENCH_IDS="$tmp/s1.ids"
+wrk_timeout=2s run_wrk s10_turn "$hp10" 256 turn BENCH_IDS="$tmp/s10.ids"
 
 # ---- Report ----
 mkdir -p bench

@@ -34,11 +34,6 @@ void util_iso8601(int64_t ms, char out[UTIL_ISO_LEN]);
 /* 1 if buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
 int util_utf8_valid(const char *buf, size_t len);
 
-/* 1 if every \u escape in the JSON text buf[0..len) that encodes a UTF-16
- * surrogate is part of a proper pair (json-c would silently replace a lone
- * one). */
-int util_json_surrogates_valid(const char *buf, size_t len);
-
 /* 64-bit FNV-1a over buf, chainable through seed (start with
  * UTIL_FNV_SEED). */
 #define UTIL_FNV_SEED 14695981039346656037ULL

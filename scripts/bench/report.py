@@ -86,6 +86,8 @@ class Report:
         self.s6()
         self.s7()
         self.s8()
+        self.s9()
+        self.s10()
 
     def s4(self):
         s4 = self.r["s4"]
@@ -169,6 +171,63 @@ class Report:
                           "turns (fake upstream counts as its docstring says)"
                           % (x["mean_abs_pct"], x["p90_abs_pct"], x["max_abs_pct"],
                              x["mean_pct"], x["samples"])))
+
+    def s9(self):
+        if "s9" not in self.r:
+            return
+        s9 = self.r["s9"]
+        held = s9["held"]
+        kinds = (("idle", "idle"), ("slowloris", "slowloris"), ("slowbody", "slow-body"))
+        total = s9["idle"] + s9["slowloris"] + s9["slowbody"]
+        shape = "%d idle, %d slowloris, %d slow-body" % (s9["idle"], s9["slowloris"],
+                                                         s9["slowbody"])
+        closed = sum(held[k]["closed_by_server"] for k, _ in kinds)
+        if closed:
+            churn = ("ctxd closed %d in %.1f s (%s) and hostile.py re-opened each at once"
+                     % (closed, held["held_s"],
+                        ", ".join("%s %d, %d with 408" % (label, held[k]["closed_by_server"],
+                                                          held[k]["answered_408"])
+                                  for k, label in kinds)))
+        else:
+            churn = ("ctxd closed none in %.1f s (both runs end before its 10 s head "
+                     "limit), so none was re-opened" % held["held_s"])
+        self.rows.append((
+            "S9 hostile connections held during both S9 runs (%s)" % shape, "-", "-", "-",
+            str(held["connect_failed"]),
+            "open at the end %d of %d (%s), fewest open after a trickle round %d; %s; "
+            "%d bytes trickled; ctxd's side: %s established before the runs, %s after"
+            % (held["open_at_end"], total,
+               ", ".join("%s %d" % (label, held[k]["open_at_end"]) for k, label in kinds),
+               held["min_open"], churn, held["trickled_bytes"],
+               s9["established_start"], s9["established_end"])))
+        for key, what in (("s9_healthz", "GET /healthz"),
+                          ("s9_get", "GET /mcp/context/{id}, 20 messages")):
+            w = self.r[key]["wrk"]
+            name = "S9 %s, %d hostile connections held (%d conns)" % (
+                what, total, self.r[key]["conns"])
+            self.wrk_row(name, key, "max %.2f ms" % ms(w["max_us"]))
+            self.targets.append(("S9 %s p99 < 1 s, %d hostile connections held" % (what, total),
+                                 "p99 %.2f ms, max %.2f ms, errors %d, held at the end %d"
+                                 % (ms(w["p99_us"]), ms(w["max_us"]), w["errors"],
+                                    held["open_at_end"]),
+                                 verdict(w["p99_us"] < 1e6 and not w["errors"])))
+
+    def s10(self):
+        for key, what in (("s10_get", "GET /mcp/context/{id}, 20 messages"),
+                          ("s10_turn", "echo turn over 1,000 contexts")):
+            if key not in self.r:
+                continue
+            x = self.r[key]
+            w = x["wrk"]
+            self.wrk_row("S10 %s, 1 ctxd behind haproxy (%d conns)" % (what, x["conns"]), key,
+                         "max %.2f ms, timeouts %d (wrk --timeout %s)"
+                         % (ms(w["max_us"]), w["err_timeout"], x["timeout"]))
+            self.targets.append(("S10 %s via haproxy, %d conns: max < 1 s, no timeouts"
+                                 % (what, x["conns"]),
+                                 "max %.2f ms, timeouts %d, other errors %d"
+                                 % (ms(w["max_us"]), w["err_timeout"],
+                                    w["errors"] - w["err_timeout"]),
+                                 verdict(w["max_us"] < 1e6 and not w["err_timeout"])))
 
     def markdown(self):
         env = self.r["env"]

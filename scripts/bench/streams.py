@@ -35,7 +35,10 @@ async def one(port, cid, deadline):
             if chunk and out["first"] is None:
                 out["first"] = time.monotonic()
             data += chunk
-            if not chunk or data.endswith(b"0\r\n\r\n"):
+            # The last chunk (a size of 0) after the head, not a head that
+            # happens to end in "0\r\n\r\n" (an X-Request-Id ending in 0).
+            head_end = data.find(b"\r\n\r\n")
+            if not chunk or (head_end >= 0 and data[head_end + 4:].endswith(b"\r\n0\r\n\r\n")):
                 break
         out["end"] = time.monotonic()
         status = data[9:12].decode("ascii", "replace") if data.startswith(b"HTTP/") else "none"

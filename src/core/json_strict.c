@@ -24,8 +24,8 @@ static void ws(scan *sc) {
 static int hex4(scan *sc, unsigned *v) {
     *v = 0;
     if (sc->end - sc->p < 4) return fail(sc, JSON_STRICT_SYNTAX, "a short \\u escape");
-    for (int i = 0; i < 4; i++) {
-        char c = *sc->p++;
+    for (int i = 0; i < 4; i++, sc->p++) {
+        char c = *sc->p;
         unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
                      : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
                      : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
@@ -130,8 +130,9 @@ static int container(scan *sc, char close) {
                 return fail(sc, JSON_STRICT_SYNTAX, "an object key must be a string");
             if (string(sc)) return CTXD_ERR;
             ws(sc);
-            if (sc->p >= sc->end || *sc->p++ != ':')
+            if (sc->p >= sc->end || *sc->p != ':')
                 return fail(sc, JSON_STRICT_SYNTAX, "a ':' is missing after a key");
+            sc->p++;
         }
         if (value(sc)) return CTXD_ERR;
         ws(sc);

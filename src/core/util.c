@@ -131,49 +131,6 @@ int util_utf8_valid(const char *buf, size_t len) {
     return 1;
 }
 
-static int hex4(const char *p, const char *end, unsigned *v) {
-    if (end - p < 4) return 0;
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned d = (c >= '0' && c <= '9')   ? (unsigned)(c - '0')
-                     : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10)
-                     : (c >= 'A' && c <= 'F') ? (unsigned)(c - 'A' + 10)
-                                              : 16u;
-        if (d > 15) return 0;
-        *v = (*v << 4) | d;
-    }
-    return 1;
-}
-
-int util_json_surrogates_valid(const char *buf, size_t len) {
-    const char *p = buf, *end = buf + len;
-    int in_string = 0;
-    while (p < end) {
-        char c = *p++;
-        if (!in_string) {
-            if (c == '"') in_string = 1;
-            continue;
-        }
-        if (c == '"') {
-            in_string = 0;
-        } else if (c == '\\' && p < end) {
-            char e = *p++;
-            unsigned u, lo;
-            if (e != 'u' || !hex4(p, end, &u)) continue;
-            p += 4;
-            if (u >= 0xdc00 && u <= 0xdfff) return 0; /* low without high */
-            if (u >= 0xd800 && u <= 0xdbff) {
-                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, end, &lo) ||
-                    lo < 0xdc00 || lo > 0xdfff)
-                    return 0;
-                p += 6;
-            }
-        }
-    }
-    return 1;
-}
-
 uint64_t util_fnv1a(uint64_t seed, const void *buf, size_t len) {
     const unsigned char *p = buf;
     uint64_t h = seed;

@@ -28,21 +28,31 @@ static const char *credential(const http_req *req) {
     return http_header(req, "x-api-key");
 }
 
-/* RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers). */
-static void put_ratelimit(char *out, size_t cap, const auth_identity *who, const store_rate *st) {
-    size_t n = (size_t)snprintf(out, cap, "RateLimit-Policy: ");
-    if (who->requests_per_minute > 0)
-        n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "\"requests\";q=%" PRId64 ";w=60%s",
-                              who->requests_per_minute, who->tokens_per_minute > 0 ? ", " : "");
-    if (who->tokens_per_minute > 0)
-        n += (size_t)snprintf(out + n, cap > n ? cap - n : 0, "\"tokens\";q=%" PRId64 ";w=60",
-                              who->tokens_per_minute);
-    if (who->requests_per_minute > 0)
-        snprintf(out + n, cap > n ? cap - n : 0,
-                 "\r\nRateLimit: \"requests\";r=%" PRId64 ";t=%" PRId64 "\r\n", st->remaining,
-                 (st->reset_ms + 999) / 1000);
+/* One limit's item in RateLimit-Policy or RateLimit. */
+static void put_item(buf *b, const char *name, int64_t quota, const store_rate *st) {
+    if (quota <= 0) return;
+    buf_printf(b, "%s\"%s\";", b->len && b->data[b->len - 1] != ' ' ? ", " : "", name);
+    if (st)
+        buf_printf(b, "r=%" PRId64 ";t=%" PRId64, st->remaining, (st->reset_ms + 999) / 1000);
     else
-        snprintf(out + n, cap > n ? cap - n : 0, "\r\n");
+        buf_printf(b, "q=%" PRId64 ";w=60", quota);
+}
+
+/* RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers):
+ * the key's quotas, and what is left of each now. */
+static void put_ratelimit(char *out, size_t cap, const auth_identity *who, const store_rate *req,
+                          const store_rate *tok) {
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, "RateLimit-Policy: ");
+    put_item(&b, "requests", who->requests_per_minute, NULL);
+    put_item(&b, "tokens", who->tokens_per_minute, NULL);
+    buf_puts(&b, "\r\nRateLimit: ");
+    put_item(&b, "requests", who->requests_per_minute, req);
+    put_item(&b, "tokens", who->tokens_per_minute, tok);
+    buf_puts(&b, "\r\n");
+    snprintf(out, cap, "%s", b.err ? "" : b.data);
+    buf_free(&b);
 }
 
 int http_auth_or_respond(http_req *req, const char *pattern, int *status) {
@@ -78,9 +88,12 @@ int http_auth_or_respond(http_req *req, const char *pattern, int *status) {
                                                       : "write");
         return CTXD_ERR;
     }
+    store_rate tok;
     int rc = auth_rate_request(req->w, &who, &st, &e);
     if (who.requests_per_minute > 0 || who.tokens_per_minute > 0) {
-        put_ratelimit(ratelimit, sizeof(ratelimit), &who, &st);
+        ctxd_error te; /* what is left of the token budget, for the header only */
+        auth_rate_tokens_check(req->w, &who, &tok, &te);
+        put_ratelimit(ratelimit, sizeof(ratelimit), &who, &st, &tok);
         req->ratelimit = ratelimit;
     }
     if (rc) {

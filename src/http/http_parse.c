@@ -59,8 +59,8 @@ static int parse_request_line(http_head *h, char *line) {
     if (version[5] != '1' || (version[7] != '0' && version[7] != '1'))
         return fail(h, "only HTTP/1.0 and HTTP/1.1 are served");
     h->minor = version[7] - '0';
-    static const char *const methods[] = {"GET",     "HEAD",  "POST",    "PUT",  "DELETE",
-                                          "PATCH",   "OPTIONS", "TRACE", "CONNECT", NULL};
+    static const char *const methods[] = {"GET",   "HEAD",    "POST",  "PUT",     "DELETE",
+                                          "PATCH", "OPTIONS", "TRACE", "CONNECT", NULL};
     int known = 0;
     for (size_t i = 0; methods[i]; i++) known |= !strcmp(line, methods[i]);
     if (!known) return fail(h, "unknown method");
@@ -130,7 +130,8 @@ static int header_line(http_head *h, char *line, int *n_host) {
     char *v = colon + 1, *e;
     while (*v == ' ' || *v == '\t') v++;
     for (e = v; *e; e++)
-        if (!is_field_byte((unsigned char)*e)) return fail(h, "a header value holds a control byte");
+        if (!is_field_byte((unsigned char)*e))
+            return fail(h, "a header value holds a control byte");
     while (e > v && (e[-1] == ' ' || e[-1] == '\t')) *--e = '\0';
     if (h->n_headers == HTTP_MAX_HEADERS) return fail(h, "too many header lines");
     h->headers[h->n_headers].name = line;
@@ -144,7 +145,6 @@ static int header_line(http_head *h, char *line, int *n_host) {
         ++*n_host;
         h->host = v;
     } else if (!strcasecmp(line, "Connection")) {
-        if (has_token(v, "close")) h->keep_alive = 0;
         if (has_token(v, "keep-alive") && h->minor == 0) h->keep_alive = 1;
     } else if (!strcasecmp(line, "Expect")) {
         h->expect_continue = !strcasecmp(v, "100-continue");
@@ -154,7 +154,7 @@ static int header_line(http_head *h, char *line, int *n_host) {
 
 int http_parse_head(char *buf, size_t len, size_t max_head, http_head *h) {
     char *p = buf, *end = buf + len;
-    int bad_cr = 0, n_host = 0, close_seen = 0;
+    int bad_cr = 0, n_host = 0;
     memset(h, 0, sizeof(*h));
     h->content_length = -1;
     /* Empty lines before the request line are skipped (RFC 9112 2.2). */
@@ -166,13 +166,15 @@ int http_parse_head(char *buf, size_t len, size_t max_head, http_head *h) {
         if ((lf = line_end(q, end, &bad_cr)) == NULL) {
             if (bad_cr) return fail(h, "a bare CR in the request head");
             return (size_t)(end - buf) > max_head ? fail(h, "the request head is too large")
-                                                   : HTTP_PARSE_INCOMPLETE;
+                                                  : HTTP_PARSE_INCOMPLETE;
         }
         if ((size_t)(lf + 1 - buf) > max_head) return fail(h, "the request head is too large");
         if (lf == q || (lf == q + 1 && *q == '\r')) break; /* the blank line */
         q = lf + 1;
     }
     h->head_len = (size_t)(lf + 1 - buf);
+    /* A NUL would end a C string early and hide what follows it. */
+    if (memchr(buf, '\0', h->head_len)) return fail(h, "a NUL byte in the request head");
     /* Now cut and read each line. */
     lf = line_end(p, end, &bad_cr);
     cut_line(p, lf);
@@ -184,9 +186,11 @@ int http_parse_head(char *buf, size_t len, size_t max_head, http_head *h) {
         if (header_line(h, p, &n_host) != HTTP_PARSE_DONE) return HTTP_PARSE_ERROR;
         p = lf + 1;
     }
-    const char *conn = http_head_get(h, "Connection");
-    close_seen = conn && has_token(conn, "close");
-    if (close_seen) h->keep_alive = 0;
+    /* A close in any Connection header wins over any keep-alive. */
+    for (size_t i = 0; i < h->n_headers; i++)
+        if (!strcasecmp(h->headers[i].name, "Connection") &&
+            has_token(h->headers[i].value, "close"))
+            h->keep_alive = 0;
     if (h->chunked && h->content_length >= 0)
         return fail(h, "Content-Length and Transfer-Encoding together are not accepted");
     if (h->chunked && h->minor == 0) return fail(h, "Transfer-Encoding needs HTTP/1.1");
@@ -251,7 +255,7 @@ static int trailer_line_done(http_chunked *c) {
 int http_chunked_feed(http_chunked *c, const char *in, size_t len, size_t *used, char *out,
                       size_t *out_len, size_t max) {
     size_t i = 0;
-    int rc = HTTP_PARSE_INCOMPLETE;
+    int rc = c->state == C_DONE ? HTTP_PARSE_DONE : HTTP_PARSE_INCOMPLETE;
     while (i < len && c->state != C_DONE && rc == HTTP_PARSE_INCOMPLETE) {
         unsigned char ch = (unsigned char)in[i];
         if (c->state == C_DATA) {

@@ -53,17 +53,18 @@ const char *http_head_get(const http_head *h, const char *name);
 /* A chunked body being decoded. Zero it to start. */
 typedef struct http_chunked {
     int state;
-    uint64_t left;  /* bytes of chunk data still to come */
-    size_t line;    /* bytes of the current size, extension or trailer line */
-    int digits;     /* hex digits of the chunk size, or bytes of a trailer line */
+    uint64_t left;   /* bytes of chunk data still to come */
+    size_t line;     /* bytes of the current size, extension or trailer line */
+    int digits;      /* hex digits of the chunk size, or bytes of a trailer line */
     size_t trailers; /* trailer bytes so far */
-    char error[96]; /* on HTTP_PARSE_ERROR */
+    char error[96];  /* on HTTP_PARSE_ERROR */
 } http_chunked;
 
 /* Feed in[0..len) to the decoder; *used gets how many bytes it took (it
  * stops right after the body's end) and the chunk data is appended to
  * out[*out_len..max) (out must have room for max bytes). Returns
- * HTTP_PARSE_DONE at the end of the body (trailers read and ignored),
+ * HTTP_PARSE_DONE at the end of the body (trailers read and ignored; a
+ * later call takes nothing and returns DONE again),
  * HTTP_PARSE_INCOMPLETE when it needs more, HTTP_PARSE_ERROR with c->error
  * on malformed framing, or HTTP_CHUNKED_TOO_LARGE when the data would pass
  * max. */

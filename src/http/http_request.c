@@ -59,7 +59,7 @@ int http_json_body_or_respond(const http_req *req, json_object **out, uint64_t *
             "Request body is not valid JSON: %s (at byte %zu)", why, at);
         return CTXD_ERR;
     }
-    json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH);
+    json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH + 1); /* json-c counts one more */
     if (!tok) {
         *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
         return CTXD_ERR;

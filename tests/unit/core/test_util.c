@@ -1,4 +1,4 @@
-/* test_util.c: ids, UTF-8 and surrogate checks, time formatting, hashing. */
+/* test_util.c: ids, UTF-8 checks, time formatting, hashing. */
 #include "../../../src/core/util.c"
 
 #include "../test.h"
@@ -29,17 +29,6 @@ TEST(test_util_utf8_validation) {
     CHECK(!util_utf8_valid("a\x80", 2));
 }
 
-TEST(test_util_json_surrogate_escapes) {
-    const char *ok = "{\"a\": \"\\ud83d\\ude00 and \\\\ud800 is text\"}";
-    CHECK(util_json_surrogates_valid(ok, strlen(ok)));
-    const char *lone = "{\"a\": \"\\ud800\"}";
-    CHECK(!util_json_surrogates_valid(lone, strlen(lone)));
-    const char *low = "{\"a\": \"x\\udc00\"}";
-    CHECK(!util_json_surrogates_valid(low, strlen(low)));
-    const char *key = "{\"\\ud800x\": 1}";
-    CHECK(!util_json_surrogates_valid(key, strlen(key)));
-}
-
 TEST(test_util_iso8601_and_idem_keys) {
     char out[UTIL_ISO_LEN];
     util_iso8601(1764061200123LL, out);
@@ -61,5 +50,4 @@ TEST(test_util_fnv_is_chainable) {
 }
 
 TEST_MAIN(T(test_util_uuid4_is_canonical_and_validated), T(test_util_utf8_validation),
-          T(test_util_json_surrogate_escapes), T(test_util_iso8601_and_idem_keys),
-          T(test_util_fnv_is_chainable))
+          T(test_util_iso8601_and_idem_keys), T(test_util_fnv_is_chainable))
