@@ -90,7 +90,8 @@ int http_auth_or_respond(http_req *req, const char *pattern, int *status) {
     }
     store_rate tok;
     int rc = auth_rate_request(req->w, &who, &st, &e);
-    if (who.requests_per_minute > 0 || who.tokens_per_minute > 0) {
+    if ((who.requests_per_minute > 0 || who.tokens_per_minute > 0) &&
+        (!rc || e.err == CTXD_E_RATE_LIMITED)) { /* not when Redis could not say */
         ctxd_error te; /* what is left of the token budget, for the header only */
         auth_rate_tokens_check(req->w, &who, &tok, &te);
         put_ratelimit(ratelimit, sizeof(ratelimit), &who, &st, &tok);

@@ -8,7 +8,9 @@
 #include "http_int.h"
 
 /* Browsers may read these from a cross-origin answer. */
-#define CORS_EXPOSED "X-Request-Id, Location, Retry-After, Idempotent-Replayed"
+#define CORS_EXPOSED                                                                               \
+    "X-Request-Id, Location, Retry-After, Idempotent-Replayed, RateLimit-Policy, RateLimit, "      \
+    "WWW-Authenticate"
 
 /* The status line and headers. len < 0: a streamed body (chunked on
  * HTTP/1.1; on HTTP/1.0 the connection's end marks the body's end). */

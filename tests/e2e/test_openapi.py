@@ -11,19 +11,28 @@ schemas. The last test fails if a documented operation, status, media type or
 event was never exercised, so documenting a new route without a test case here
 fails too.
 
+The class's ctxd runs with CTXD_AUTH=off (every request acts as tenant
+`default` with every scope); the tests of API keys, scopes and rate limits
+start their own ctxd with CTXD_AUTH=keys and CTXD_ADMIN_TOKEN, and make their
+keys with POST /admin/keys.
+
 Needs python3-yaml and python3-jsonschema (Draft 2020-12: jsonschema >= 4).
 """
 import collections
+import contextlib
 import glob
 import http.client
 import json
 import os
 import re
+import secrets
 import signal
 import socket
+import string
 import time
 import urllib.parse
 import uuid
+import zlib
 
 import jsonschema
 import yaml
@@ -53,6 +62,49 @@ NOT_EXERCISED = {
 }
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+# The operations that need no API key (they declare `security: []`).
+PROBES = {t for (m, t), op in OPS.items() if op.get("security") == []}
+
+# Headers whose presence means something: an answer that carries one must
+# document it (where it is optional too), so none is sent unannounced.
+SIGNIFICANT_HEADERS = ("retry-after", "www-authenticate", "ratelimit-policy", "ratelimit",
+                       "location", "idempotent-replayed", "allow")
+
+# The keys servers' admin token, and API keys: ctxd_<43 base62>_<6 base62: CRC-32 of the 43>.
+ADMIN_TOKEN = "admin-" + secrets.token_hex(16)
+ADMIN = {"Authorization": "Bearer " + ADMIN_TOKEN}
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+KEY_RE = r"^ctxd_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}$"
+CHALLENGE = 'Bearer realm="ctxd"'
+
+
+def key_checksum(random_part):
+    v = zlib.crc32(random_part.encode())
+    out = ""
+    for _ in range(6):
+        out = BASE62[v % 62] + out
+        v //= 62
+    return out
+
+
+def fake_key():
+    """A well-formed key (right shape and checksum) that no server made."""
+    r = "".join(secrets.choice(BASE62) for _ in range(43))
+    return "ctxd_%s_%s" % (r, key_checksum(r))
+
+
+def bearer(key):
+    return {"Authorization": "Bearer " + key["key"]}
+
+
+def ok_status(method, template):
+    """The one success status of an operation."""
+    return int(next(s for s in OPS[(method, template)]["responses"] if s.startswith("2")))
+
+
+def scope_of(method, template):
+    return OPS[(method, template)].get("x-required-scope")
 
 
 # ---- Spec helpers ----
@@ -187,6 +239,14 @@ def source_routes():
     return out
 
 
+def source_open_routes():
+    """The routes http_auth.c lets through without a key (is_open)."""
+    text = source_text()["http_auth.c"]
+    body = re.search(r"static int is_open\(const char \*pattern\) \{(.*?)\n\}", text, re.S)
+    assert body, "no is_open() in src/http/http_auth.c"
+    return set(re.findall(r'!strcmp\(pattern, "([^"]+)"\)', body.group(1)))
+
+
 def source_codes():
     """{code: set of statuses it is sent with}, from the error table."""
     return error_table()
@@ -293,6 +353,11 @@ class OpenApiTest(CtxdTestCase):
 
     def check_headers(self, what, resp, rptr, r):
         self.assertTrue(r.headers.get("x-request-id"), "%s: no X-Request-Id" % what)
+        documented = {name.lower() for name in resp.get("headers", {})}
+        for name in SIGNIFICANT_HEADERS:
+            if name in r.headers:
+                self.assertIn(name, documented, "%s: header %s: %r is sent but not documented" % (
+                    what, name, r.headers[name]))
         for name, h in resp.get("headers", {}).items():
             h, hptr = deref(h, pointer_join(rptr, "headers", name))
             value = r.headers.get(name.lower())
@@ -335,8 +400,8 @@ class OpenApiTest(CtxdTestCase):
 
     # ---- fixtures ----
 
-    def new_context(self, body=None, server=None):
-        r = self.call("POST", "/mcp/context", body=body, server=server, expect=201)
+    def new_context(self, body=None, server=None, headers=None):
+        r = self.call("POST", "/mcp/context", body=body, server=server, headers=headers, expect=201)
         return r.json()["context_id"]
 
     def turn(self, cid, message="hi", expect=200, **kw):
@@ -401,6 +466,38 @@ class OpenApiTest(CtxdTestCase):
                 example_body(m.upper(), template)  # a required body has an example
         dups = [i for i, n in ids.items() if n > 1]
         self.assertFalse(dups, "duplicate operationIds: %s" % dups)
+        # Security: a bearer key or x-api-key for every operation but the probes.
+        schemes = SPEC["components"].get("securitySchemes", {})
+        self.assertEqual(sorted((s["type"], s.get("scheme"), s.get("in"), s.get("name", "").lower())
+                                for s in schemes.values()),
+                         [("apiKey", None, "header", "x-api-key"), ("http", "bearer", None, "")])
+        self.assertTrue(SPEC.get("security"), "no top-level security")
+        self.assertEqual(sorted(n for req in SPEC["security"] for n in req), sorted(schemes),
+                         "the top-level security must accept either scheme")
+        self.assertTrue(PROBES)
+        for (m, t), op in sorted(OPS.items()):
+            where = "%s %s" % (m, t)
+            responses = op["responses"]
+            if t in PROBES:
+                self.assertNotIn("x-required-scope", op, where)
+                self.assertFalse({"401", "429"} & set(responses), where + ": a probe needs no key")
+                continue
+            self.assertNotIn("security", op, where + ": must use the top-level security")
+            self.assertIn(scope_of(m, t), ("read", "write", "admin"), where + ": x-required-scope")
+            for status, refs in (("401", ["Unauthorized"]), ("403", ["Forbidden"]),
+                                 ("429", ["RateLimited", "TooManyRequests"])):
+                self.assertIn(responses.get(status, {}).get("$ref"),
+                              ["#/components/responses/" + r for r in refs], "%s %s" % (where, status))
+            # Every answer after the key and its scope were accepted may carry the RateLimit headers.
+            for status, resp in responses.items():
+                resp, _ = deref(resp, "#")
+                if status[0] == "2" or status in ("400", "404", "409", "413", "415", "422",
+                                                  "429", "502", "503", "504"):
+                    for h in ("RateLimit-Policy", "RateLimit"):
+                        self.assertIn(h, resp.get("headers", {}), "%s %s: no %s" % (where, status, h))
+        challenge = pointer_get("#/components/responses/Unauthorized").get("headers", {})
+        self.assertIn("WWW-Authenticate", challenge, "401 without its WWW-Authenticate header")
+        self.assertTrue(deref(challenge["WWW-Authenticate"], "#")[0].get("required"))
         # Every schema is a valid Draft 2020-12 schema; examples validate.
         for ptr, node in walk(SPEC):
             if ptr.endswith("/schema") or re.match(r"^#/components/schemas/[^/]+$", ptr) or \
@@ -428,6 +525,8 @@ class OpenApiTest(CtxdTestCase):
         for name, s in SPEC["components"]["schemas"].items():
             if re.fullmatch(r"Error\d{3}", name):
                 self.assertTrue(error_schema_codes(name[5:]) <= enum, name)
+        self.assertEqual(PROBES, source_open_routes(),
+                         "the operations with `security: []` vs is_open() in http_auth.c")
         event_codes = SPEC["components"]["schemas"]["StreamErrorEvent"]["properties"]
         self.assertEqual(event_codes["code"]["$ref"], "#/components/schemas/ErrorCode")
 
@@ -896,6 +995,317 @@ class OpenApiTest(CtxdTestCase):
             if ctxd:
                 ctxd.cleanup()
             redis.cleanup()
+
+    # ---- API keys over HTTP, with auth off (the class's ctxd) ----
+
+    def test_admin_keys(self):
+        p, d = "/admin/keys", "/admin/keys/{id}"
+        t, other = "t-" + uuid.uuid4().hex[:12], "o-" + uuid.uuid4().hex[:12]
+        a = self.call("POST", p, body={"tenant": t, "scopes": ["read", "write"],
+                                       "requests_per_minute": 600, "tokens_per_minute": 0,
+                                       "name": "backend"}, expect=201).json()
+        self.assertRegex(a["key"], KEY_RE)
+        self.assertEqual(a["key"][-6:], key_checksum(a["key"][5:48]), "the key's checksum")
+        self.assertEqual((a["tenant"], a["scopes"], a["requests_per_minute"],
+                          a["tokens_per_minute"], a["name"]),
+                         (t, ["read", "write"], 600, 0, "backend"))
+        # Scopes as a comma-separated string; null counts as absent.
+        b = self.call("POST", p, body={"tenant": t, "scopes": "admin,read", "name": None,
+                                       "requests_per_minute": None, "tokens_per_minute": 5},
+                      expect=201).json()
+        self.assertEqual((b["scopes"], b["name"], b["requests_per_minute"], b["tokens_per_minute"]),
+                         (["read", "admin"], "", 0, 5))
+        c = self.call("POST", p, body={"tenant": other, "scopes": ["write"]}, expect=201).json()
+        self.assertEqual(len({a["key"], b["key"], c["key"]}), 3)
+        self.assertEqual(len({a["id"], b["id"], c["id"]}), 3)
+        # Listed without the key itself, as they were made.
+        listed = {k["id"]: k for k in self.call("GET", p, expect=200).json()["keys"]}
+        for made in (a, b, c):
+            self.assertEqual(listed.get(made["id"]), {k: v for k, v in made.items() if k != "key"})
+        mine = self.call("GET", p, query="tenant=" + t, expect=200).json()["keys"]
+        self.assertEqual(sorted(k["id"] for k in mine), sorted([a["id"], b["id"]]))
+        self.assertEqual(self.call("GET", p, query="tenant=nobody-" + uuid.uuid4().hex[:8],
+                                   expect=200).json(), {"keys": []})
+        for q in ("nope=1", "tenant=", "tenant", "tenant=%s&limit=2" % t):
+            with self.subTest(query=q):
+                self.call("GET", p, query=q, expect=400, code="invalid_query")
+        # Revoked once; then it is gone.
+        r = self.call("DELETE", d, a["id"], expect=200).json()
+        self.assertEqual(r["message"], "Key '%s' revoked" % a["id"])
+        self.call("DELETE", d, a["id"], expect=404, code="key_not_found")
+        self.call("DELETE", d, "key_" + "0" * 24, expect=404, code="key_not_found")
+        self.call("DELETE", d, "nope", expect=404, code="key_not_found")
+        self.call("DELETE", d, str(uuid.uuid4()), expect=404, code="key_not_found")
+        mine = self.call("GET", p, query="tenant=" + t, expect=200).json()["keys"]
+        self.assertEqual([k["id"] for k in mine], [b["id"]])
+        self.assertIn(c["id"], [k["id"] for k in self.call("GET", p, query="tenant=" + other,
+                                                             expect=200).json()["keys"]])
+
+    def test_admin_keys_refuse_bad_input(self):
+        p = "/admin/keys"
+        before = self.call("GET", p, expect=200).json()
+        good = {"tenant": "acme", "scopes": ["read"]}
+        for body, status, code in [
+                ({}, 400, "invalid_field"),
+                ({"tenant": "acme"}, 400, "invalid_field"),
+                ({"scopes": ["read"]}, 400, "invalid_field"),
+                ({"tenant": None, "scopes": ["read"]}, 400, "invalid_field"),
+                ({"tenant": "Acme", "scopes": ["read"]}, 400, "invalid_field"),
+                ({"tenant": "", "scopes": ["read"]}, 400, "invalid_field"),
+                ({"tenant": "a b", "scopes": ["read"]}, 400, "invalid_field"),
+                ({"tenant": 7, "scopes": ["read"]}, 400, "invalid_field"),
+                (dict(good, scopes=[]), 400, "invalid_field"),
+                (dict(good, scopes=None), 400, "invalid_field"),
+                (dict(good, scopes=["root"]), 400, "invalid_field"),
+                (dict(good, scopes=["read", 1]), 400, "invalid_field"),
+                (dict(good, scopes=""), 400, "invalid_field"),
+                (dict(good, scopes="read,,write"), 400, "invalid_field"),
+                (dict(good, scopes={"read": True}), 400, "invalid_field"),
+                (dict(good, requests_per_minute=-1), 400, "invalid_field"),
+                (dict(good, requests_per_minute="60"), 400, "invalid_field"),
+                (dict(good, requests_per_minute=1.5), 400, "invalid_field"),
+                (dict(good, tokens_per_minute=1000000001), 400, "invalid_field"),
+                (dict(good, name=5), 400, "invalid_field"),
+                (dict(good, key="ctxd_x"), 400, "unknown_field"),
+                (dict(good, tenants=["acme"]), 400, "unknown_field"),
+                (dict(good, tenant="t" * 65), 413, "field_too_large"),
+                (dict(good, name="n" * 128), 413, "field_too_large")]:
+            with self.subTest(body=body):
+                self.call("POST", p, body=body, expect=status, code=code)
+                with self.assertRaises(AssertionError):  # the spec refuses it too
+                    validate_at(body, request_schema_ptr("POST", p), "body")
+        self.call("POST", p, expect=400, code="missing_field")
+        self.call("POST", p, raw=b"null", headers={"Content-Type": "application/json"},
+                  expect=400, code="invalid_json")
+        self.assertEqual(self.call("GET", p, expect=200).json(), before, "a refused request made a key")
+
+    # ---- CTXD_AUTH=keys: a ctxd of its own ----
+
+    @contextlib.contextmanager
+    def keys_server(self, env=None):
+        """A ctxd with CTXD_AUTH=keys and CTXD_ADMIN_TOKEN on a Redis of its own: (ctxd, redis)."""
+        redis = Redis(appendonly=False).start()
+        srv = None
+        try:
+            srv = Ctxd(redis.url, env=dict({"CTXD_AUTH": "keys", "CTXD_ADMIN_TOKEN": ADMIN_TOKEN,
+                                            "CTXD_THREADS": "4"}, **(env or {}))).start()
+            yield srv, redis
+        finally:
+            if srv:
+                try:
+                    self.assertEqual(srv.stop(), 0, srv.log()[-4000:])
+                finally:
+                    srv.cleanup()
+            redis.cleanup()
+
+    def make_key(self, srv, tenant, scopes, **limits):
+        """A new key (the creation answer, with "key"), made with the admin token."""
+        return self.call("POST", "/admin/keys", body=dict(tenant=tenant, scopes=scopes, **limits),
+                         headers=ADMIN, server=srv, expect=201).json()
+
+    def target(self, srv, template, writer):
+        """What {id} of template should be on srv: a new context of writer's
+        tenant, a new key to revoke, or None."""
+        if template.startswith("/mcp/context/{id}"):
+            r = self.call("POST", "/mcp/context", headers=bearer(writer), server=srv, expect=201)
+            return r.json()["context_id"]
+        if template == "/admin/keys/{id}":
+            return self.make_key(srv, "spare", ["read"])["id"]
+        self.assertNotIn("{", template)
+        return None
+
+    def test_keys_are_required(self):
+        with self.keys_server() as (srv, redis):
+            writer = self.make_key(srv, "acme", ["read", "write"])
+            revoked = self.make_key(srv, "acme", ["read", "write", "admin"])
+            self.call("DELETE", "/admin/keys/{id}", revoked["id"], headers=ADMIN, server=srv,
+                      expect=200)
+            corrupt = writer["key"][:-1] + ("A" if writer["key"][-1] != "A" else "B")
+            refused = [
+                {},
+                {"Authorization": "Bearer "},
+                {"Authorization": "Bearer nope"},
+                {"Authorization": "Basic " + writer["key"]},  # not a bearer token, no x-api-key
+                {"x-api-key": corrupt},                          # a wrong checksum
+                {"Authorization": "Bearer " + fake_key()},       # well-formed, never made
+                {"x-api-key": fake_key()},
+                {"Authorization": "Bearer " + revoked["key"]},   # revoked: at once here
+                {"Authorization": "Bearer " + ADMIN_TOKEN + "x"},
+                {"Authorization": "Bearer " + fake_key(), "x-api-key": writer["key"]},  # bearer wins
+            ]
+            targets = {(m, t): self.target(srv, t, writer) for (m, t) in OPS if "{id}" in t}
+            before = redis.snapshot()
+            for (method, template) in sorted(OPS):
+                body = example_body(method, template)
+                cid = targets.get((method, template))
+                if template in PROBES:  # no key needed; a bad one is ignored
+                    self.call(method, template, server=srv, expect=200)
+                    self.call(method, template, headers=refused[2], server=srv, expect=200)
+                    continue
+                for headers in refused:
+                    with self.subTest(op="%s %s" % (method, template), headers=headers):
+                        r = self.call(method, template, cid, body=body, headers=headers, server=srv,
+                                      expect=401, code="unauthorized")
+                        self.assertEqual(r.headers.get("www-authenticate"), CHALLENGE)
+                        self.assertNotIn("ratelimit-policy", r.headers)
+                # Before the body is even looked at.
+                if "requestBody" in OPS[(method, template)]:
+                    self.call(method, template, cid, raw=b"{nope", server=srv, expect=401,
+                              headers={"Content-Type": "text/plain"}, code="unauthorized")
+            self.assertEqual(redis.snapshot(), before, "a refused request changed Redis")
+            # The same key as a bearer token or as x-api-key.
+            self.call("GET", "/mcp/contexts", headers=bearer(writer), server=srv, expect=200)
+            self.call("GET", "/mcp/contexts", headers={"x-api-key": writer["key"]}, server=srv,
+                      expect=200)
+
+    def test_keys_need_the_operations_scope(self):
+        with self.keys_server() as (srv, _):
+            made = {n: self.make_key(srv, "acme", s) for n, s in (
+                ("read", ["read"]), ("write", ["write"]), ("read,write", "read,write"),
+                ("admin", ["admin"]), ("every", ["read", "write", "admin"]))}
+            writer = made["read,write"]
+            callers = [(set(n.split(",")) if n != "every" else {"read", "write", "admin"},
+                        n, {"x-api-key": k["key"]} if n == "read" else bearer(k))
+                       for n, k in made.items()]
+            callers.append(({"admin"}, "the admin token", ADMIN))
+            for (method, template) in sorted(OPS):
+                if template in PROBES:
+                    continue
+                need = scope_of(method, template)
+                body = example_body(method, template)
+                for scopes, name, headers in callers:
+                    with self.subTest(op="%s %s" % (method, template), caller=name):
+                        cid = self.target(srv, template, writer)
+                        if need in scopes:
+                            self.call(method, template, cid, body=body, headers=headers,
+                                      server=srv, expect=ok_status(method, template))
+                        else:
+                            r = self.call(method, template, cid, body=body, headers=headers,
+                                          server=srv, expect=403, code="forbidden")
+                            self.assertIn("needs the %s scope" % need, r.json()["error"])
+                            if cid and template.startswith("/mcp/"):  # nothing was done
+                                self.call("GET", "/mcp/context/{id}", cid, headers=bearer(writer),
+                                          server=srv, expect=200)
+
+    def test_tenants_see_only_their_own(self):
+        with self.keys_server() as (srv, _):
+            acme = self.make_key(srv, "acme", ["read", "write"])
+            globex = self.make_key(srv, "globex", ["read", "write"])
+            admin = self.make_key(srv, "globex", ["admin"])
+            cid = self.new_context({"state": {"who": "acme"}}, server=srv, headers=bearer(acme))
+            g = bearer(globex)
+            for method, template, body in (
+                    ("GET", "/mcp/context/{id}", None), ("GET", "/mcp/context/{id}/state", None),
+                    ("GET", "/mcp/context/{id}/messages", None),
+                    ("POST", "/mcp/context/{id}/message", {"message": "mine now"}),
+                    ("PATCH", "/mcp/context/{id}/state", {"who": "globex"}),
+                    ("DELETE", "/mcp/context/{id}", None)):
+                with self.subTest(op="%s %s" % (method, template)):
+                    self.call(method, template, cid, body=body, headers=g, server=srv, expect=404,
+                              code="context_not_found")
+            self.assertEqual(self.call("GET", "/mcp/context/{id}/state", cid, headers=bearer(acme),
+                                       server=srv, expect=200).json(), {"who": "acme"})
+            ids = lambda h: [c["id"] for c in self.call("GET", "/mcp/contexts", headers=h,
+                                                        server=srv, expect=200).json()["contexts"]]
+            self.assertEqual(ids(bearer(acme)), [cid])
+            self.assertEqual(ids(g), [])
+            # An admin key of any tenant manages the keys of every tenant.
+            listed = self.call("GET", "/admin/keys", headers=bearer(admin), server=srv,
+                               expect=200).json()["keys"]
+            self.assertEqual(sorted(k["id"] for k in listed),
+                             sorted(k["id"] for k in (acme, globex, admin)))
+            only = self.call("GET", "/admin/keys", query="tenant=acme", headers=bearer(admin),
+                             server=srv, expect=200).json()["keys"]
+            self.assertEqual([k["id"] for k in only], [acme["id"]])
+            made = self.call("POST", "/admin/keys", body={"tenant": "acme", "scopes": ["read"]},
+                             headers=bearer(admin), server=srv, expect=201).json()
+            self.call("GET", "/mcp/context/{id}", cid, headers=bearer(made), server=srv, expect=200)
+            self.call("DELETE", "/admin/keys/{id}", made["id"], headers=bearer(admin), server=srv,
+                      expect=200)
+            self.call("GET", "/mcp/context/{id}", cid, headers=bearer(made), server=srv, expect=401,
+                      code="unauthorized")
+
+    def test_keys_requests_per_minute(self):
+        policy = '"requests";q=1;w=60'
+        with self.keys_server() as (srv, _):
+            writer = self.make_key(srv, "acme", ["read", "write"])
+            for (method, template) in sorted(OPS):
+                if template in PROBES:
+                    continue
+                with self.subTest(op="%s %s" % (method, template)):
+                    key = self.make_key(srv, "acme", [scope_of(method, template)],
+                                        requests_per_minute=1)
+                    h = bearer(key)
+                    cid = self.target(srv, template, writer)
+                    body = example_body(method, template)
+                    first = self.call(method, template, cid, body=body, headers=h, server=srv,
+                                      expect=ok_status(method, template))
+                    self.assertEqual(first.headers.get("ratelimit-policy"), policy)
+                    m = re.fullmatch(r'"requests";r=0;t=(\d+)', first.headers.get("ratelimit", ""))
+                    self.assertTrue(m and 1 <= int(m.group(1)) <= 60, first.headers)
+                    second = self.call(method, template, cid, body=body, headers=h, server=srv,
+                                       expect=429, code="rate_limited")
+                    self.assertTrue(1 <= int(second.headers["retry-after"]) <= 60, second.headers)
+                    self.assertEqual(second.headers.get("ratelimit-policy"), policy)
+                    self.assertRegex(second.headers.get("ratelimit", ""), r'^"requests";r=0;t=\d+$')
+                    # The probes need no key and count nothing.
+                    r = self.call("GET", "/healthz", headers=h, server=srv, expect=200)
+                    self.assertNotIn("ratelimit-policy", r.headers)
+            # One limit for every route the key calls.
+            cid = self.target(srv, "/mcp/context/{id}", writer)
+            two = bearer(self.make_key(srv, "acme", ["read"], requests_per_minute=2))
+            self.call("GET", "/mcp/contexts", headers=two, server=srv, expect=200)
+            self.call("GET", "/mcp/context/{id}/state", cid, headers=two, server=srv, expect=200)
+            self.call("GET", "/mcp/context/{id}", cid, headers=two, server=srv, expect=429,
+                      code="rate_limited")
+            # A request refused for its scope is not counted.
+            one = bearer(self.make_key(srv, "acme", ["read"], requests_per_minute=1))
+            r = self.call("POST", "/mcp/context", headers=one, server=srv, expect=403,
+                          code="forbidden")
+            self.assertNotIn("ratelimit-policy", r.headers)
+            self.call("GET", "/mcp/contexts", headers=one, server=srv, expect=200)
+            self.call("GET", "/mcp/contexts", headers=one, server=srv, expect=429, code="rate_limited")
+            # The count goes down request by request (6 a minute: one comes back
+            # every 10 s); a key without a limit gets no headers.
+            six = bearer(self.make_key(srv, "acme", ["read", "write"], requests_per_minute=6))
+            r = self.call("POST", "/mcp/context", headers=six, server=srv, expect=201)
+            self.assertEqual(r.headers.get("ratelimit-policy"), '"requests";q=6;w=60')
+            self.assertRegex(r.headers.get("ratelimit", ""), r'^"requests";r=5;t=\d+$')
+            r = self.call("GET", "/mcp/contexts", headers=six, server=srv, expect=200)
+            self.assertRegex(r.headers.get("ratelimit", ""), r'^"requests";r=4;t=\d+$')
+            r = self.call("GET", "/mcp/contexts", headers=bearer(writer), server=srv, expect=200)
+            self.assertFalse({"ratelimit-policy", "ratelimit"} & set(r.headers), r.headers)
+
+    def test_keys_tokens_per_minute(self):
+        with self.keys_server() as (srv, _):
+            key = self.make_key(srv, "acme", ["read", "write"], tokens_per_minute=1)
+            h = bearer(key)
+            r = self.call("POST", "/mcp/context", headers=h, server=srv, expect=201)
+            self.assertEqual(r.headers.get("ratelimit-policy"), '"tokens";q=1;w=60')
+            cid = r.json()["context_id"]
+            # The first turn is within budget; its tokens are charged when the reply arrives.
+            used = self.turn(cid, "hello", headers=h, server=srv).json()["usage"]
+            self.assertGreater(used["input_tokens"] + used["output_tokens"], 1)
+            before = self.call("GET", "/mcp/context/{id}", cid, headers=h, server=srv,
+                               expect=200).json()["message_count"]
+            for body in ({"message": "again"}, {"message": "again", "stream": True}):
+                with self.subTest(body=body):
+                    r = self.call("POST", "/mcp/context/{id}/message", cid, body=body, headers=h,
+                                  server=srv, expect=429, code="rate_limited")
+                    self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+                    self.assertEqual(r.headers.get("ratelimit-policy"), '"tokens";q=1;w=60')
+            # Only turns spend tokens: the rest of the API still answers.
+            self.call("POST", "/mcp/context/{id}/messages", cid, headers=h, server=srv, expect=201,
+                      body={"messages": [{"role": "user", "content": "imported"}]})
+            after = self.call("GET", "/mcp/context/{id}", cid, headers=h, server=srv,
+                              expect=200).json()["message_count"]
+            self.assertEqual(after, before + 1, "a refused turn stored something")
+            # Both limits in one policy.
+            both = bearer(self.make_key(srv, "acme", ["read"], requests_per_minute=60,
+                                        tokens_per_minute=1000))
+            r = self.call("GET", "/mcp/contexts", headers=both, server=srv, expect=200)
+            self.assertEqual(r.headers.get("ratelimit-policy"),
+                             '"requests";q=60;w=60, "tokens";q=1000;w=60')
 
     # ---- last: everything documented was exercised ----
 
