@@ -182,6 +182,19 @@ $py "$here/prep.py" create "$main_port" 1 "$tmp/s1.ids"
 $py "$here/prep.py" fill "$main_port" "$tmp/s1.ids" 20 >/dev/null
 run_wrk s1 "$main_port" 64 get BENCH_IDS="$tmp/s1.ids"
 
+# Scenario 11: the cost of API keys. The same context read on a ctxd with
+# CTXD_AUTH=keys, with a key of the tenant "default" (whose contexts keep
+# their old names, so it reads S1's context), right after the same read with
+# auth off on the main ctxd.
+admin_token=bench-admin-token-$$-0123456789
+start_ctxd s11 CTXD_AUTH=keys CTXD_ADMIN_TOKEN=$admin_token
+s11_port=$ctxd_port
+s11_key=$(CTXD_REDIS_URL="redis://127.0.0.1:$rport/0" "$bin" keys create --tenant default \
+  --scopes read --name bench 2>/dev/null) || die "s11: ctxd keys create failed"
+run_wrk s11_off "$main_port" 64 get BENCH_IDS="$tmp/s1.ids"
+run_wrk s11_keys "$s11_port" 64 get BENCH_IDS="$tmp/s1.ids" BENCH_AUTH="$s11_key"
+stop_pid "$ctxd_pid"
+
 # Storage floor: redis-benchmark on the same Redis, 64 clients, no pipelining,
 # the built-in mix plus what scenario 1's read script does on its real keys.
 s1id=$(head -1 "$tmp/s1.ids")

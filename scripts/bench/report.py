@@ -88,6 +88,7 @@ class Report:
         self.s8()
         self.s9()
         self.s10()
+        self.s11()
 
     def s4(self):
         s4 = self.r["s4"]
@@ -228,6 +229,18 @@ class Report:
                                  % (ms(w["max_us"]), w["err_timeout"],
                                     w["errors"] - w["err_timeout"]),
                                  verdict(w["max_us"] < 1e6 and not w["err_timeout"])))
+
+    def s11(self):
+        if "s11_keys" not in self.r:
+            return
+        off = self.wrk_row("S11 GET /mcp/context/{id}, auth off (64 conns)", "s11_off")
+        keys = self.wrk_row("S11 GET /mcp/context/{id}, API key (CTXD_AUTH=keys, 64 conns)",
+                            "s11_keys", "same read, one key cached by the process")
+        loss = 1 - keys["rps"] / off["rps"] if off["rps"] else 0
+        self.targets.append(("S11 API keys cost < 10% of context-read throughput",
+                             "%.1f%% (%.0f vs %.0f req/s)" % (loss * 100, keys["rps"],
+                                                             off["rps"]),
+                             verdict(loss < 0.10 and not keys["errors"])))
 
     def markdown(self):
         env = self.r["env"]

@@ -54,9 +54,13 @@ local function next_id()
   return id
 end
 
+-- BENCH_AUTH: an API key sent as Authorization: Bearer (scenario 11).
+local auth = os.getenv("BENCH_AUTH")
+local get_headers = auth and auth ~= "" and {["Authorization"] = "Bearer " .. auth} or nil
+
 function request()
   if mode == "get" then
-    return wrk.format("GET", "/mcp/context/" .. next_id())
+    return wrk.format("GET", "/mcp/context/" .. next_id(), get_headers)
   elseif mode == "turn" then
     return wrk.format("POST", "/mcp/context/" .. next_id() .. "/message",
                       turn_headers, turn_body)

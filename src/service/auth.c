@@ -4,7 +4,7 @@
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,16 +106,20 @@ void auth_scopes_format(int scopes, char *out, size_t cap) {
 
 /* ---- Checked keys, remembered for AUTH_CACHE_MS ---- */
 
-#define CACHE_SLOTS 1024
+/* Each worker thread keeps its own few keys, so checking a key takes no lock;
+ * a revoke anywhere in this process bumps the epoch, which empties them all. */
+#define CACHE_SLOTS 32
 
-static struct {
-    pthread_mutex_t mu;
+static atomic_uint cache_epoch;
+
+static _Thread_local struct {
+    unsigned epoch;
     struct {
         char sha[65];
         store_apikey key;
         int64_t until; /* monotonic ms */
     } slot[CACHE_SLOTS];
-} cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} cache;
 
 /* A slot from the hash's first 32 bits (the hash is uniform already). */
 static size_t slot_of(const char *sha) {
@@ -126,24 +130,22 @@ static size_t slot_of(const char *sha) {
 }
 
 static int cache_get(const char *sha, store_apikey *out) {
-    size_t i = slot_of(sha);
-    int hit = 0;
-    pthread_mutex_lock(&cache.mu);
-    if (!strcmp(cache.slot[i].sha, sha) && cache.slot[i].until > util_mono_ms()) {
-        *out = cache.slot[i].key;
-        hit = 1;
+    unsigned epoch = atomic_load(&cache_epoch);
+    if (cache.epoch != epoch) {
+        memset(&cache, 0, sizeof(cache));
+        cache.epoch = epoch;
     }
-    pthread_mutex_unlock(&cache.mu);
-    return hit;
+    size_t i = slot_of(sha);
+    if (strcmp(cache.slot[i].sha, sha) || cache.slot[i].until <= util_mono_ms()) return 0;
+    *out = cache.slot[i].key;
+    return 1;
 }
 
 static void cache_put(const store_apikey *k) {
     size_t i = slot_of(k->sha);
-    pthread_mutex_lock(&cache.mu);
     snprintf(cache.slot[i].sha, sizeof(cache.slot[i].sha), "%s", k->sha);
     cache.slot[i].key = *k;
     cache.slot[i].until = util_mono_ms() + AUTH_CACHE_MS;
-    pthread_mutex_unlock(&cache.mu);
 }
 
 /* ---- Who is asking ---- */
@@ -239,9 +241,7 @@ int auth_key_revoke(ctxd_worker *w, const char *id, ctxd_error *e) {
     int found;
     if (store_apikey_revoke(w->st, id, &found))
         return ctxd_error_set(e, CTXD_E_REDIS, "%s", w->st->errstr);
-    pthread_mutex_lock(&cache.mu); /* this process stops at once; others within AUTH_CACHE_MS */
-    memset(cache.slot, 0, sizeof(cache.slot));
-    pthread_mutex_unlock(&cache.mu);
+    atomic_fetch_add(&cache_epoch, 1); /* this process stops at once; others within AUTH_CACHE_MS */
     if (!found) return ctxd_error_set(e, CTXD_E_KEY_NOT_FOUND, "No API key with id '%s'", id);
     return CTXD_OK;
 }

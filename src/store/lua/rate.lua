@@ -23,7 +23,7 @@ elseif mode == 'peek' then
 else
   new_tat = tat + cost * interval
 end
-if new_tat > now then
+if mode ~= 'peek' and new_tat > now then
   redis.call('SET', KEYS[1], string.format('%d', math.ceil(new_tat)),
     'PX', math.ceil(new_tat - now) + 1000)
 end
