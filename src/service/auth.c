@@ -62,9 +62,14 @@ static int random_part(char out[RANDOM_CHARS]) {
 }
 
 static void sha256_hex(const char *key, char out[65]) {
+    static const char hex[] = "0123456789abcdef";
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)key, strlen(key), d);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15];
+    }
+    out[64] = '\0';
 }
 
 int auth_tenant_valid(const char *name) {
@@ -112,39 +117,37 @@ void auth_scopes_format(int scopes, char *out, size_t cap) {
 
 static atomic_uint cache_epoch;
 
+/* Entries are found by the key as presented, so a hit costs no checksum
+ * and no hash; the key text stays in this process's memory only. */
 static _Thread_local struct {
     unsigned epoch;
     struct {
-        char sha[65];
-        store_apikey key;
+        char key[AUTH_KEY_LEN + 1];
+        store_apikey rec;
         int64_t until; /* monotonic ms */
     } slot[CACHE_SLOTS];
 } cache;
 
-/* A slot from the hash's first 32 bits (the hash is uniform already). */
-static size_t slot_of(const char *sha) {
-    size_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v * 16 + (size_t)(sha[i] <= '9' ? sha[i] - '0' : sha[i] - 'a' + 10);
-    return v % CACHE_SLOTS;
+static size_t slot_of(const char *key) {
+    return (size_t)(util_fnv1a(UTIL_FNV_SEED, key, strlen(key)) % CACHE_SLOTS);
 }
 
-static int cache_get(const char *sha, store_apikey *out) {
+static int cache_get(const char *key, store_apikey *out) {
     unsigned epoch = atomic_load(&cache_epoch);
     if (cache.epoch != epoch) {
-        memset(&cache, 0, sizeof(cache));
+        OPENSSL_cleanse(&cache, sizeof(cache));
         cache.epoch = epoch;
     }
-    size_t i = slot_of(sha);
-    if (strcmp(cache.slot[i].sha, sha) || cache.slot[i].until <= util_mono_ms()) return 0;
-    *out = cache.slot[i].key;
+    size_t i = slot_of(key);
+    if (strcmp(cache.slot[i].key, key) || cache.slot[i].until <= util_mono_ms()) return 0;
+    *out = cache.slot[i].rec;
     return 1;
 }
 
-static void cache_put(const store_apikey *k) {
-    size_t i = slot_of(k->sha);
-    snprintf(cache.slot[i].sha, sizeof(cache.slot[i].sha), "%s", k->sha);
-    cache.slot[i].key = *k;
+static void cache_put(const char *key, const store_apikey *rec) {
+    size_t i = slot_of(key);
+    snprintf(cache.slot[i].key, sizeof(cache.slot[i].key), "%s", key);
+    cache.slot[i].rec = *rec;
     cache.slot[i].until = util_mono_ms() + AUTH_CACHE_MS;
 }
 
@@ -176,17 +179,17 @@ int auth_check(ctxd_worker *w, const char *credential, auth_identity *id, ctxd_e
         id->scopes = AUTH_SCOPE_ADMIN;
         return CTXD_OK;
     }
-    if (!auth_key_well_formed(credential))
-        return ctxd_error_set(e, CTXD_E_UNAUTHORIZED,
-                              "This is not a ctxd API key (ctxd_..._... with a valid checksum): "
-                              "check it was copied whole");
-    sha256_hex(credential, sha);
-    if (!cache_get(sha, &k)) {
+    if (!cache_get(credential, &k)) {
         int found;
+        if (!auth_key_well_formed(credential))
+            return ctxd_error_set(e, CTXD_E_UNAUTHORIZED,
+                                  "This is not a ctxd API key (ctxd_..._... with a valid "
+                                  "checksum): check it was copied whole");
+        sha256_hex(credential, sha);
         if (store_apikey_get(w->st, sha, &k, &found))
             return ctxd_error_set(e, CTXD_E_REDIS, "%s", w->st->errstr);
         if (!found) return ctxd_error_set(e, CTXD_E_UNAUTHORIZED, "Unknown or revoked API key");
-        cache_put(&k);
+        cache_put(credential, &k);
     }
     snprintf(id->key_id, sizeof(id->key_id), "%s", k.id);
     snprintf(id->tenant, sizeof(id->tenant), "%s", k.tenant);
