@@ -9,7 +9,7 @@ set -euo pipefail
 BUILD_PKGS="build-essential cmake pkg-config libhiredis-dev libjson-c-dev libcurl4-openssl-dev libssl-dev"
 RUNTIME_PKGS="libhiredis0.14 libjson-c5 libcurl4 libssl3 ca-certificates"
 SERVER_PKGS="redis-server redis-tools curl"
-TEST_PKGS="python3 python3-requests python3-yaml python3-jsonschema docker-compose haproxy procps iproute2"
+TEST_PKGS="python3 python3-requests python3-yaml python3-jsonschema docker-compose haproxy procps iproute2 openssl"
 
 case "${1:-build}" in
   build) want="$BUILD_PKGS $SERVER_PKGS" ;;

@@ -15,13 +15,14 @@
 #include "ctxd/util.h"
 #include "http_int.h"
 #include "http_loop.h"
+#include "http_tls.h"
 
 #define MAX_HEAD_BYTES 16384 /* request line and headers */
 #define IN_CHUNK 16384       /* bytes read at a time */
 #define IN_MAX (MAX_HEAD_BYTES + 4 * IN_CHUNK)
 #define LINGER_MS 2000 /* reading what a closed client still sends */
 
-enum { S_HEAD, S_BODY, S_WORKER, S_FLUSH, S_LINGER };
+enum { S_HANDSHAKE, S_HEAD, S_BODY, S_WORKER, S_FLUSH, S_LINGER };
 
 static void arm(http_conn *c, uint32_t events) {
     struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -53,6 +54,7 @@ void http_conn_close(http_conn *c) {
     if (c->next) c->next->prev = c->prev;
     http_front.n_conns--;
     request_free(c);
+    http_tls_free(c->tls);
     free(c->in);
     free(c->out);
     free(c);
@@ -66,6 +68,7 @@ static void linger(http_conn *c) {
         http_conn_close(c);
         return;
     }
+    if (c->tls) http_tls_close_notify(c->tls);
     shutdown(c->fd, SHUT_WR);
     c->state = S_LINGER;
     c->deadline = util_mono_ms() + LINGER_MS;
@@ -85,20 +88,47 @@ static void answered(http_conn *c) {
         wait_for_request(c);
 }
 
+/* Write what the socket takes now: the count, 0 when it takes nothing now
+ * (*want_read: TLS must first read from the client), -1 when the connection
+ * broke. With TLS, bytes not taken must be offered again before any others. */
+static ssize_t write_now(http_conn *c, const char *data, size_t len, int *want_read) {
+    *want_read = 0;
+    if (c->tls) {
+        ssize_t n = http_tls_write(c->tls, data, len);
+        if (n > 0) return n;
+        *want_read = n == HTTP_TLS_WANT_READ;
+        return n == HTTP_TLS_WANT_READ || n == HTTP_TLS_WANT_WRITE ? 0 : -1;
+    }
+    for (;;) {
+        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        if (errno != EINTR) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    }
+}
+
+/* Leave len bytes for the loop to write, after those already waiting. */
+static int append_out(http_conn *c, const char *data, size_t len) {
+    char *out = realloc(c->out, c->out_len + len);
+    if (!out) return CTXD_ERR;
+    memcpy(out + c->out_len, data, len);
+    c->out = out;
+    c->out_len += len;
+    return CTXD_OK;
+}
+
 /* Write what is left of the answer without waiting; EPOLLOUT brings the rest. */
 static void flush(http_conn *c) {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        int want_read;
+        ssize_t n = write_now(c, c->out + c->out_off, c->out_len - c->out_off, &want_read);
         if (n > 0) {
             c->out_off += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        } else if (n == 0) {
             if (c->state != S_FLUSH) {
                 c->state = S_FLUSH;
                 c->deadline = util_mono_ms() + http_front.cfg->write_timeout_ms;
             }
-            arm(c, EPOLLOUT);
+            arm(c, want_read ? EPOLLIN : EPOLLOUT);
             return;
         } else {
             c->broken = 1;
@@ -138,7 +168,7 @@ void http_conn_refusal(buf *b, ctxd_err err, const char *msg, const http_conn *c
 }
 
 /* Answer a request the loop refuses (bad framing, too large, too slow),
- * then close. */
+ * then close. The answer goes after anything still waiting (a 100 Continue). */
 static void refuse(http_conn *c, ctxd_err err, const char *msg) {
     buf b;
     buf_init(&b);
@@ -146,11 +176,9 @@ static void refuse(http_conn *c, ctxd_err err, const char *msg) {
     log_msg(LOG_INFO, "refused a request from %s: %d %s", c->peer, http_error_status(err), msg);
     request_free(c);
     c->keep_alive = 0;
-    free(c->out);
-    c->out = b.err ? NULL : buf_take(&b, &c->out_len);
-    c->out_off = 0;
+    int failed = b.err || append_out(c, b.data, b.len);
     buf_free(&b);
-    if (!c->out) {
+    if (failed) {
         http_conn_close(c);
         return;
     }
@@ -240,8 +268,21 @@ static int take_body(http_conn *c) {
     return rc == HTTP_PARSE_DONE;
 }
 
-/* A head is complete: check its framing and start on the body. */
-static void start_body(http_conn *c) {
+/* Tell a client that waits for it to send its body. What the socket does
+ * not take now goes out before the answer (a client that does not read it
+ * still sends its body). */
+static void send_continue(http_conn *c) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    int want_read;
+    ssize_t n = write_now(c, cont, sizeof(cont) - 1, &want_read);
+    if (n >= 0 && (size_t)n < sizeof(cont) - 1 &&
+        append_out(c, cont + n, sizeof(cont) - 1 - (size_t)n))
+        c->broken = 1; /* out of memory: the answer could not follow it */
+}
+
+/* A head is complete: check its framing and start on the body. Returns 1
+ * while the body is still to come, 0 once c was handed over or refused. */
+static int start_body(http_conn *c) {
     const http_head *h = &c->head;
     size_t max = http_front.cfg->max_body_bytes;
     char msg[160];
@@ -250,33 +291,32 @@ static void start_body(http_conn *c) {
                  "Request body of %lld bytes is larger than the %zu allowed (CTXD_MAX_BODY_BYTES)",
                  (long long)h->content_length, max);
         refuse(c, CTXD_E_BODY_TOO_LARGE, msg);
-        return;
+        return 0;
     }
     if (keep_head(c)) {
         refuse(c, CTXD_E_NOMEM, "out of memory");
-        return;
+        return 0;
     }
-    if (grow_body(c, 0)) return; /* refused */
+    if (grow_body(c, 0)) return 0; /* refused */
     c->state = S_BODY;
     c->deadline = util_mono_ms() + http_front.cfg->body_timeout_ms;
     int done = h->chunked || h->content_length > 0 ? take_body(c) : 1;
-    if (done < 0) return;
+    if (done < 0) return 0;
     if (done) {
         c->body[c->body_len] = '\0';
         hand_over(c);
-        return;
+        return 0;
     }
-    if (h->expect_continue) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-        } /* a client that does not read it still sends its body */
-    }
+    if (h->expect_continue) send_continue(c);
+    return 1;
 }
 
-/* Use what is in the input buffer: a head, then a body. */
-static void advance(http_conn *c) {
+/* Use what is in the input buffer: a head, then a body. Returns 1 while the
+ * loop still reads this request, 0 once c was handed over, refused or closed
+ * (then c may be gone). */
+static int advance(http_conn *c) {
     if (c->state == S_HEAD) {
-        if (!c->in_len) return;
+        if (!c->in_len) return 1;
         if (!c->begun) {
             c->begun = 1; /* a request began: its head has a time limit of its own */
             c->deadline = util_mono_ms() + http_front.cfg->header_timeout_ms;
@@ -286,22 +326,23 @@ static void advance(http_conn *c) {
             char msg[200];
             snprintf(msg, sizeof(msg), "Not a valid HTTP request: %s", c->head.error);
             refuse(c, CTXD_E_BAD_HTTP_REQUEST, msg);
-            return;
+            return 0;
         }
-        if (rc == HTTP_PARSE_INCOMPLETE) return;
+        if (rc == HTTP_PARSE_INCOMPLETE) return 1;
         c->started_us = util_mono_us();
         c->keep_alive = c->head.keep_alive;
-        start_body(c);
-        return;
+        return start_body(c);
     }
-    if (c->state == S_BODY) {
-        int done = take_body(c);
-        if (done > 0) {
-            c->body[c->body_len] = '\0';
-            hand_over(c);
-        }
+    if (c->state != S_BODY) return 0;
+    int done = take_body(c);
+    if (done > 0) {
+        c->body[c->body_len] = '\0';
+        hand_over(c);
     }
+    return done == 0;
 }
+
+static void on_readable(http_conn *c);
 
 static void wait_for_request(http_conn *c) {
     request_free(c);
@@ -309,7 +350,27 @@ static void wait_for_request(http_conn *c) {
     c->begun = 0;
     c->deadline = util_mono_ms() + http_front.cfg->keepalive_timeout_ms;
     arm(c, EPOLLIN | EPOLLRDHUP);
-    advance(c); /* a pipelined request may be waiting already */
+    /* A pipelined request may be waiting already, in c->in or inside TLS. */
+    if (advance(c) && c->tls && http_tls_pending(c->tls)) on_readable(c);
+}
+
+/* Read what TLS has, until it needs more from the socket or c->in is full
+ * (bytes OpenSSL holds bring no epoll event: take them now). Returns like
+ * read_some, and -3 when TLS must write before it can read. */
+static ssize_t read_tls(http_conn *c) {
+    ssize_t got = 0;
+    while (c->in_len < c->in_cap) {
+        ssize_t n = http_tls_read(c->tls, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            got += n;
+        } else if (got) {
+            return got; /* what stopped it comes back on the next read */
+        } else {
+            return n == HTTP_TLS_WANT_READ ? -1 : n == HTTP_TLS_WANT_WRITE ? -3 : n == 0 ? 0 : -2;
+        }
+    }
+    return got ? got : -1;
 }
 
 /* Read what the socket has. Returns bytes read, 0 at end of stream, -1 when
@@ -324,6 +385,7 @@ static ssize_t read_some(http_conn *c) {
         c->in_cap = cap;
     }
     if (c->in_len == c->in_cap) return -1; /* full: use it first */
+    if (c->tls) return read_tls(c);
     for (;;) {
         ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
         if (n > 0) c->in_len += (size_t)n;
@@ -342,29 +404,93 @@ static void on_readable(http_conn *c) {
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) http_conn_close(c);
         return;
     }
-    ssize_t n = read_some(c);
-    if (n == -1) return;
-    if (n <= 0) { /* the client closed or broke the connection */
-        int mid_body = c->state == S_BODY && n == 0;
-        if (mid_body) {
-            c->broken = 0;
-            refuse(c, CTXD_E_INCOMPLETE_BODY,
-                   "Request body ended before its declared end (Content-Length or last chunk)");
-        } else {
-            http_conn_close(c);
+    for (;;) {
+        ssize_t n = read_some(c);
+        /* TLS may need to write first (a key update's answer): wait for room. */
+        if (n == -3 || (c->armed & EPOLLOUT)) arm(c, (n == -3 ? EPOLLOUT : EPOLLIN) | EPOLLRDHUP);
+        if (n == -1 || n == -3) return;
+        if (n <= 0) { /* the client closed or broke the connection */
+            int mid_body = c->state == S_BODY && n == 0;
+            if (mid_body) {
+                c->broken = 0;
+                refuse(c, CTXD_E_INCOMPLETE_BODY,
+                       "Request body ended before its declared end (Content-Length or last chunk)");
+            } else {
+                http_conn_close(c);
+            }
+            return;
         }
-        return;
+        if (!advance(c)) return;
+        /* c->in was full while TLS holds more: no event will come for it. */
+        if (!c->tls || !http_tls_pending(c->tls) || c->in_len == c->in_cap) return;
     }
-    advance(c);
 }
 
-/* ---- The loop ---- */
+/* ---- HTTPS: the first bytes and the handshake ---- */
+
+/* What the first bytes on the HTTPS port are: 1 TLS (or garbage, which the
+ * handshake refuses), 2 plain HTTP (an uppercase method, then a space), 0
+ * none yet, -1 the client left. Peeked: the handshake reads them again. */
+static int sniff(http_conn *c) {
+    unsigned char b[16];
+    ssize_t n = recv(c->fd, b, sizeof(b), MSG_PEEK);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (n == 0) return -1;
+    ssize_t i = 0;
+    while (i < n && b[i] >= 'A' && b[i] <= 'Z') i++;
+    return i > 0 && (i == n || b[i] == ' ') ? 2 : 1;
+}
+
+/* Plain HTTP on the HTTPS port: a plain-text 400 saying so, then close. */
+static void refuse_plain(http_conn *c) {
+    http_tls_free(c->tls);
+    c->tls = NULL;
+    c->state = S_HEAD;
+    refuse(c, CTXD_E_BAD_HTTP_REQUEST, "This port speaks HTTPS; use https:// instead of http://");
+}
+
+/* Run an HTTPS connection's start as far as the socket allows: look at its
+ * first bytes (c->begun once seen), then the handshake, all under the head's
+ * time limit set at open. */
+static void handshake(http_conn *c) {
+    if (!c->begun) {
+        int kind = sniff(c);
+        if (kind < 0)
+            http_conn_close(c);
+        else if (kind == 2)
+            refuse_plain(c);
+        if (kind != 1) return;
+        c->begun = 1;
+    }
+    char why[128];
+    int rc = http_tls_handshake(c->tls, why, sizeof(why));
+    if (rc == HTTP_TLS_WANT_READ || rc == HTTP_TLS_WANT_WRITE) {
+        arm(c, rc == HTTP_TLS_WANT_READ ? EPOLLIN | EPOLLRDHUP : EPOLLOUT);
+        return;
+    }
+    if (rc != 1) {
+        log_msg(LOG_INFO, "TLS handshake with %s failed: %s", c->peer, why);
+        c->broken = 1;
+        http_conn_close(c);
+        return;
+    }
+    /* Like a new connection: its request must begin within the head's limit. */
+    c->state = S_HEAD;
+    c->begun = 0;
+    c->deadline = util_mono_ms() + http_front.cfg->header_timeout_ms;
+    arm(c, EPOLLIN | EPOLLRDHUP);
+    if (http_tls_pending(c->tls)) on_readable(c);
+}
 
 /* ---- For the loop ---- */
 
 int http_conn_open(int fd, const char *peer) {
     http_conn *c =
         http_front.n_conns < (size_t)http_front.cfg->max_connections ? calloc(1, sizeof(*c)) : NULL;
+    if (c && http_tls_on() && !(c->tls = http_tls_new(fd))) {
+        free(c);
+        c = NULL;
+    }
     if (!c) return CTXD_ERR;
     c->fd = fd;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -372,23 +498,26 @@ int http_conn_open(int fd, const char *peer) {
     if (http_front.conns) http_front.conns->prev = c;
     http_front.conns = c;
     http_front.n_conns++;
-    /* A new connection must send its request within the head's limit. */
-    c->state = S_HEAD;
+    /* A new connection must send its request (or finish its TLS handshake)
+     * within the head's limit. */
+    c->state = c->tls ? S_HANDSHAKE : S_HEAD;
     c->deadline = util_mono_ms() + http_front.cfg->header_timeout_ms;
     arm(c, EPOLLIN | EPOLLRDHUP);
     return CTXD_OK;
 }
 
 void http_conn_event(http_conn *c, uint32_t events) {
-    if (c->state == S_FLUSH) {
+    if (c->state == S_HANDSHAKE) {
+        handshake(c);
+    } else if (c->state == S_FLUSH) {
         if (events & (EPOLLERR | EPOLLHUP)) {
             c->broken = 1;
             http_conn_close(c);
         } else {
             flush(c);
         }
-    } else if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        on_readable(c);
+    } else if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLOUT)) {
+        on_readable(c); /* EPOLLOUT: only when TLS had to write before reading */
     }
 }
 
@@ -415,24 +544,24 @@ void http_conn_expire(http_conn *c) {
                                   : "The request body did not arrive in time "
                                     "(CTXD_BODY_TIMEOUT_MS)");
     else
-        http_conn_close(c); /* a reader too slow, or lingering done */
+        http_conn_close(c); /* a handshake or a reader too slow, or lingering done */
 }
 
 /* ---- Worker side ---- */
 
-int http_conn_write(http_conn *c, const char *data, size_t len) {
-    int64_t deadline = util_mono_ms() + http_front.cfg->write_timeout_ms;
+/* Write all of data by deadline, waiting for a slow reader. */
+static int write_all(http_conn *c, const char *data, size_t len, int64_t deadline) {
     while (len && !c->broken) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        int want_read;
+        ssize_t n = write_now(c, data, len, &want_read);
         if (n > 0) {
             data += n;
             len -= (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR) continue;
         int64_t left = deadline - util_mono_ms();
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && left > 0) {
-            struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        if (n == 0 && left > 0) {
+            struct pollfd p = {.fd = c->fd, .events = want_read ? POLLIN : POLLOUT};
             poll(&p, 1, (int)left);
             continue;
         }
@@ -441,15 +570,26 @@ int http_conn_write(http_conn *c, const char *data, size_t len) {
     return c->broken ? CTXD_ERR : CTXD_OK;
 }
 
+int http_conn_write(http_conn *c, const char *data, size_t len) {
+    int64_t deadline = util_mono_ms() + http_front.cfg->write_timeout_ms;
+    /* Bytes left for the loop (a 100 Continue) go first. */
+    if (c->out_off < c->out_len &&
+        write_all(c, c->out + c->out_off, c->out_len - c->out_off, deadline) == CTXD_OK) {
+        free(c->out);
+        c->out = NULL;
+        c->out_len = c->out_off = 0;
+    }
+    return write_all(c, data, len, deadline);
+}
+
 int http_conn_send(http_conn *c, const char *data, size_t len) {
     while (len && !c->broken && !c->out_len) { /* nothing waiting before it */
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        int want_read;
+        ssize_t n = write_now(c, data, len, &want_read);
         if (n > 0) {
             data += n;
             len -= (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        } else if (n == 0) {
             break;
         } else {
             c->broken = 1;
@@ -458,13 +598,9 @@ int http_conn_send(http_conn *c, const char *data, size_t len) {
     if (c->broken) return CTXD_ERR;
     if (!len) return CTXD_OK;
     /* The rest goes out from the loop (after what an earlier call left). */
-    char *out = realloc(c->out, c->out_len + len);
-    if (!out) {
+    if (append_out(c, data, len)) {
         c->broken = 1;
         return CTXD_ERR;
     }
-    memcpy(out + c->out_len, data, len);
-    c->out = out;
-    c->out_len += len;
     return CTXD_OK;
 }

@@ -15,6 +15,7 @@ typedef struct http_conn {
     int fd;
     int state;
     char peer[64];
+    struct ssl_st *tls; /* the TLS session when ctxd serves HTTPS (http_tls.h), else NULL */
 
     /* Bytes read and not yet used: the start of the next request. */
     char *in;

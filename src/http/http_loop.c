@@ -17,6 +17,7 @@
 #include "ctxd/log.h"
 #include "ctxd/util.h"
 #include "http_loop.h"
+#include "http_tls.h"
 
 #define SCAN_EVERY_MS 50 /* deadline checks */
 
@@ -40,8 +41,14 @@ static void wake_loop(void) {
     }
 }
 
-/* Over CTXD_MAX_CONNECTIONS: a 503 if the socket takes it at once, and close. */
+/* Over CTXD_MAX_CONNECTIONS: a 503 if the socket takes it at once, and
+ * close. On HTTPS just close: a TLS client cannot read a plain answer, and a
+ * handshake is what this connection must not cost. */
 static void turn_away(int fd) {
+    if (http_tls_on()) {
+        close(fd);
+        return;
+    }
     buf b;
     buf_init(&b);
     http_conn_refusal(&b, CTXD_E_TOO_MANY_CONNECTIONS,

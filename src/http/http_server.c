@@ -11,6 +11,7 @@
 #include "ctxd/util.h"
 #include "http_conn.h"
 #include "http_int.h"
+#include "http_tls.h"
 
 #define MAX_ROUTES METRICS_MAX_ROUTES
 #define MAX_PATH 512
@@ -208,6 +209,7 @@ static void raise_fd_limit(void) {
 
 int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     server_cfg = cfg;
+    if (http_tls_start(cfg, err, errlen)) return CTXD_ERR;
     routes_context_register();
     routes_turn_register();
     routes_health_register();
@@ -216,6 +218,7 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     queue.threads = calloc((size_t)cfg->threads, sizeof(*queue.threads));
     if (!queue.threads) {
         snprintf(err, errlen, "out of memory for %d worker threads", cfg->threads);
+        http_server_stop();
         return CTXD_ERR;
     }
     for (; queue.n_threads < cfg->threads; queue.n_threads++) {
@@ -243,4 +246,5 @@ void http_server_stop(void) {
     free(queue.threads);
     queue.threads = NULL;
     queue.n_threads = 0;
+    http_tls_stop(); /* after the workers: none holds a TLS session now */
 }
