@@ -85,10 +85,11 @@ int main(int argc, char **argv) {
     char redis_addr[300];
     config_redis_addr(&cfg, redis_addr, sizeof(redis_addr));
     log_msg(LOG_INFO,
-            "ctxd %s listening on http://%s:%d redis=%s db=%d provider=%s model=%s threads=%d "
+            "ctxd %s listening on %s://%s:%d redis=%s db=%d provider=%s model=%s threads=%d "
             "auth=%s",
-            CTXD_VERSION, cfg.listen_host, cfg.listen_port, redis_addr, cfg.redis_db,
-            config_provider_name(cfg.provider), cfg.model, cfg.threads, cfg.auth ? "keys" : "off");
+            CTXD_VERSION, cfg.tls_cert[0] ? "https" : "http", cfg.listen_host, cfg.listen_port,
+            redis_addr, cfg.redis_db, config_provider_name(cfg.provider), cfg.model, cfg.threads,
+            cfg.auth ? "keys" : "off");
     if (!cfg.auth && strcmp(cfg.listen_host, "localhost") && strncmp(cfg.listen_host, "127.", 4))
         log_msg(LOG_WARN,
                 "CTXD_AUTH=off on %s: anyone who can reach this address can read and delete "

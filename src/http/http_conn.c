@@ -533,6 +533,8 @@ void http_conn_returned(http_conn *c) {
         answered(c);
 }
 
+int http_conn_with_worker(const http_conn *c) { return c->state == S_WORKER; }
+
 void http_conn_expire(http_conn *c) {
     if (c->state == S_WORKER) return;
     if (c->state == S_HEAD && !c->in_len)

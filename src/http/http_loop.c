@@ -29,6 +29,7 @@ static struct {
     int running;
     atomic_int stop, stop_accepting;
     pthread_mutex_t back_mu; /* workers hand connections back here */
+    int exited;              /* the loop is gone: under back_mu */
     http_conn *back;
 } L = {.lfd = -1, .evfd = -1, .back_mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -131,7 +132,20 @@ static void *loop_main(void *arg) {
             next_scan = now + SCAN_EVERY_MS;
         }
     }
-    while (http_front.conns) http_conn_close(http_front.conns);
+    /* Close what the loop holds; a connection a worker holds is closed by
+     * that worker when it releases it (http_conn_release). */
+    pthread_mutex_lock(&L.back_mu);
+    L.exited = 1;
+    for (http_conn *c = http_front.conns, *next; c; c = next) {
+        next = c->next;
+        if (!http_conn_with_worker(c)) http_conn_close(c);
+    }
+    for (http_conn *c = L.back, *next; c; c = next) { /* handed back, never taken */
+        next = c->qnext;
+        http_conn_close(c);
+    }
+    L.back = NULL;
+    pthread_mutex_unlock(&L.back_mu);
     return NULL;
 }
 
@@ -208,6 +222,11 @@ void http_conn_stop(void) {
 
 void http_conn_release(http_conn *c) {
     pthread_mutex_lock(&L.back_mu);
+    if (L.exited) { /* the server stopped while this request ran */
+        http_conn_close(c);
+        pthread_mutex_unlock(&L.back_mu);
+        return;
+    }
     c->qnext = L.back;
     L.back = c;
     pthread_mutex_unlock(&L.back_mu);

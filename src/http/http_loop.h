@@ -33,6 +33,9 @@ void http_conn_returned(http_conn *c);
 /* The deadline of c passed: answer 408 or close. */
 void http_conn_expire(http_conn *c);
 
+/* 1 while a worker holds c (from dispatch to release). */
+int http_conn_with_worker(const http_conn *c);
+
 /* Close c and forget it. */
 void http_conn_close(http_conn *c);
 
