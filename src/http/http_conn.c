@@ -522,7 +522,6 @@ void http_conn_event(http_conn *c, uint32_t events) {
 }
 
 void http_conn_returned(http_conn *c) {
-    metrics_inflight(-1);
     c->requests++;
     request_free(c);
     if (c->broken)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctxd/log.h"
+#include "ctxd/metrics.h"
 #include "ctxd/util.h"
 #include "http_loop.h"
 #include "http_tls.h"
@@ -221,6 +222,7 @@ void http_conn_stop(void) {
 }
 
 void http_conn_release(http_conn *c) {
+    metrics_inflight(-1); /* answered: what is left to write is the loop's */
     pthread_mutex_lock(&L.back_mu);
     if (L.exited) { /* the server stopped while this request ran */
         http_conn_close(c);
