@@ -3,8 +3,8 @@
 #define CTXD_VERSION_H
 
 #define CTXD_VERSION_MAJOR 0
-#define CTXD_VERSION_MINOR 3
+#define CTXD_VERSION_MINOR 4
 #define CTXD_VERSION_PATCH 0
-#define CTXD_VERSION "0.3.0"
+#define CTXD_VERSION "0.4.0"
 
 #endif
