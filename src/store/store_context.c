@@ -122,7 +122,9 @@ int store_create(store *s, const store_new_context *nc) {
         args_bin(&a, nc->state_keys[i].data, nc->state_keys[i].len);
         args_bin(&a, nc->state_values[i].data, nc->state_values[i].len);
     }
-    redisReply *r = store_eval(s, S_CREATE, K_COUNT, k.all, &a);
+    redisReply *r = store_index_touch(s, nc->id, nc->now_ms)
+                        ? NULL
+                        : store_eval(s, S_CREATE, K_COUNT, k.all, &a);
     if (r && (r->type != REDIS_REPLY_INTEGER || r->integer != 1))
         store_fail(s, CTXD_E_EXISTS, "context %s already exists", nc->id);
     else if (r)
@@ -293,7 +295,7 @@ int store_set_settings(store *s, const char *id, const store_settings *c, int64_
     }
     int rc = store_write_script(s, S_SETTINGS, id, &a, CTXD_E_REDIS);
     args_free(&a);
-    return rc;
+    return rc ? rc : store_index_touch(s, id, now_ms);
 }
 
 /* Shared body of state PUT and PATCH: pairs for PUT, (op, key, value)
@@ -316,7 +318,7 @@ static int state_write(store *s, const char *id, const store_blob *keys, const s
     int rc =
         store_write_script(s, patch ? S_STATE_PATCH : S_STATE_PUT, id, &a, CTXD_E_STATE_TOO_LARGE);
     args_free(&a);
-    return rc;
+    return rc ? rc : store_index_touch(s, id, now_ms);
 }
 
 int store_state_put(store *s, const char *id, const store_blob *keys, const store_blob *values,
@@ -346,67 +348,5 @@ int store_delete(store *s, const char *id, int *deleted) {
     if (!r) return CTXD_ERR;
     *deleted = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
-    return CTXD_OK;
-}
-
-/* ---- Listing ---- */
-
-void store_list_free(store_list_item *items, size_t n) {
-    if (!items) return;
-    for (size_t i = 0; i < n; i++) free(items[i].last_message.data);
-    free(items);
-}
-
-static const char *str_or_empty(const redisReply *r) { return r->str ? r->str : ""; }
-
-int store_list(store *s, long limit, int64_t cursor_ms, const char *cursor_id,
-               store_list_item **items, size_t *n) {
-    char index[STORE_KEY_LEN], prefix[STORE_KEY_LEN];
-    const char *keys[1] = {index}, *meta_sfx, *msgs_sfx;
-    args a;
-    *items = NULL;
-    *n = 0;
-    store_key_index(s->tenant, index);
-    store_key_pattern(s->tenant, prefix, &meta_sfx, &msgs_sfx);
-    if (args_init(s, &a, 6)) return CTXD_ERR;
-    args_int(&a, limit);
-    if (cursor_ms > 0)
-        args_int(&a, cursor_ms);
-    else
-        args_str(&a, "");
-    args_str(&a, cursor_id);
-    args_str(&a, prefix);
-    args_str(&a, meta_sfx);
-    args_str(&a, msgs_sfx);
-    redisReply *r = store_eval_read(s, S_LIST, 1, keys, &a);
-    args_free(&a);
-    if (!r) return CTXD_ERR;
-    int rc = CTXD_ERR;
-    if (r->type != REDIS_REPLY_ARRAY) {
-        store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s listing", store_addr(s));
-        goto cleanup;
-    }
-    if (r->elements && !(*items = calloc(r->elements, sizeof(**items)))) goto oom;
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        store_list_item *it = &(*items)[*n];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 6) continue;
-        snprintf(it->id, sizeof(it->id), "%s", str_or_empty(e->element[0]));
-        it->activity_ms = strtoll(e->element[1]->str ? e->element[1]->str : "0", NULL, 10);
-        snprintf(it->created_at, sizeof(it->created_at), "%s", str_or_empty(e->element[2]));
-        snprintf(it->last_updated, sizeof(it->last_updated), "%s", str_or_empty(e->element[3]));
-        it->message_count = e->element[4]->integer;
-        (*n)++;
-        if (e->element[5]->len && store_blob_copy(&it->last_message, e->element[5])) goto oom;
-    }
-    rc = CTXD_OK;
-    goto cleanup;
-oom:
-    store_fail(s, CTXD_E_NOMEM, "out of memory");
-    store_list_free(*items, *n);
-    *items = NULL;
-    *n = 0;
-cleanup:
-    freeReplyObject(r);
-    return rc;
+    return store_index_forget(s, id);
 }

@@ -25,7 +25,14 @@ void store_keys_init(ctx_keys *k, const char *tenant, const char *id);
 /* The key of an idempotent create's claim. */
 void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key);
 
-/* A tenant's activity index (listing), and how its contexts' meta and
+/* The activity index's buckets: which one a context id belongs to, and a
+ * bucket's key. */
+#define STORE_INDEX_BUCKETS 16
+unsigned store_index_bucket(const char *id);
+void store_key_index_bucket(const char *tenant, unsigned bucket, char out[STORE_KEY_LEN]);
+
+/* A tenant's activity index of ctxd 0.4 and before (listing reads it too,
+ * until every context in it was touched again), and how its contexts' meta and
  * messages keys are spelled around an id (for the listing script). */
 void store_key_index(const char *tenant, char out[STORE_KEY_LEN]);
 void store_key_pattern(const char *tenant, char prefix[STORE_KEY_LEN], const char **meta_suffix,
@@ -88,6 +95,20 @@ redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int
  * read). */
 int store_failed_io(const store *s);
 
+/* With CTXD_REDIS_WAIT_REPLICAS, wait (Redis WAIT, up to CTXD_REDIS_WAIT_MS)
+ * until that many replicas hold every write this connection made; a no-op
+ * when it is 0. store_eval calls it after each acknowledged write script that
+ * wrote; call it before acknowledging anything else a client is told is
+ * stored (an idempotent replay: the first attempt may have timed out here).
+ * CTXD_OK, or CTXD_ERR with CTXD_E_REDIS (too few replicas in time: then
+ * store_unreplicated is 1 and the write stays on the master). */
+int store_wait_replicas(store *s);
+
+/* 1 when the last failure was store_wait_replicas timing out: what was
+ * written is on the master (so, e.g., an idempotency claim must be kept for
+ * the retry to find). */
+int store_unreplicated(const store *s);
+
 /* Script arguments: borrowed strings and binary blobs, plus a few numbers
  * formatted into the builder itself. */
 #define ARGS_NUMS 16
@@ -118,6 +139,17 @@ redisReply *store_eval_read(store *s, int script, int nkeys, const char *const *
  * reply: 'OK', or NOT_FOUND / LOCK_LOST / CONFLICT, or TOO_LARGE, which
  * becomes too_large. CTXD_OK or CTXD_ERR with s->err. */
 int store_write_script(store *s, int script, const char *id, const args *a, ctxd_err too_large);
+
+/* ---- The activity index (store_index.c) ---- */
+
+/* Put a context at the front of its tenant's listing (now_ms), and out of
+ * the index of 0.4. A create touches the index before it writes the
+ * context, so a crash between the two leaves an index entry without a
+ * context, which listing removes; later writes touch it after theirs. */
+int store_index_touch(store *s, const char *id, int64_t now_ms);
+
+/* Take a context out of the listing. */
+int store_index_forget(store *s, const char *id);
 
 /* ---- Replies (store_context.c) ---- */
 

@@ -22,6 +22,11 @@
 /* Idempotent creates: "ctxd:create:{[<tenant>:]<Idempotency-Key>}". */
 #define KEY_CREATE "ctxd:create:{"
 
+/* The activity index, cluster-ready: a tenant's contexts spread over
+ * INDEX_BUCKETS sorted sets, each its own hash slot, picked by a hash of the
+ * context id: "ctxd:{index:<tenant>:<bucket>}". */
+#define KEY_INDEX_BUCKET "ctxd:{index:%s:%u}"
+
 /* API keys, all in one slot: a hash per key under the SHA-256 of the key,
  * and the key ids. */
 #define KEY_APIKEY "ctxd:{keys}:sha:"
@@ -65,6 +70,14 @@ void store_key_index(const char *tenant, char out[STORE_KEY_LEN]) {
         snprintf(out, STORE_KEY_LEN, "%s", KEY_INDEX);
     else
         snprintf(out, STORE_KEY_LEN, KEY_INDEX ":%s", tenant);
+}
+
+unsigned store_index_bucket(const char *id) {
+    return (unsigned)(util_fnv1a(UTIL_FNV_SEED, id, strlen(id)) % STORE_INDEX_BUCKETS);
+}
+
+void store_key_index_bucket(const char *tenant, unsigned bucket, char out[STORE_KEY_LEN]) {
+    snprintf(out, STORE_KEY_LEN, KEY_INDEX_BUCKET, tenant, bucket);
 }
 
 void store_key_pattern(const char *tenant, char prefix[STORE_KEY_LEN], const char **meta_suffix,

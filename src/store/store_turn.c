@@ -81,7 +81,7 @@ int store_append(store *s, const store_append_req *req) {
         args_bin(&a, req->messages[i].data, req->messages[i].len);
     int rc = store_write_script(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL);
     args_free(&a);
-    return rc;
+    return rc ? rc : store_index_touch(s, req->id, req->now_ms);
 }
 
 /* Renew or release the lock: both act only for its owner. 1 in *done when

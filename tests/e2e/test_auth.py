@@ -74,6 +74,15 @@ def upstream_calls(proc, provider="echo"):
 
 
 
+def index_bucket(tenant, cid):
+    """The listing's sorted set holding a context: one of 16 per tenant, by
+    64-bit FNV-1a of the id (src/store/store_keys.c)."""
+    h = 14695981039346656037
+    for ch in cid.encode():
+        h = ((h ^ ch) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "ctxd:{index:%s:%d}" % (tenant, h % 16)
+
+
 def durable(snap):
     """A snapshot without the rate-limit states: they expire by themselves
     (a key allowed many requests a minute keeps its state for about a
@@ -263,7 +272,8 @@ class AuthTest(CtxdTestCase):
                          sorted("ctxd:{a:%s}:%s" % (cid, n) for n in ("meta", "messages",
                                                                       "state")))
         self.assertEqual(self.redis.cli("EXISTS", "ctxd:{%s}:meta" % cid), "0")
-        self.assertNotEqual(self.redis.cli("ZSCORE", "ctxd:index:a", cid), "")
+        self.assertNotEqual(self.redis.cli("ZSCORE", index_bucket("a", cid), cid), "")
+        self.assertEqual(self.redis.cli("ZSCORE", index_bucket("default", cid), cid), "")
         self.assertEqual(self.redis.cli("ZSCORE", "ctxd:index", cid), "")
 
         routes = [
@@ -587,7 +597,7 @@ class AuthDefaultsTest(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(self.redis.keys("*%s*" % cid),
                          ["ctxd:{%s}:messages" % cid, "ctxd:{%s}:meta" % cid])
-        self.assertNotEqual(self.redis.cli("ZSCORE", "ctxd:index", cid), "")
+        self.assertNotEqual(self.redis.cli("ZSCORE", index_bucket("default", cid), cid), "")
         ids = [c["id"] for c in plain.request("GET", "/mcp/contexts").json()["contexts"]]
         self.assertIn(cid, ids)
         # With keys on, a key of tenant default keeps that context; others do not see it.

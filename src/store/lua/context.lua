@@ -3,12 +3,12 @@
 -- store_keys.c; the store prepends `local meta, messages, state, idem, lock,
 -- index = KEYS[1], ...` built from that table, then this file.
 
--- Refresh a context's expiry from its meta ttl_seconds and move it to the
--- front of the activity index.
+-- Refresh a context's expiry from its meta ttl_seconds. (The activity
+-- index lives in other hash slots: the store updates it after the script,
+-- store_index.c.)
 local function touch(now_ms)
   local ttl = tonumber(redis.call('HGET', meta, 'ttl_seconds') or '0')
   if ttl and ttl > 0 then
     for _, k in ipairs({meta, messages, state}) do redis.call('EXPIRE', k, ttl) end
   end
-  redis.call('ZADD', index, now_ms, redis.call('HGET', meta, 'id'))
 end

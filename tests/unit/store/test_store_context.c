@@ -1,5 +1,6 @@
 /* test_store_context.c: create, read, paging, settings, state, delete and listing. */
 #include "store_fixture.h"
+#include "../../../src/store/store_int.h"
 
 #include "../test.h"
 
@@ -168,7 +169,7 @@ TEST(test_store_context_settings_change_only_given) {
     CHECK(util_uuid4(missing) == CTXD_OK);
     CHECK(store_set_settings(s, missing, &change, SF_NOW) == CTXD_ERR);
     CHECK(s->err == CTXD_E_NOT_FOUND);
-    CHECK(rf_count_keys(&rf, "ctxd:{*") == 1); /* id's meta: nothing for missing */
+    CHECK(rf_count_keys(&rf, "ctxd:{*") == 2); /* id's meta and index bucket: nothing for missing */
     sf_stop(&rf, s);
 }
 
@@ -352,11 +353,17 @@ TEST(test_store_context_delete_removes_every_key) {
     CHECK(store_delete(s, id, &deleted) == CTXD_OK);
     CHECK(deleted == 1);
     CHECK(rf_count_keys(&rf, pattern) == 0);
-    CHECK(rf_count_keys(&rf, "*") == 2); /* the other's meta and the index */
-    redisReply *r = rf_cmd(&rf, "ZSCORE ctxd:index %s", id);
-    CHECK(r && r->type == REDIS_REPLY_NIL);
-    if (r) freeReplyObject(r);
-    CHECK(rf_int(&rf, "ZCARD ctxd:index") == 1);
+    CHECK(rf_count_keys(&rf, "ctxd:{index:*") + rf_count_keys(&rf, "ctxd:{*}:meta") ==
+          rf_count_keys(&rf, "*")); /* the other's meta and its index bucket only */
+    long long indexed = 0;
+    for (int b = 0; b < 16; b++) {
+        redisReply *r = rf_cmd(&rf, "ZSCORE ctxd:{index:default:%d} %s", b, id);
+        CHECK(r && r->type == REDIS_REPLY_NIL);
+        if (r) freeReplyObject(r);
+        indexed += rf_int(&rf, "ZCARD ctxd:{index:default:%d}", b);
+    }
+    CHECK(indexed == 1);
+    CHECK(rf_int(&rf, "EXISTS ctxd:index") == 0);
     CHECK(store_read(s, id, 0, 0, 0, &c) == CTXD_ERR && s->err == CTXD_E_NOT_FOUND);
 
     CHECK(store_delete(s, id, &deleted) == CTXD_OK);
@@ -420,20 +427,59 @@ TEST(test_store_context_list_drops_expired_members) {
     char id[UTIL_UUID_LEN + 1];
     store_settings st = sf_settings("all", 1000, 0);
     CHECK(sf_create(s, id, &st) == CTXD_OK);
-    /* A member whose context expired: only the index still names it. */
-    CHECK(rf_int(&rf, "ZADD ctxd:index %lld %s", SF_NOW + 5,
-                 "eeeeeeee-0000-4000-8000-000000000000") == 1);
+    /* A member whose context expired: only its index bucket still names it. */
+    const char *gone = "eeeeeeee-0000-4000-8000-000000000000";
+    char bucket[STORE_KEY_LEN];
+    store_key_index_bucket("default", store_index_bucket(gone), bucket);
+    CHECK(rf_int(&rf, "ZADD %s %lld %s", bucket, SF_NOW + 5, gone) == 1);
     store_list_item *items;
     size_t n;
     CHECK(store_list(s, 10, 0, "", &items, &n) == CTXD_OK);
     CHECK(n == 1);
     if (n == 1) CHECK_STR(items[0].id, id);
     store_list_free(items, n);
-    CHECK(rf_int(&rf, "ZCARD ctxd:index") == 1);
+    redisReply *r = rf_cmd(&rf, "ZSCORE %s %s", bucket, gone);
+    CHECK(r && r->type == REDIS_REPLY_NIL); /* dropped */
+    if (r) freeReplyObject(r);
     sf_stop(&rf, s);
 }
 
-TEST_MAIN(T(test_store_context_create_then_read), T(test_store_context_create_existing_id_exists),
+TEST(test_store_context_list_reads_the_index_of_0_4) {
+    /* Contexts listed by ctxd 0.4 and before sit in one sorted set,
+     * ctxd:index: they are listed with the rest, leave it when written to,
+     * and an entry whose context is gone is dropped. */
+    redis_fixture rf;
+    store *s = sf_start(&rf);
+    const char *old = "aaaaaaaa-0000-4000-8000-000000000000",
+               *new = "bbbbbbbb-0000-4000-8000-000000000000",
+               *gone = "cccccccc-0000-4000-8000-000000000000";
+    CHECK(create_at(s, old, SF_NOW + 1000) == CTXD_OK);
+    CHECK(create_at(s, new, SF_NOW + 2000) == CTXD_OK);
+    for (int b = 0; b < 16; b++) /* as 0.4 left it: only in ctxd:index */
+        freeReplyObject(rf_cmd(&rf, "ZREM ctxd:{index:default:%d} %s", b, old));
+    freeReplyObject(rf_cmd(&rf, "ZADD ctxd:index %lld %s", (long long)SF_NOW + 1000, old));
+    freeReplyObject(rf_cmd(&rf, "ZADD ctxd:index %lld %s", (long long)SF_NOW + 3000, gone));
+    store_list_item *items;
+    size_t n;
+    CHECK(store_list(s, 10, 0, "", &items, &n) == CTXD_OK);
+    CHECK(n == 2);
+    if (n == 2) {
+        CHECK_STR(items[0].id, new);
+        CHECK_STR(items[1].id, old);
+    }
+    store_list_free(items, n);
+    CHECK(rf_int(&rf, "ZCARD ctxd:index") == 1); /* gone was dropped */
+    store_blob key = {(char *)"k", 1}, val = {(char *)"1", 1};
+    CHECK(store_state_put(s, old, &key, &val, 1, 1000, SF_NOW + 4000) == CTXD_OK);
+    CHECK(rf_int(&rf, "EXISTS ctxd:index") == 0); /* moved to its bucket */
+    CHECK(store_list(s, 10, 0, "", &items, &n) == CTXD_OK);
+    CHECK(n == 2 && !strcmp(items[0].id, old) && items[0].activity_ms == SF_NOW + 4000);
+    store_list_free(items, n);
+    sf_stop(&rf, s);
+}
+
+TEST_MAIN(T(test_store_context_list_reads_the_index_of_0_4), T(test_store_context_create_then_read),
+          T(test_store_context_create_existing_id_exists),
           T(test_store_context_read_missing_not_found),
           T(test_store_context_read_pages_with_limit_and_before),
           T(test_store_context_settings_change_only_given),

@@ -42,12 +42,16 @@ TEST(test_store_keys_layout) {
     CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
     store_context_free(&c);
 
-    /* Every key of a context carries the {id} hash tag (one cluster slot). */
+    /* Every key of a context carries the {id} hash tag (one cluster slot);
+     * the listing's bucket is a key of its own slot. */
     redisReply *r = rf_cmd(&rf, "KEYS *");
     CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 6);
     static const char *const names[] = {"meta", "messages", "state", "idem", "lock"};
     for (int i = 0; i < 5; i++) CHECK(has_key(r, sf_key(k, sizeof(k), id, names[i])));
-    CHECK(has_key(r, "ctxd:index"));
+    char bucket[STORE_KEY_LEN];
+    store_key_index_bucket("default", store_index_bucket(id), bucket);
+    CHECK(has_key(r, bucket));
+    CHECK(!has_key(r, "ctxd:index"));
     if (r) freeReplyObject(r);
     CHECK(rf_int(&rf, "HEXISTS %s k", sf_key(k, sizeof(k), id, "idem")) == 1);
     CHECK(rf_int(&rf, "HEXISTS %s a", sf_key(k, sizeof(k), id, "state")) == 1);

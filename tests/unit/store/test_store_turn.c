@@ -1,5 +1,6 @@
 /* test_store_turn.c: the turn lock, appends, idempotency records, windows, summaries. */
 #include "store_fixture.h"
+#include "../../../src/store/store_int.h"
 
 #include "../test.h"
 
@@ -137,8 +138,9 @@ TEST(test_store_turn_append_commits_and_releases) {
     CHECK(store_append(s, &req) == CTXD_OK);
     sf_blobs_free(m, 2);
     CHECK_STR(holder(&rf, id, who), "");
-    char score[32];
-    rf_str(&rf, score, sizeof(score), "ZSCORE ctxd:index %s", id);
+    char score[32], bucket[STORE_KEY_LEN];
+    store_key_index_bucket("default", store_index_bucket(id), bucket);
+    rf_str(&rf, score, sizeof(score), "ZSCORE %s %s", bucket, id);
     CHECK(strtoll(score, NULL, 10) == SF_NOW + 3000);
 
     store_context c;
