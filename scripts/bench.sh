@@ -112,6 +112,8 @@ redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
   --logfile "$tmp/redis/redis.log" &
 pids+=($!)
 rcli() { redis-cli -p "$rport" "$@"; }
+# Seconds of CPU the bench's Redis has used (user + system, its main thread and all).
+redis_cpu() { rcli INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.6f", t}'; }
 for _ in $(seq 100); do [ "$(rcli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 [ "$(rcli PING)" = PONG ] || die "redis-server did not start"
 
@@ -148,10 +150,13 @@ run_wrk() {
   local w=(env BENCH_MODE="$mode" BENCH_THREADS=$threads "$@" wrk -t$threads -c"$conns"
            --timeout "$timeout" -s "$here/wrk.lua" "http://127.0.0.1:$port")
   "${w[@]}" -d"${warm}s" >/dev/null
+  local cpu0 cpu1
+  cpu0=$(redis_cpu)
   out=$("${w[@]}" -d"${dur}s")
+  cpu1=$(redis_cpu)
   line=$(grep '^BENCH ' <<<"$out" | head -1 | cut -c7-)
   [ -n "$line" ] || die "$key: wrk printed no summary: $out"
-  record "{\"key\":\"$key\",\"conns\":$conns,\"timeout\":\"$timeout\",\"wrk\":$line}"
+  record "{\"key\":\"$key\",\"conns\":$conns,\"timeout\":\"$timeout\",\"redis_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.6f", b-a}'),\"wrk\":$line}"
   say "$key: $($py -c 'import json,sys; w=json.loads(sys.argv[1]); print("%.0f req/s p50 %.2f ms p99 %.2f ms max %.2f ms errors %d (timeouts %d)" % (w["rps"], w["p50_us"]/1e3, w["p99_us"]/1e3, w["max_us"]/1e3, w["errors"], w["err_timeout"]))' "$line")"
 }
 

@@ -89,6 +89,7 @@ class Report:
         self.s9()
         self.s10()
         self.s11()
+        self.redis_cpu()
 
     def s4(self):
         s4 = self.r["s4"]
@@ -229,6 +230,21 @@ class Report:
                                  % (ms(w["max_us"]), w["err_timeout"],
                                     w["errors"] - w["err_timeout"]),
                                  verdict(w["max_us"] < 1e6 and not w["err_timeout"])))
+
+    def redis_cpu(self):
+        """Redis CPU per request, from INFO's used_cpu_* around each measured run
+        (everything Redis did in that time, divided by the requests wrk made)."""
+        for key, what in (("s1", "S1 context GET"), ("s2", "S2 echo turn")):
+            x = self.r.get(key)
+            if not x or "redis_cpu_s" not in x or not x["wrk"]["requests"]:
+                continue
+            us = x["redis_cpu_s"] * 1e6 / x["wrk"]["requests"]
+            self.rows.append(("Redis CPU per request, %s" % what, "-", "-", "-", "-",
+                              "%.1f us (%.3f s of Redis CPU over %d requests)"
+                              % (us, x["redis_cpu_s"], x["wrk"]["requests"])))
+            if key == "s2":
+                self.targets.append(("Redis CPU per echo turn <= 40 us", "%.1f us" % us,
+                                     verdict(us <= 40)))
 
     def s11(self):
         if "s11_keys" not in self.r:
