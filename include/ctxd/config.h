@@ -12,6 +12,14 @@ typedef enum {
     CTXD_PROVIDER_OPENAI
 } ctxd_provider;
 
+/* Sentinels one redis+sentinel:// URL may name. */
+#define CTXD_SENTINELS_MAX 8
+
+typedef struct ctxd_hostport {
+    char host[256];
+    int port;
+} ctxd_hostport;
+
 typedef struct ctxd_config {
     /* HTTP */
     char listen_host[64];
@@ -44,6 +52,18 @@ typedef struct ctxd_config {
     char redis_password[256];
     int redis_db;
     int redis_timeout_ms;
+    /* redis+sentinel://: the master's name (non-empty in this mode; then
+     * redis_host/redis_port are unused and the Sentinels say where the
+     * master is), the Sentinels in the order they are asked, and their own
+     * password (user/password above are the master's). */
+    char redis_sentinel_master[128];
+    ctxd_hostport redis_sentinels[CTXD_SENTINELS_MAX];
+    int redis_n_sentinels;
+    char redis_sentinel_password[256];
+    /* Each write a client is told about waits (Redis WAIT) until this many
+     * replicas hold it, for at most redis_wait_ms; 0: no waiting. */
+    int redis_wait_replicas;
+    int redis_wait_ms;
 
     /* Limits */
     size_t max_message_bytes;
@@ -96,11 +116,13 @@ int config_load(ctxd_config *cfg, int argc, char **argv, char *err, size_t errle
 int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
                         size_t errlen);
 
-/* Parse a redis:// or unix:// URL into cfg's redis_* fields. */
+/* Parse a redis://, unix:// or redis+sentinel:// URL into cfg's redis_*
+ * fields. CTXD_OK, or CTXD_ERR with a sentence in err (never the
+ * password). */
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen);
 
-/* The Redis address for messages: host:port or the socket path (never the
- * password). */
+/* The Redis address for messages: host:port, the socket path, or "sentinel
+ * master NAME via HOST:PORT,..." (never a password). */
 void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen);
 
 /* Name of a provider ("echo", "anthropic", "openai"). */

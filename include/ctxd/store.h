@@ -115,6 +115,11 @@ void store_set_tenant(store *s, const char *tenant);
 /* Round trip to Redis. CTXD_OK, or CTXD_ERR with s->err/errstr. */
 int store_ping(store *s);
 
+/* 1 when the last call failed only because fewer replicas than
+ * CTXD_REDIS_WAIT_REPLICAS acknowledged its write in time: the write is on
+ * the master (so an idempotency claim must stay for the retry to find). */
+int store_unreplicated(const store *s);
+
 /* Create a context. CTXD_ERR with CTXD_E_EXISTS if the id is taken. */
 int store_create(store *s, const store_new_context *nc);
 
@@ -144,16 +149,42 @@ typedef enum {
     STORE_TURN_APPEND  /* the settings only: an append without a model call */
 } store_turn_mode;
 
+/* A turn's place in the queue of turns waiting for a context's lock. */
+typedef struct store_turn_queue {
+    /* In: > 0 to wait in the queue when the lock is not this turn's: the
+     * place is kept this long after each read that renews it (a waiter that
+     * stops reading loses it); 0: do not queue. */
+    int ttl_ms;
+    /* Out, with CTXD_E_BUSY: how many turns go first (the holder included),
+     * and how long a stored turn held the lock lately, on average (0: not
+     * known). */
+    int64_t ahead;
+    int64_t turn_ms;
+} store_turn_queue;
+
 /* Take the turn lock for token and read what the turn needs, reading only
- * the tail of the history (see lua/turn_read.lua), in one round trip.
- * fixed_tokens: the new message; fold_max: most messages to return for
- * summarizing; idem_key (or NULL): an unexpired record for it comes back in
- * out->idem_record instead, without taking the lock. CTXD_ERR with
- * CTXD_E_BUSY when another owner holds the lock, CTXD_E_NOT_FOUND when there
- * is no such context (no lock taken then). */
+ * the tail of the history (see lua/turn_read.lua), in one round trip. The
+ * lock is token's when it is free and no other turn waits before token in
+ * the context's queue. fixed_tokens: the new message; fold_max: most
+ * messages to return for summarizing; idem_key (or NULL): an unexpired
+ * record for it comes back in out->idem_record instead, without taking the
+ * lock (and token leaves the queue). q (or NULL: do not queue) says
+ * whether to queue and where token stands. CTXD_ERR with CTXD_E_BUSY when
+ * the lock is not token's (q filled), CTXD_E_NOT_FOUND when there is no
+ * such context (no lock taken then). */
 int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
                     const char *idem_key, store_turn_mode mode, int64_t fixed_tokens, long fold_max,
-                    store_context *out);
+                    store_turn_queue *q, store_context *out);
+
+/* Block up to timeout_ms (at least 1; keep it well under the connection's
+ * timeout, CTXD_REDIS_TIMEOUT_MS) until token, waiting in the queue of
+ * context id, is woken: its turn may have come, read again. *woken 0 when
+ * the time ran out. CTXD_ERR with s->err when Redis fails. */
+int store_turn_wait(store *s, const char *id, const char *token, int timeout_ms, int *woken);
+
+/* Take token out of the queue of context id (a waiting turn gives up);
+ * wakes the next waiter when token was first and the lock is free. */
+int store_turn_leave(store *s, const char *id, const char *token);
 
 /* Change the settings that are given (see store_settings). CTXD_ERR with
  * CTXD_E_NOT_FOUND. */
@@ -184,7 +215,8 @@ void store_list_free(store_list_item *items, size_t n);
 int store_delete(store *s, const char *id, int *deleted);
 
 /* Renew and release the turn lock; both act only while token owns it.
- * Renew fails with CTXD_E_LOCK_LOST otherwise. */
+ * Renew fails with CTXD_E_LOCK_LOST otherwise. A release wakes the next
+ * waiting turn. */
 int store_lock_renew(store *s, const char *id, const char *token, int ttl_ms);
 int store_lock_release(store *s, const char *id, const char *token);
 
@@ -203,12 +235,14 @@ typedef struct store_append_req {
     long max_messages;      /* hard cap when the context does not trim */
     const char *prompt_sig; /* may be NULL: leave the last turn's figures */
     int64_t prompt_tokens;
+    int64_t held_ms; /* how long token has held the lock, for the context's
+                        average turn (store_turn_queue); 0: not counted */
 } store_append_req;
 
 /* CTXD_ERR with CTXD_E_NOT_FOUND (deleted meanwhile), CTXD_E_LOCK_LOST,
  * CTXD_E_CONFLICT or CTXD_E_CONTEXT_FULL (max_messages) and nothing written;
- * CTXD_OK when appended. The lock is released in both cases if token owns
- * it. */
+ * CTXD_OK when appended (and held_ms counted). The lock is released in both
+ * cases if token owns it, as store_lock_release does. */
 int store_append(store *s, const store_append_req *req);
 
 /* Replace the whole state. CTXD_ERR with CTXD_E_NOT_FOUND or

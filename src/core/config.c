@@ -31,10 +31,19 @@ static const option_def options[] = {
     {"CTXD_LISTEN", "--listen", OPT_STR, "127.0.0.1:61909", 0, 0,
      "HOST:PORT to listen on (IPv4 address)", BY_HAND},
     {"CTXD_REDIS_URL", "--redis-url", OPT_STR, "redis://127.0.0.1:6379/0", 0, 0,
-     "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N][&password=P]",
+     "redis://[[user]:password@]host[:port][/db], unix:///path.sock[?db=N][&password=P] or "
+     "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]"
+     "[?sentinel_password=P]",
      BY_HAND},
     {"CTXD_REDIS_TIMEOUT_MS", "--redis-timeout-ms", OPT_INT, "2000", 50, 60000,
      "connect and command timeout for Redis", FIELD(redis_timeout_ms)},
+    {"CTXD_REDIS_WAIT_REPLICAS", "--redis-wait-replicas", OPT_INT, "0", 0, 100,
+     "replicas that must hold a write (Redis WAIT) before a client is told it is stored "
+     "(0: do not wait)",
+     FIELD(redis_wait_replicas)},
+    {"CTXD_REDIS_WAIT_MS", "--redis-wait-ms", OPT_INT, "1000", 1, 60000,
+     "how long a write waits for CTXD_REDIS_WAIT_REPLICAS replicas before it answers 503",
+     FIELD(redis_wait_ms)},
     {"CTXD_THREADS", "--threads", OPT_INT, "64", 1, 8192,
      "HTTP worker threads (each holds one Redis connection)", FIELD(threads)},
     {"CTXD_HEADER_TIMEOUT_MS", "--header-timeout-ms", OPT_INT, "10000", 100, 600000,

@@ -9,10 +9,17 @@
 #include "ctxd/config.h"
 
 void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen) {
-    if (cfg->redis_socket[0])
+    if (cfg->redis_socket[0]) {
         snprintf(out, outlen, "%s", cfg->redis_socket);
-    else
+    } else if (cfg->redis_sentinel_master[0]) {
+        size_t n =
+            (size_t)snprintf(out, outlen, "sentinel master %s via ", cfg->redis_sentinel_master);
+        for (int i = 0; i < cfg->redis_n_sentinels && n < outlen; i++)
+            n += (size_t)snprintf(out + n, outlen - n, "%s%s:%d", i ? "," : "",
+                                  cfg->redis_sentinels[i].host, cfg->redis_sentinels[i].port);
+    } else {
         snprintf(out, outlen, "%s:%d", cfg->redis_host, cfg->redis_port);
+    }
 }
 
 int config_parse_listen(const char *value, char *host, size_t hostlen, int *port, char *err,
@@ -124,10 +131,101 @@ static const char *redact_url(const char *url, char *out, size_t cap) {
     return out;
 }
 
+/* A port of 1..65535 from s. */
+static int parse_port(const char *s, int *port) {
+    char *end;
+    errno = 0;
+    long p = strtol(s, &end, 10);
+    if (errno || *end || !*s || !isdigit((unsigned char)*s) || p < 1 || p > 65535) return CTXD_ERR;
+    *port = (int)p;
+    return CTXD_OK;
+}
+
+/* "[user]:password@" before the last '@' of buf, if any, into cfg; *rest
+ * gets what follows it. */
+static int parse_userinfo(ctxd_config *cfg, char *buf, char **rest) {
+    char *at = strrchr(buf, '@');
+    *rest = buf;
+    if (!at) return CTXD_OK;
+    *at = '\0';
+    *rest = at + 1;
+    char *colon = strchr(buf, ':');
+    if (!colon) return CTXD_ERR;
+    *colon = '\0';
+    if (strlen(buf) >= sizeof(cfg->redis_user) || strlen(colon + 1) >= sizeof(cfg->redis_password))
+        return CTXD_ERR;
+    memcpy(cfg->redis_user, buf, strlen(buf) + 1);
+    memcpy(cfg->redis_password, colon + 1, strlen(colon + 1) + 1);
+    percent_decode(cfg->redis_user);
+    percent_decode(cfg->redis_password);
+    return CTXD_OK;
+}
+
+/* "host[:port],host[:port]..." (26379 by default) into cfg's Sentinels.
+ * 1 when a port is out of range, 2 when there are too many, -1 when the list
+ * is malformed. */
+static int parse_sentinels(ctxd_config *cfg, char *list) {
+    cfg->redis_n_sentinels = 0;
+    for (char *p = list;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (cfg->redis_n_sentinels == CTXD_SENTINELS_MAX) return 2;
+        ctxd_hostport *hp = &cfg->redis_sentinels[cfg->redis_n_sentinels++];
+        hp->port = 26379;
+        char *colon = strrchr(p, ':');
+        if (colon) {
+            *colon = '\0';
+            if (parse_port(colon + 1, &hp->port)) return 1;
+        }
+        if (!*p || strlen(p) >= sizeof(hp->host)) return -1;
+        memcpy(hp->host, p, strlen(p) + 1);
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+
+/* redis+sentinel://[[user]:password@]s1[:port][,s2[:port]...]/master[/db]
+ * [?sentinel_password=P]: buf is what follows the scheme. 0; 1 with a
+ * sentence in err; -1 when malformed (the caller says what is allowed). */
+static int parse_sentinel_url(ctxd_config *cfg, char *buf, const char *shown, char *err,
+                              size_t errlen) {
+    char *q = strchr(buf, '?'), *save = NULL, *hosts, *name;
+    if (q) *q++ = '\0';
+    for (char *p = q ? strtok_r(q, "&", &save) : NULL; p; p = strtok_r(NULL, "&", &save)) {
+        if (strncmp(p, "sentinel_password=", 18) ||
+            strlen(p + 18) >= sizeof(cfg->redis_sentinel_password))
+            return CTXD_ERR;
+        memcpy(cfg->redis_sentinel_password, p + 18, strlen(p + 18) + 1);
+        percent_decode(cfg->redis_sentinel_password);
+    }
+    if (parse_userinfo(cfg, buf, &hosts)) return CTXD_ERR;
+    if (!(name = strchr(hosts, '/'))) return CTXD_ERR;
+    *name++ = '\0';
+    char *db = strchr(name, '/');
+    if (db) {
+        *db++ = '\0';
+        if (!*db || parse_db(db, &cfg->redis_db)) return CTXD_ERR;
+    }
+    if (!*name || strlen(name) >= sizeof(cfg->redis_sentinel_master)) return CTXD_ERR;
+    memcpy(cfg->redis_sentinel_master, name, strlen(name) + 1);
+    percent_decode(cfg->redis_sentinel_master);
+    int rc = parse_sentinels(cfg, hosts);
+    if (rc == 1)
+        snprintf(err, errlen, "CTXD_REDIS_URL=%s: a Sentinel's port must be between 1 and 65535",
+                 shown);
+    else if (rc == 2)
+        snprintf(err, errlen, "CTXD_REDIS_URL=%s names more than %d Sentinels", shown,
+                 CTXD_SENTINELS_MAX);
+    if (rc > 0) return 1;
+    return rc ? CTXD_ERR : CTXD_OK;
+}
+
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen) {
     char buf[512], shown[600];
-    const char *allowed = "redis://[[user]:password@]host[:port][/db] or "
-                          "unix:///path/to/redis.sock[?db=N][&password=P]";
+    const char *allowed = "redis://[[user]:password@]host[:port][/db], "
+                          "unix:///path/to/redis.sock[?db=N][&password=P] or "
+                          "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]"
+                          "/master-name[/db][?sentinel_password=P]";
     if (strlen(url) >= sizeof(buf)) {
         snprintf(err, errlen, "CTXD_REDIS_URL is too long (max %zu bytes)", sizeof(buf) - 1);
         return CTXD_ERR;
@@ -135,8 +233,20 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
     snprintf(cfg->redis_url, sizeof(cfg->redis_url), "%s", url);
     cfg->redis_host[0] = cfg->redis_socket[0] = '\0';
     cfg->redis_user[0] = cfg->redis_password[0] = '\0';
+    cfg->redis_sentinel_master[0] = cfg->redis_sentinel_password[0] = '\0';
+    cfg->redis_n_sentinels = 0;
     cfg->redis_port = 6379;
     cfg->redis_db = 0;
+
+    if (strncmp(url, "redis+sentinel://", 17) == 0) {
+        snprintf(buf, sizeof(buf), "%s", url + 17);
+        int rc = parse_sentinel_url(cfg, buf, redact_url(url, shown, sizeof(shown)), err, errlen);
+        cfg->redis_port = 0;
+        if (rc == 0) return CTXD_OK;
+        cfg->redis_sentinel_master[0] = '\0';
+        if (rc == 1) return CTXD_ERR; /* err says why */
+        goto bad;
+    }
 
     if (strncmp(url, "unix://", 7) == 0 || strncmp(url, "redis+unix://", 13) == 0) {
         snprintf(buf, sizeof(buf), "%s", strstr(url, "://") + 3);
@@ -159,22 +269,8 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
     if (strncmp(url, "redis://", 8) != 0) goto bad;
     snprintf(buf, sizeof(buf), "%s", url + 8);
 
-    char *hostpart = buf;
-    char *at = strrchr(buf, '@');
-    if (at) {
-        *at = '\0';
-        hostpart = at + 1;
-        char *colon = strchr(buf, ':');
-        if (!colon) goto bad;
-        *colon = '\0';
-        if (strlen(buf) >= sizeof(cfg->redis_user) ||
-            strlen(colon + 1) >= sizeof(cfg->redis_password))
-            goto bad;
-        memcpy(cfg->redis_user, buf, strlen(buf) + 1);
-        memcpy(cfg->redis_password, colon + 1, strlen(colon + 1) + 1);
-        percent_decode(cfg->redis_user);
-        percent_decode(cfg->redis_password);
-    }
+    char *hostpart;
+    if (parse_userinfo(cfg, buf, &hostpart)) goto bad;
     char *slash = strchr(hostpart, '/');
     if (slash) {
         *slash = '\0';
@@ -183,14 +279,11 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
     char *colon = strrchr(hostpart, ':');
     if (colon) {
         *colon = '\0';
-        char *end;
-        long p = strtol(colon + 1, &end, 10);
-        if (*end || colon[1] == '\0' || p < 1 || p > 65535) {
+        if (parse_port(colon + 1, &cfg->redis_port)) {
             snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535",
                      redact_url(url, shown, sizeof(shown)));
             return CTXD_ERR;
         }
-        cfg->redis_port = (int)p;
     }
     if (!*hostpart || strlen(hostpart) >= sizeof(cfg->redis_host)) goto bad;
     memcpy(cfg->redis_host, hostpart, strlen(hostpart) + 1);

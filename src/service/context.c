@@ -89,7 +89,9 @@ int context_create(ctxd_worker *w, const store_settings *given, const store_blob
         ctxd_error_set(e, w->st->err == CTXD_E_EXISTS ? CTXD_E_EXISTS : CTXD_E_REDIS, "%s",
                        w->st->errstr);
         if (w->st->err == CTXD_E_NOMEM) e->err = CTXD_E_NOMEM;
-        if (idem_key) store_create_unclaim(w->st, idem_key);
+        /* A create stored but not yet replicated keeps its claim: its retry
+         * must find the same id, not make a second context. */
+        if (idem_key && !store_unreplicated(w->st)) store_create_unclaim(w->st, idem_key);
         return CTXD_ERR;
     }
     return CTXD_OK;

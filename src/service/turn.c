@@ -78,7 +78,7 @@ static int fold_if_needed(ctxd_worker *w, const turn_request *req, const char *t
     store_context_free(ctx);
     if (!keeper->lost &&
         store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, NULL, STORE_TURN_WINDOW,
-                        user_estimate, w->cfg->summary_batch, ctx) == CTXD_OK)
+                        user_estimate, w->cfg->summary_batch, NULL, ctx) == CTXD_OK)
         return CTXD_OK;
     if (keeper->lost || w->st->err == CTXD_E_BUSY) return lost_lock(res, id, "summarizing");
     context_store_error(&res->error, w, id);
@@ -134,8 +134,9 @@ static void take_reply(turn_result *res, llm_response *r) {
 }
 
 /* Store the user message and the reply with the idempotency record, and
- * release the lock; on success res->reply holds the reply. */
-static int commit(ctxd_worker *w, const turn_request *req, const char *token,
+ * release the lock (held since locked_ms); on success res->reply holds the
+ * reply. */
+static int commit(ctxd_worker *w, const turn_request *req, const char *token, int64_t locked_ms,
                   const store_context *ctx, const turn_history *h, int64_t user_estimate,
                   llm_response *r, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
@@ -172,6 +173,7 @@ static int commit(ctxd_worker *w, const turn_request *req, const char *token,
         .max_messages = cfg->max_messages,
         .prompt_sig = r->input_tokens > 0 ? sig_after : NULL,
         .prompt_tokens = r->input_tokens,
+        .held_ms = turn_lock_held_ms(locked_ms),
     };
     if (store_append(w->st, &ar))
         context_store_error(&res->error, w, req->context_id);
@@ -184,9 +186,10 @@ cleanup:
     return rc;
 }
 
-/* Everything after the lock is held and ctx read (run_locked frees it). */
-static int run_locked(ctxd_worker *w, const turn_request *req, const char *token, store_context ctx,
-                      int64_t user_estimate, turn_result *res) {
+/* Everything after the lock is held (since locked_ms) and ctx read
+ * (run_locked frees it). */
+static int run_locked(ctxd_worker *w, const turn_request *req, const char *token, int64_t locked_ms,
+                      store_context ctx, int64_t user_estimate, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     const char *id = req->context_id;
     turn_history h = {0};
@@ -239,7 +242,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         log_msg(LOG_WARN, "context %s: model call failed: %s", id, r.errstr);
         goto cleanup;
     }
-    rc = commit(w, req, token, &ctx, &h, user_estimate, &r, res);
+    rc = commit(w, req, token, locked_ms, &ctx, &h, user_estimate, &r, res);
 cleanup:
     turn_history_free(&h);
     free(system);
@@ -251,13 +254,14 @@ cleanup:
 int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
     char token[33];
     store_context ctx;
+    int64_t locked_ms;
     /* The new message is estimated; the read script adds the system
      * prompt's share and the summary's known count. */
     int64_t estimate = message_tokens(req->message_len);
     int rc = turn_lock_begin(w, req->context_id, req->idem_key, req->fingerprint, STORE_TURN_WINDOW,
-                             estimate, token, &ctx, res);
+                             estimate, token, &ctx, &locked_ms, res);
     if (rc != CTXD_OK || res->replayed) return rc;
-    rc = run_locked(w, req, token, ctx, estimate, res);
+    rc = run_locked(w, req, token, locked_ms, ctx, estimate, res);
     /* The append released the lock on success; make sure on every path. */
     if (rc != CTXD_OK) store_lock_release(w->st, req->context_id, token);
     return rc;

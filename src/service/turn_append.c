@@ -30,9 +30,9 @@ static void blobs_free(store_blob *b, size_t n) {
     free(b);
 }
 
-/* Body of turn_append once the lock is held and ctx read. */
+/* Body of turn_append once the lock is held (since locked_ms) and ctx read. */
 static int append_locked(ctxd_worker *w, const turn_append_request *req, const char *token,
-                         const store_context *ctx, turn_result *res) {
+                         int64_t locked_ms, const store_context *ctx, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
     const char *id = req->context_id;
     store_blob *blobs = NULL;
@@ -61,6 +61,7 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req, const c
         .idem_record = {rec, rec ? strlen(rec) : 0},
         .idem_ttl_s = cfg->idempotency_ttl_s,
         .max_messages = cfg->max_messages,
+        .held_ms = turn_lock_held_ms(locked_ms),
     };
     if (store_append(w->st, &ar)) {
         context_store_error(&res->error, w, id);
@@ -78,10 +79,11 @@ cleanup:
 int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res) {
     char token[33];
     store_context ctx;
+    int64_t locked_ms;
     int rc = turn_lock_begin(w, req->context_id, req->idem_key, req->fingerprint, STORE_TURN_APPEND,
-                             0, token, &ctx, res);
+                             0, token, &ctx, &locked_ms, res);
     if (rc != CTXD_OK || res->replayed) return rc;
-    rc = append_locked(w, req, token, &ctx, res);
+    rc = append_locked(w, req, token, locked_ms, &ctx, res);
     if (rc != CTXD_OK) store_lock_release(w->st, req->context_id, token);
     store_context_free(&ctx);
     return rc;

@@ -8,15 +8,22 @@
 /* ---- The lock (turn_lock.c) ---- */
 
 /* Start a turn or an append: clear res, make a lock token, take the
- * context's lock and read it (store_turn_read, waiting up to the configured
- * lock wait while another turn holds it). Returns CTXD_ERR with res->error
- * (CTXD_E_BUSY after the wait); CTXD_OK with res->replayed set when
- * idem_key was answered before (res filled from the record, no lock
- * taken); else CTXD_OK with the lock held for token and ctx filled (free it
- * with store_context_free). */
+ * context's lock and read it (store_turn_read). While other turns hold the
+ * lock or came first it waits in the context's queue, woken when its turn
+ * comes, up to the configured lock wait, or less when the turns ahead
+ * cannot be done within it going by their average. Returns CTXD_ERR with
+ * res->error (CTXD_E_BUSY after the wait, having left the queue); CTXD_OK
+ * with res->replayed set when idem_key was answered before (res filled
+ * from the record, no lock taken); else CTXD_OK with the lock held for
+ * token since *locked_ms (util_mono_ms) and ctx filled (free it with
+ * store_context_free). */
 int turn_lock_begin(ctxd_worker *w, const char *id, const char *idem_key, uint64_t fp,
                     store_turn_mode mode, int64_t fixed_tokens, char token[33], store_context *ctx,
-                    turn_result *res);
+                    int64_t *locked_ms, turn_result *res);
+
+/* How long the lock has been held since locked_ms (from turn_lock_begin),
+ * for the context's average turn: at least 1 ms (0 would not count). */
+int64_t turn_lock_held_ms(int64_t locked_ms);
 
 /* Keeps a turn's lock alive while the model works: pass turn_lock_tick and
  * a keeper as the model call's on_tick. */

@@ -1,5 +1,6 @@
-/* store_conn.c: one Redis connection per thread: connect, reconnect, AUTH/SELECT, EVALSHA. */
+/* store_conn.c: a Redis connection per thread: connect (or via Sentinel), set up, EVALSHA, WAIT. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,13 +18,35 @@ typedef struct store_impl {
     redisContext *c;        /* NULL when not connected */
     unsigned epoch;         /* global_epoch when c was made */
     int64_t last_used_ms;
-    int io_failed; /* the last failure was the connection itself */
+    int io_failed;    /* the last failure was the connection itself */
+    int unreplicated; /* the last failure: written, but too few replicas acknowledged */
+    int demoted;      /* the last failure: the master answered READONLY */
     char sha[S_COUNT][41];
-    char addr[300]; /* host:port or socket path, for messages */
+    char addr[700]; /* host:port, socket path or the Sentinels, for messages */
+    /* redis+sentinel://: the master the Sentinels named ("" : ask them),
+     * and the Sentinel to ask first (the last that answered). */
+    char master_host[256];
+    int master_port;
+    int next_sentinel;
+    unsigned master_gen; /* master_gen when master_host was named */
 } store_impl;
 
 static atomic_uint global_epoch;
 static atomic_int redis_up = -1; /* -1 unknown, 0 down, 1 up */
+
+/* Sentinel mode: the master the Sentinels named last (a move is logged once,
+ * not by every thread), a generation that changes with it, and when a
+ * request next asks whether it moved. */
+#define SENTINEL_PROBE_MS 1000
+#define SENTINEL_PROBE_BACKOFF_MS 10000
+static pthread_mutex_t master_lock = PTHREAD_MUTEX_INITIALIZER;
+static char master_seen[300];
+static atomic_uint master_gen;
+static atomic_int_least64_t next_probe_ms;
+
+static int sentinel_mode(const store_impl *im) { return im->cfg->redis_sentinel_master[0] != 0; }
+
+static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
 
 /* Tell every store in the process that Redis was seen failing, so idle
  * connections are replaced before their next use. */
@@ -77,12 +100,22 @@ const char *store_addr(const store *s) { return ((const store_impl *)s->impl)->a
 
 int store_failed_io(const store *s) { return ((const store_impl *)s->impl)->io_failed; }
 
+int store_unreplicated(const store *s) { return ((const store_impl *)s->impl)->unreplicated; }
+
 void store_fail(store *s, ctxd_err err, const char *fmt, ...) {
     va_list ap;
     s->err = err;
     va_start(ap, fmt);
     vsnprintf(s->errstr, sizeof(s->errstr), fmt, ap);
     va_end(ap);
+}
+
+/* Sentinel mode: the master may have moved; ask the Sentinels again before
+ * the next connection. */
+static void forget_master(store_impl *im) {
+    if (!sentinel_mode(im)) return;
+    im->master_host[0] = '\0';
+    config_redis_addr(im->cfg, im->addr, sizeof(im->addr));
 }
 
 /* Redis is not there: say so, count it, and make every thread reconnect. */
@@ -96,6 +129,7 @@ static void fail_unreachable(store *s, const char *detail) {
     drop_connection(im);
     invalidate_all();
     set_up_state(im, 0, why);
+    forget_master(im);
 }
 
 static const char *conn_error(const store_impl *im) {
@@ -135,7 +169,31 @@ static int setup_command(store *s, const char *what, int argc, const char **argv
     return CTXD_OK;
 }
 
-/* Authenticate, select the db and load the scripts on a new connection. */
+/* Sentinel mode: the server the Sentinels named must say it is the master
+ * (their answer lags a failover). On a replica the connection is dropped
+ * and the address forgotten. */
+static int check_master(store *s) {
+    store_impl *im = s->impl;
+    const char *argv[1] = {"ROLE"};
+    redisReply *r;
+    if (setup_command(s, "ROLE", 1, argv, &r)) return CTXD_ERR;
+    int master = r->type == REDIS_REPLY_ARRAY && r->elements &&
+                 r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "master");
+    if (!master)
+        store_fail(s, CTXD_E_REDIS, "Redis at %s is not the master of %s (role %s)", im->addr,
+                   im->cfg->redis_sentinel_master,
+                   r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->str
+                       ? r->element[0]->str
+                       : "unknown");
+    freeReplyObject(r);
+    if (master) return CTXD_OK;
+    drop_connection(im);
+    forget_master(im);
+    return CTXD_ERR;
+}
+
+/* Authenticate, check the role, select the db and load the scripts on a new
+ * connection. */
 static int setup_connection(store *s) {
     store_impl *im = s->impl;
     const ctxd_config *cfg = im->cfg;
@@ -144,6 +202,7 @@ static int setup_connection(store *s) {
         if (!cfg->redis_user[0]) argv[1] = cfg->redis_password;
         if (setup_command(s, "AUTH", cfg->redis_user[0] ? 3 : 2, argv, NULL)) return CTXD_ERR;
     }
+    if (sentinel_mode(im) && check_master(s)) return CTXD_ERR;
     if (cfg->redis_db) {
         char db[16];
         snprintf(db, sizeof(db), "%d", cfg->redis_db);
@@ -172,28 +231,16 @@ static int setup_connection(store *s) {
     return CTXD_OK;
 }
 
-static int ensure_connected(store *s) {
+/* Connect to the configured server, or the master the Sentinels named, and
+ * set the connection up. epoch: global_epoch before connecting. */
+static int connect_once(store *s, unsigned epoch) {
     store_impl *im = s->impl;
-    s->err = CTXD_E_NONE;
-    im->io_failed = 0;
-    unsigned epoch = atomic_load(&global_epoch);
-    if (im->c && im->epoch != epoch) drop_connection(im);
-    if (im->c && util_mono_ms() - im->last_used_ms > IDLE_PING_MS) {
-        /* Idle connections may be stale after a Redis restart. */
-        const char *argv[1] = {"PING"};
-        redisReply *r = raw_command(s, 1, argv, NULL);
-        if (r) freeReplyObject(r);
-        epoch = atomic_load(&global_epoch);
-        s->err = CTXD_E_NONE; /* a fresh connection follows */
-        im->io_failed = 0;
-    }
-    if (im->c) return CTXD_OK;
-
-    int ms = im->cfg->redis_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    redisContext *c = im->cfg->redis_socket[0]
-                          ? redisConnectUnixWithTimeout(im->cfg->redis_socket, tv)
-                          : redisConnectWithTimeout(im->cfg->redis_host, im->cfg->redis_port, tv);
+    const ctxd_config *cfg = im->cfg;
+    struct timeval tv = ms_tv(cfg->redis_timeout_ms);
+    redisContext *c = cfg->redis_socket[0] ? redisConnectUnixWithTimeout(cfg->redis_socket, tv)
+                      : sentinel_mode(im)
+                          ? redisConnectWithTimeout(im->master_host, im->master_port, tv)
+                          : redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
     if (!c || c->err) {
         char why[160];
         snprintf(why, sizeof(why), "%s", c ? c->errstr : "out of memory");
@@ -210,10 +257,189 @@ static int ensure_connected(store *s) {
     return CTXD_OK;
 }
 
+/* One command to a Sentinel: the reply (caller frees), or NULL with why
+ * (each why below names the Sentinel). */
+static redisReply *sentinel_command(redisContext *c, const ctxd_hostport *sp, int argc,
+                                    const char **argv, char *why, size_t whylen) {
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    if (!r)
+        snprintf(why, whylen, "%s:%d: %s", sp->host, sp->port,
+                 c->errstr[0] ? c->errstr : "connection lost");
+    else if (r->type == REDIS_REPLY_ERROR)
+        snprintf(why, whylen, "%s:%d refused %s: %s", sp->host, sp->port, argv[0], r->str);
+    else
+        return r;
+    if (r) freeReplyObject(r);
+    return NULL;
+}
+
+/* Ask one Sentinel where the master is: CTXD_OK with host and port, or
+ * CTXD_ERR with why. */
+static int ask_sentinel(const ctxd_config *cfg, const ctxd_hostport *sp, char host[256], int *port,
+                        char *why, size_t whylen) {
+    struct timeval tv = ms_tv(cfg->redis_timeout_ms);
+    redisContext *c = redisConnectWithTimeout(sp->host, sp->port, tv);
+    redisReply *r = NULL;
+    int rc = CTXD_ERR;
+    if (!c || c->err) {
+        snprintf(why, whylen, "%s:%d: %s", sp->host, sp->port, c ? c->errstr : "out of memory");
+        goto cleanup;
+    }
+    redisSetTimeout(c, tv);
+    if (cfg->redis_sentinel_password[0]) {
+        const char *auth[2] = {"AUTH", cfg->redis_sentinel_password};
+        if (!(r = sentinel_command(c, sp, 2, auth, why, whylen))) goto cleanup;
+        freeReplyObject(r);
+    }
+    const char *ask[3] = {"SENTINEL", "get-master-addr-by-name", cfg->redis_sentinel_master};
+    if (!(r = sentinel_command(c, sp, 3, ask, why, whylen))) goto cleanup;
+    long p = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[0]->len && r->element[0]->len < 256)
+        p = strtol(r->element[1]->str, NULL, 10);
+    if (p < 1 || p > 65535) {
+        snprintf(why, whylen, "%s:%d knows no master named %s", sp->host, sp->port,
+                 cfg->redis_sentinel_master);
+        goto cleanup;
+    }
+    memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+    *port = (int)p;
+    rc = CTXD_OK;
+cleanup:
+    if (r) freeReplyObject(r);
+    if (c) redisFree(c);
+    return rc;
+}
+
+/* Record where the Sentinels say the master is, process-wide: a move bumps
+ * master_gen (so every thread reconnects) and is logged once. Returns the
+ * generation of host:port. */
+static unsigned note_master(const ctxd_config *cfg, const char *host, int port) {
+    char now[300];
+    snprintf(now, sizeof(now), "%s:%d", host, port);
+    pthread_mutex_lock(&master_lock);
+    if (!master_seen[0]) {
+        log_msg(LOG_INFO, "redis sentinel master %s is at %s", cfg->redis_sentinel_master, now);
+    } else if (strcmp(now, master_seen)) {
+        log_msg(LOG_WARN, "redis sentinel master %s moved from %s to %s",
+                cfg->redis_sentinel_master, master_seen, now);
+        atomic_fetch_add(&master_gen, 1);
+    }
+    snprintf(master_seen, sizeof(master_seen), "%s", now);
+    unsigned gen = atomic_load(&master_gen);
+    pthread_mutex_unlock(&master_lock);
+    return gen;
+}
+
+/* Ask the Sentinels in turn, from the last that answered, where the master
+ * is: CTXD_OK with host and port, or CTXD_ERR with the last Sentinel's why. */
+static int ask_sentinels(store_impl *im, char host[256], int *port, char *why, size_t whylen) {
+    const ctxd_config *cfg = im->cfg;
+    for (int i = 0; i < cfg->redis_n_sentinels; i++) {
+        int k = (im->next_sentinel + i) % cfg->redis_n_sentinels;
+        if (ask_sentinel(cfg, &cfg->redis_sentinels[k], host, port, why, whylen)) continue;
+        im->next_sentinel = k;
+        return CTXD_OK;
+    }
+    return CTXD_ERR;
+}
+
+/* Before connecting: where is the master? CTXD_ERR (unavailable) when no
+ * Sentinel says. */
+static int find_master(store *s) {
+    store_impl *im = s->impl;
+    const ctxd_config *cfg = im->cfg;
+    char why[128] = "", msg[180];
+    if (ask_sentinels(im, im->master_host, &im->master_port, why, sizeof(why))) {
+        im->master_host[0] = '\0';
+        snprintf(msg, sizeof(msg), "no Sentinel named the master (last: %s)", why);
+        fail_unreachable(s, msg);
+        return CTXD_ERR;
+    }
+    snprintf(im->addr, sizeof(im->addr), "%s:%d (sentinel master %s)", im->master_host,
+             im->master_port, cfg->redis_sentinel_master);
+    im->master_gen = note_master(cfg, im->master_host, im->master_port);
+    return CTXD_OK;
+}
+
+/* A failover the connections do not notice (SENTINEL FAILOVER leaves the
+ * old master up and writable for a while): once a second per process, one
+ * request asks one Sentinel whether the master moved (now: at once). A
+ * Sentinel that does not answer is not asked again for a while, so Sentinels
+ * that are down cost requests little while the master is fine. */
+static void probe_master(store_impl *im, int now) {
+    const ctxd_config *cfg = im->cfg;
+    int64_t t = util_mono_ms();
+    int_least64_t due = atomic_load(&next_probe_ms);
+    if (!now && t < due) return;
+    if (!atomic_compare_exchange_strong(&next_probe_ms, &due, t + SENTINEL_PROBE_MS)) return;
+    char host[256], why[160];
+    int port;
+    if (ask_sentinel(cfg, &cfg->redis_sentinels[im->next_sentinel], host, &port, why,
+                     sizeof(why)) == CTXD_OK) {
+        note_master(cfg, host, port);
+        return;
+    }
+    im->next_sentinel = (im->next_sentinel + 1) % cfg->redis_n_sentinels;
+    atomic_store(&next_probe_ms, util_mono_ms() + SENTINEL_PROBE_BACKOFF_MS);
+}
+
+static int ensure_connected(store *s) {
+    store_impl *im = s->impl;
+    s->err = CTXD_E_NONE;
+    im->io_failed = 0;
+    im->unreplicated = 0;
+    im->demoted = 0;
+    unsigned epoch = atomic_load(&global_epoch);
+    if (im->c && im->epoch != epoch) drop_connection(im);
+    if (sentinel_mode(im)) {
+        if (im->c) probe_master(im, 0);
+        if (im->master_host[0] && im->master_gen != atomic_load(&master_gen)) {
+            drop_connection(im); /* the master moved */
+            forget_master(im);
+        }
+    }
+    if (im->c && util_mono_ms() - im->last_used_ms > IDLE_PING_MS) {
+        /* Idle connections may be stale after a Redis restart. */
+        const char *argv[1] = {"PING"};
+        redisReply *r = raw_command(s, 1, argv, NULL);
+        if (r) freeReplyObject(r);
+        epoch = atomic_load(&global_epoch);
+        s->err = CTXD_E_NONE; /* a fresh connection follows */
+        im->io_failed = 0;
+    }
+    if (im->c) return CTXD_OK;
+    if (!sentinel_mode(im)) return connect_once(s, epoch);
+    /* The master a Sentinel names may be gone or demoted (its view lags a
+     * failover): then ask the next Sentinel, once. */
+    for (int attempt = 0;; attempt++) {
+        if (!im->master_host[0] && find_master(s)) return CTXD_ERR;
+        if (connect_once(s, atomic_load(&global_epoch)) == CTXD_OK) return CTXD_OK;
+        if (im->master_host[0] || attempt == 1) return CTXD_ERR;
+        im->next_sentinel = (im->next_sentinel + 1) % im->cfg->redis_n_sentinels;
+    }
+}
+
+/* Sentinel mode: the master was demoted (a failover) and refused a write
+ * with READONLY, before anything was written: every thread drops its
+ * connection and asks the Sentinels again. */
+static void demoted(store *s, const char *error) {
+    store_impl *im = s->impl;
+    if (!sentinel_mode(im) || (strncmp(error, "READONLY", 8) && !strstr(error, "-READONLY")))
+        return;
+    im->demoted = 1;
+    metrics_redis_error();
+    drop_connection(im);
+    forget_master(im);
+    invalidate_all();
+}
+
 /* An error reply becomes CTXD_E_REDIS (the reply is freed). */
 static redisReply *check_reply(store *s, redisReply *r) {
     if (r && r->type == REDIS_REPLY_ERROR) {
         store_fail(s, CTXD_E_REDIS, "Redis at %s answered an error: %s", store_addr(s), r->str);
+        demoted(s, r->str);
         freeReplyObject(r);
         return NULL;
     }
@@ -289,7 +515,95 @@ void args_int(args *a, int64_t v) {
     args_str(a, b);
 }
 
-redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a) {
+/* Scripts whose change a client is told about: with CTXD_REDIS_WAIT_REPLICAS
+ * each waits for the replicas once it changed something. A delete waits
+ * even when there was nothing to delete: the 404 that answers the retry of
+ * a delete that timed out here must also mean "gone on the replicas". */
+static const unsigned char acknowledged[S_COUNT] = {
+    [S_CREATE] = 1,      [S_APPEND] = 1,   [S_DELETE] = 1,     [S_STATE_PUT] = 1,
+    [S_STATE_PATCH] = 1, [S_SETTINGS] = 1, [S_APIKEY_PUT] = 1, [S_APIKEY_REVOKE] = 1,
+};
+
+/* The script's reply says it wrote: 1 or OK (other answers write nothing). */
+static int wrote(int script, const redisReply *r) {
+    if (script == S_DELETE) return r->type == REDIS_REPLY_INTEGER;
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer == 1;
+    return (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING) && r->str &&
+           !strcmp(r->str, "OK");
+}
+
+/* WAIT (after a PUBLISH when publish: see store_wait_replicas_all), with
+ * the socket's timeout stretched by redis_wait_ms. WAIT's reply (caller
+ * frees), or NULL with s->err. */
+static redisReply *send_wait(store *s, int publish) {
+    store_impl *im = s->impl;
+    const ctxd_config *cfg = im->cfg;
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%d", cfg->redis_wait_replicas);
+    snprintf(ms, sizeof(ms), "%d", cfg->redis_wait_ms);
+    const char *pub[3] = {"PUBLISH", "ctxd:wait", ""}, *wait[3] = {"WAIT", n, ms};
+    redisReply *r[2] = {NULL, NULL};
+    redisSetTimeout(im->c, ms_tv(cfg->redis_timeout_ms + cfg->redis_wait_ms));
+    if (publish) redisAppendCommandArgv(im->c, 3, pub, NULL);
+    redisAppendCommandArgv(im->c, 3, wait, NULL);
+    for (int i = !publish; i < 2; i++) {
+        if (redisGetReply(im->c, (void **)&r[i]) != REDIS_OK) {
+            if (r[0]) freeReplyObject(r[0]);
+            fail_unreachable(s, conn_error(im));
+            return NULL;
+        }
+    }
+    im->last_used_ms = util_mono_ms();
+    redisSetTimeout(im->c, ms_tv(cfg->redis_timeout_ms));
+    if (r[0] && r[0]->type == REDIS_REPLY_ERROR) { /* PUBLISH refused: WAIT proves nothing */
+        freeReplyObject(r[1]);
+        r[1] = r[0];
+    } else if (r[0]) {
+        freeReplyObject(r[0]);
+    }
+    return check_reply(s, r[1]);
+}
+
+static int wait_replicas(store *s, int publish) {
+    store_impl *im = s->impl;
+    const ctxd_config *cfg = im->cfg;
+    redisReply *r = send_wait(s, publish);
+    long long acked = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    if (acked >= cfg->redis_wait_replicas) return CTXD_OK;
+    im->unreplicated = 1; /* what was acknowledged to us is on the master */
+    if (!r) return CTXD_ERR;
+    store_fail(s, CTXD_E_REDIS,
+               "The write is stored on the Redis master at %s but not yet on %d replica%s "
+               "(%lld acknowledged it within %d ms, CTXD_REDIS_WAIT_REPLICAS); retry the "
+               "request with the same Idempotency-Key",
+               im->addr, cfg->redis_wait_replicas, cfg->redis_wait_replicas == 1 ? "" : "s",
+               acked < 0 ? 0 : acked, cfg->redis_wait_ms);
+    metrics_redis_error();
+    /* Replicas that leave may have left for a new master (a failover). */
+    if (sentinel_mode(im)) probe_master(im, 1);
+    return CTXD_ERR;
+}
+
+int store_wait_replicas(store *s) {
+    store_impl *im = s->impl;
+    if (im->cfg->redis_wait_replicas <= 0) return CTXD_OK;
+    if (!im->c) { /* WAIT must run on the connection that wrote */
+        store_fail(s, CTXD_E_REDIS, "Redis at %s: the connection that wrote is gone", im->addr);
+        im->unreplicated = 1;
+        return CTXD_ERR;
+    }
+    return wait_replicas(s, 0);
+}
+
+int store_wait_replicas_all(store *s) {
+    if (((store_impl *)s->impl)->cfg->redis_wait_replicas <= 0) return CTXD_OK;
+    if (ensure_connected(s)) return CTXD_ERR;
+    return wait_replicas(s, 1);
+}
+
+static redisReply *eval_once(store *s, int script, int nkeys, const char *const *keys,
+                             const args *a) {
     if (ensure_connected(s)) return NULL;
     store_impl *im = s->impl;
     int nargs = a ? a->n : 0, argc = 3 + nkeys + nargs;
@@ -321,9 +635,20 @@ redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys,
         r = raw_command(s, argc, argv, lens);
     }
     r = check_reply(s, r);
+    if (r && acknowledged[script] && wrote(script, r) && store_wait_replicas(s)) {
+        freeReplyObject(r);
+        r = NULL;
+    }
 cleanup:
     free(argv);
     free(lens);
+    return r;
+}
+
+redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a) {
+    redisReply *r = eval_once(s, script, nkeys, keys, a);
+    /* READONLY refused the script before it wrote: run it on the new master. */
+    if (!r && ((store_impl *)s->impl)->demoted) r = eval_once(s, script, nkeys, keys, a);
     return r;
 }
 

@@ -153,7 +153,7 @@ static int candidates(store *s, long limit, int64_t cursor_ms, const char *curso
             store_key_index(s->tenant, key); /* contexts untouched since 0.4 */
         if (fetch(s, key, cursor_ms, cursor_id, limit, c)) return CTXD_ERR;
     }
-    qsort(c->v, c->n, sizeof(*c->v), newer_first);
+    if (c->n) qsort(c->v, c->n, sizeof(*c->v), newer_first); /* c->v is NULL when empty */
     return CTXD_OK;
 }
 

@@ -12,8 +12,9 @@
 
 /* The keys of one context, in the order every context script gets them as
  * KEYS (the scripts name them through the prelude store_keys.c builds from
- * the same table). */
-enum { K_META = 0, K_MESSAGES, K_STATE, K_IDEM, K_LOCK, K_INDEX, K_COUNT };
+ * the same table). K_WAKE is the stem of each waiting turn's own key
+ * (store_key_wake). */
+enum { K_META = 0, K_MESSAGES, K_STATE, K_IDEM, K_LOCK, K_INDEX, K_QUEUE, K_WAKE, K_COUNT };
 
 typedef struct ctx_keys {
     char key[K_COUNT][STORE_KEY_LEN];
@@ -21,6 +22,10 @@ typedef struct ctx_keys {
 } ctx_keys;
 
 void store_keys_init(ctx_keys *k, const char *tenant, const char *id);
+
+/* The list a turn waiting in the context's queue blocks on: the scripts
+ * push to it when it is that turn's turn (token: the turn's lock token). */
+void store_key_wake(const ctx_keys *k, const char *token, char out[STORE_KEY_LEN]);
 
 /* The key of an idempotent create's claim. */
 void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key);
@@ -65,6 +70,7 @@ enum {
     S_APIKEY_REVOKE,
     S_APIKEY_LIST,
     S_RATE,
+    S_QUEUE_LEAVE,
     S_COUNT
 };
 
@@ -98,16 +104,16 @@ int store_failed_io(const store *s);
 /* With CTXD_REDIS_WAIT_REPLICAS, wait (Redis WAIT, up to CTXD_REDIS_WAIT_MS)
  * until that many replicas hold every write this connection made; a no-op
  * when it is 0. store_eval calls it after each acknowledged write script that
- * wrote; call it before acknowledging anything else a client is told is
- * stored (an idempotent replay: the first attempt may have timed out here).
- * CTXD_OK, or CTXD_ERR with CTXD_E_REDIS (too few replicas in time: then
- * store_unreplicated is 1 and the write stays on the master). */
+ * wrote. CTXD_OK, or CTXD_ERR with CTXD_E_REDIS and store_unreplicated 1 (too
+ * few replicas in time: the write stays on the master). */
 int store_wait_replicas(store *s);
 
-/* 1 when the last failure was store_wait_replicas timing out: what was
- * written is on the master (so, e.g., an idempotency claim must be kept for
- * the retry to find). */
-int store_unreplicated(const store *s);
+/* Likewise, but for everything the master holds now, whoever wrote it: for
+ * an answer from a record another connection wrote (an idempotent replay,
+ * whose first attempt may have timed out waiting). WAIT covers only the
+ * connection's own writes, so this first PUBLISHes an empty message (a write
+ * the replicas get) on the channel ctxd:wait, in the same round trip. */
+int store_wait_replicas_all(store *s);
 
 /* Script arguments: borrowed strings and binary blobs, plus a few numbers
  * formatted into the builder itself. */

@@ -36,9 +36,11 @@
 #define KEY_RATE "ctxd:{rate:%s}:%s"
 
 /* The KEYS order of every context script, and the names the scripts know
- * them by (the index is not per context). */
-static const char *const key_names[K_COUNT] = {"meta", "messages", "state",
-                                               "idem", "lock",     "index"};
+ * them by (the index is not per context). "queue" lists the turns waiting
+ * for the lock; "wake" is no key itself but the stem of each waiting
+ * turn's own "ctxd:{<id>}:wake:<token>" (see lua/queue.lua). */
+static const char *const key_names[K_COUNT] = {"meta", "messages", "state", "idem",
+                                               "lock", "index",    "queue", "wake"};
 
 /* "" for the default tenant, else "<tenant>:": what goes before an id in a tag. */
 static const char *scope(const char *tenant, char out[STORE_TENANT_MAX + 2]) {
@@ -58,6 +60,10 @@ void store_keys_init(ctx_keys *k, const char *tenant, const char *id) {
                      key_names[i]);
         k->all[i] = k->key[i];
     }
+}
+
+void store_key_wake(const ctx_keys *k, const char *token, char out[STORE_KEY_LEN]) {
+    snprintf(out, STORE_KEY_LEN, "%s:%s", k->key[K_WAKE], token);
 }
 
 void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key) {
@@ -104,22 +110,32 @@ extern const char store_lua_context[], store_lua_create[], store_lua_read[], sto
     store_lua_append[], store_lua_delete[], store_lua_renew[], store_lua_release[],
     store_lua_state_put[], store_lua_state_patch[], store_lua_settings[], store_lua_summary[],
     store_lua_list[], store_lua_apikey_put[], store_lua_apikey_revoke[], store_lua_apikey_list[],
-    store_lua_rate[];
+    store_lua_rate[], store_lua_queue[], store_lua_queue_leave[];
 
-/* Each script and whether it is a context script (gets every key of one
- * context as KEYS, named by the prelude, and context.lua's helpers). */
+/* Each script, whether it is a context script (gets every key of one
+ * context as KEYS, named by the prelude, and context.lua's helpers), and
+ * whether it works the turn queue (gets queue.lua's helpers too). */
 static const struct {
     const char *source;
-    int context;
+    int context, queue;
 } script_sources[S_COUNT] = {
-    [S_CREATE] = {store_lua_create, 1},           [S_READ] = {store_lua_read, 1},
-    [S_TURN_READ] = {store_lua_turn_read, 1},     [S_APPEND] = {store_lua_append, 1},
-    [S_DELETE] = {store_lua_delete, 1},           [S_RENEW] = {store_lua_renew, 1},
-    [S_RELEASE] = {store_lua_release, 1},         [S_STATE_PUT] = {store_lua_state_put, 1},
-    [S_STATE_PATCH] = {store_lua_state_patch, 1}, [S_SETTINGS] = {store_lua_settings, 1},
-    [S_SUMMARY] = {store_lua_summary, 1},         [S_LIST] = {store_lua_list, 0},
-    [S_APIKEY_PUT] = {store_lua_apikey_put, 0},   [S_APIKEY_REVOKE] = {store_lua_apikey_revoke, 0},
-    [S_APIKEY_LIST] = {store_lua_apikey_list, 0}, [S_RATE] = {store_lua_rate, 0},
+    [S_CREATE] = {store_lua_create, 1},
+    [S_READ] = {store_lua_read, 1},
+    [S_TURN_READ] = {store_lua_turn_read, 1, 1},
+    [S_APPEND] = {store_lua_append, 1, 1},
+    [S_DELETE] = {store_lua_delete, 1},
+    [S_RENEW] = {store_lua_renew, 1},
+    [S_RELEASE] = {store_lua_release, 1, 1},
+    [S_STATE_PUT] = {store_lua_state_put, 1},
+    [S_STATE_PATCH] = {store_lua_state_patch, 1},
+    [S_SETTINGS] = {store_lua_settings, 1},
+    [S_SUMMARY] = {store_lua_summary, 1},
+    [S_LIST] = {store_lua_list, 0},
+    [S_APIKEY_PUT] = {store_lua_apikey_put, 0},
+    [S_APIKEY_REVOKE] = {store_lua_apikey_revoke, 0},
+    [S_APIKEY_LIST] = {store_lua_apikey_list, 0},
+    [S_RATE] = {store_lua_rate, 0},
+    [S_QUEUE_LEAVE] = {store_lua_queue_leave, 1, 1},
 };
 
 static char *script_texts[S_COUNT];
@@ -144,10 +160,11 @@ static void build_scripts(void) {
     for (int i = 0; i < S_COUNT; i++) {
         const char *src = script_sources[i].source;
         int ctx = script_sources[i].context;
-        size_t len = (ctx ? hl + strlen(store_lua_context) : 0) + strlen(src) + 1;
+        const char *queue = script_sources[i].queue ? store_lua_queue : "";
+        size_t len = (ctx ? hl + strlen(store_lua_context) : 0) + strlen(queue) + strlen(src) + 1;
         char *t = malloc(len);
         if (!t) continue;
-        snprintf(t, len, "%s%s%s", ctx ? head : "", ctx ? store_lua_context : "", src);
+        snprintf(t, len, "%s%s%s%s", ctx ? head : "", ctx ? store_lua_context : "", queue, src);
         script_texts[i] = t;
     }
 }

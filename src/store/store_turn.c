@@ -6,14 +6,28 @@
 #include "ctxd/message.h"
 #include "store_int.h"
 
-/* Fill out from {meta-pairs, window, fold, llen, window_start_seq, record}.
- * Frees r. */
-static int turn_reply(store *s, const char *id, redisReply *r, store_context *out) {
+/* {'BUSY', ahead, turn_ms}: where the turn stands (q may be NULL). */
+static int is_busy(const redisReply *r, store_turn_queue *q) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "BUSY") ||
+        r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER)
+        return 0;
+    if (q) {
+        q->ahead = r->element[1]->integer;
+        q->turn_ms = r->element[2]->integer;
+    }
+    return 1;
+}
+
+/* Fill out from {meta-pairs, window, fold, llen, window_start_seq, record}
+ * (q from a busy answer). Frees r. */
+static int turn_reply(store *s, const char *id, redisReply *r, store_turn_queue *q,
+                      store_context *out) {
     int rc = CTXD_ERR;
     if (!r) return CTXD_ERR;
     if (r->type == REDIS_REPLY_NIL) {
         store_fail(s, CTXD_E_NOT_FOUND, "context %s not found", id);
-    } else if (r->type == REDIS_REPLY_STRING && !strcmp(r->str, "BUSY")) {
+    } else if (is_busy(r, q)) {
         store_fail(s, CTXD_E_BUSY, "context %s is busy", id);
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
         store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s reading %s", store_addr(s),
@@ -36,13 +50,13 @@ static int turn_reply(store *s, const char *id, redisReply *r, store_context *ou
 
 int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
                     const char *idem_key, store_turn_mode mode, int64_t fixed_tokens, long fold_max,
-                    store_context *out) {
+                    store_turn_queue *q, store_context *out) {
     ctx_keys k;
     args a;
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
     store_keys_init(&k, s->tenant, id);
-    if (args_init(s, &a, 9)) return CTXD_ERR;
+    if (args_init(s, &a, 10)) return CTXD_ERR;
     args_int(&a, fixed_tokens);
     args_int(&a, fold_max);
     args_str(&a, token);
@@ -52,16 +66,51 @@ int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms
     args_int(&a, MESSAGE_BYTES_PER_TOKEN);
     args_int(&a, MESSAGE_TOKEN_OVERHEAD);
     args_str(&a, mode == STORE_TURN_APPEND ? "append" : "window");
+    args_int(&a, q && q->ttl_ms > 0 ? q->ttl_ms : 0);
     /* Not retried on I/O errors: it may have taken the lock. */
-    int rc = turn_reply(s, id, store_eval(s, S_TURN_READ, K_COUNT, k.all, &a), out);
+    int rc = turn_reply(s, id, store_eval(s, S_TURN_READ, K_COUNT, k.all, &a), q, out);
     args_free(&a);
+    /* A replay acknowledges a stored turn: it must be on the replicas too. */
+    if (rc == CTXD_OK && out->idem_record.data && store_wait_replicas_all(s)) {
+        store_context_free(out);
+        rc = CTXD_ERR;
+    }
     return rc;
+}
+
+int store_turn_wait(store *s, const char *id, const char *token, int timeout_ms, int *woken) {
+    ctx_keys k;
+    char key[STORE_KEY_LEN], secs[24];
+    store_keys_init(&k, s->tenant, id);
+    store_key_wake(&k, token, key);
+    /* BLPOP takes seconds; 0 would mean forever. */
+    if (timeout_ms < 1) timeout_ms = 1;
+    snprintf(secs, sizeof(secs), "%d.%03d", timeout_ms / 1000, timeout_ms % 1000);
+    const char *argv[3] = {"BLPOP", key, secs};
+    redisReply *r = store_command(s, 3, argv, NULL);
+    if (!r) return CTXD_ERR;
+    *woken = r->type == REDIS_REPLY_ARRAY;
+    freeReplyObject(r);
+    return CTXD_OK;
+}
+
+int store_turn_leave(store *s, const char *id, const char *token) {
+    ctx_keys k;
+    args a;
+    store_keys_init(&k, s->tenant, id);
+    if (args_init(s, &a, 1)) return CTXD_ERR;
+    args_str(&a, token);
+    redisReply *r = store_eval(s, S_QUEUE_LEAVE, K_COUNT, k.all, &a);
+    args_free(&a);
+    if (!r) return CTXD_ERR;
+    freeReplyObject(r);
+    return CTXD_OK;
 }
 
 int store_append(store *s, const store_append_req *req) {
     args a;
     char now_iso[UTIL_ISO_LEN];
-    if (args_init(s, &a, 11 + req->n_messages)) return CTXD_ERR;
+    if (args_init(s, &a, 12 + req->n_messages)) return CTXD_ERR;
     util_iso8601(req->now_ms, now_iso);
     args_str(&a, req->token);
     args_int(&a, req->expected_next_seq);
@@ -77,6 +126,7 @@ int store_append(store *s, const store_append_req *req) {
     args_int(&a, (int64_t)req->n_messages);
     args_str(&a, req->prompt_sig);
     args_int(&a, req->prompt_tokens);
+    args_int(&a, req->held_ms);
     for (size_t i = 0; i < req->n_messages; i++)
         args_bin(&a, req->messages[i].data, req->messages[i].len);
     int rc = store_write_script(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL);

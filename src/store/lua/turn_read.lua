@@ -1,11 +1,15 @@
 -- turn_read.lua: take the turn lock and read what a turn or an append needs,
 -- in one round trip.
 -- ARGV: fixed fold_max token ttl_ms idem_key now_ms bytes_per_token
---       token_overhead mode
+--       token_overhead mode queue_ttl_ms
 -- An unexpired idempotency record for idem_key is returned at once, without
--- the lock. Otherwise the lock is taken for token unless another owner holds
--- it ('BUSY'); token may hold it already (a second read in the same turn:
--- its expiry starts again).
+-- the lock (and token leaves the queue). Otherwise the lock is taken for
+-- token when it is free and token is first in the queue or the queue is
+-- empty; token may hold it already (a second read in the same turn: its
+-- expiry starts again). Else the answer is {'BUSY', ahead, turn_ms}: how
+-- many turns go before token (the holder included) and the average time a
+-- stored turn held the lock lately (0: not known); with queue_ttl_ms > 0
+-- token is then in the queue (or its entry renewed) for queue_ttl_ms.
 -- mode 'append' reads no messages. For a turn with strategy 'all' every
 -- message; otherwise the newest whole units (a user message and the replies
 -- after it) whose "tokens" fit max_context_tokens minus ARGV[1] (the new
@@ -13,8 +17,8 @@
 -- needs. With 'summarize' also up to ARGV[2] of the oldest messages that
 -- left the window but are not yet in the summary. Token estimates use the
 -- C estimator's constants (ARGV[7], ARGV[8]).
--- Returns nil, 'BUSY' or {meta-pairs, window, fold, llen, window_start_seq,
--- idempotency record or false}.
+-- Returns nil, {'BUSY', ahead, turn_ms} or {meta-pairs, window, fold, llen,
+-- window_start_seq, idempotency record or false}.
 local flat = redis.call('HGETALL', meta)
 if #flat == 0 then return false end
 local m = {}
@@ -24,10 +28,28 @@ local first = tonumber(m.first_seq or '1')
 if ARGV[5] ~= '' then
   local rec = redis.call('HGET', idem, ARGV[5])
   local exp = rec and tonumber(string.match(rec, '^(%d+) '))
-  if exp and exp >= tonumber(ARGV[6]) then return {flat, {}, {}, len, first, rec} end
+  if exp and exp >= tonumber(ARGV[6]) then
+    if tonumber(ARGV[10]) > 0 then queue_leave(ARGV[3], clock_ms()) end
+    return {flat, {}, {}, len, first, rec}
+  end
 end
 local holder = redis.call('GET', lock)
-if holder and holder ~= ARGV[3] then return 'BUSY' end
+if holder ~= ARGV[3] then
+  local now = clock_ms()
+  local tokens = queue_read(now)
+  if holder or (tokens[1] and tokens[1] ~= ARGV[3]) then
+    if not holder then queue_wake(tokens[1]) end
+    local qttl = tonumber(ARGV[10])
+    local place = #tokens + 1
+    if qttl > 0 then place = queue_join(ARGV[3], now, qttl, tokens) end
+    local ahead = place - 1 + (holder and 1 or 0)
+    return {'BUSY', ahead, tonumber(m.turn_ms or '0') or 0}
+  end
+  if tokens[1] then
+    redis.call('LPOP', queue)
+    redis.call('DEL', wake .. ':' .. ARGV[3])
+  end
+end
 redis.call('SET', lock, ARGV[3], 'PX', ARGV[4])
 local strategy = m.strategy or 'all'
 if ARGV[9] == 'append' then return {flat, {}, {}, len, first, false} end

@@ -80,6 +80,90 @@ TEST(test_config_redis_urls) {
     CHECK(strstr(err, "CTXD_REDIS_URL") != NULL);
 }
 
+TEST(test_config_sentinel_urls) {
+    ctxd_config cfg;
+    char err[512], addr[300];
+    memset(&cfg, 0, sizeof(cfg));
+    CHECK(config_parse_redis_url(&cfg, "redis+sentinel://s1:26380,s2,10.0.0.3:5000/mymaster", err,
+                                 sizeof(err)) == CTXD_OK);
+    CHECK_STR(cfg.redis_sentinel_master, "mymaster");
+    CHECK(cfg.redis_n_sentinels == 3);
+    CHECK_STR(cfg.redis_sentinels[0].host, "s1");
+    CHECK(cfg.redis_sentinels[0].port == 26380);
+    CHECK_STR(cfg.redis_sentinels[1].host, "s2");
+    CHECK(cfg.redis_sentinels[1].port == 26379);
+    CHECK(cfg.redis_sentinels[2].port == 5000);
+    CHECK(cfg.redis_db == 0);
+    CHECK_STR(cfg.redis_password, "");
+    config_redis_addr(&cfg, addr, sizeof(addr));
+    CHECK_STR(addr, "sentinel master mymaster via s1:26380,s2:26379,10.0.0.3:5000");
+
+    CHECK(config_parse_redis_url(&cfg, "redis+sentinel://app:p%40ss@s1/m/4?sentinel_password=s%26p",
+                                 err, sizeof(err)) == CTXD_OK);
+    CHECK_STR(cfg.redis_user, "app");
+    CHECK_STR(cfg.redis_password, "p@ss");
+    CHECK_STR(cfg.redis_sentinel_password, "s&p");
+    CHECK(cfg.redis_db == 4);
+    CHECK(cfg.redis_n_sentinels == 1);
+
+    /* A plain URL afterwards forgets the Sentinels. */
+    CHECK(config_parse_redis_url(&cfg, "redis://h:7000", err, sizeof(err)) == CTXD_OK);
+    CHECK_STR(cfg.redis_sentinel_master, "");
+    config_redis_addr(&cfg, addr, sizeof(addr));
+    CHECK_STR(addr, "h:7000");
+
+    static const char *const bad[] = {
+        "redis+sentinel://s1:26379",        /* no master name */
+        "redis+sentinel://s1:26379/",       /* empty master name */
+        "redis+sentinel:///m",              /* no Sentinel */
+        "redis+sentinel://s1,,s2/m",        /* empty Sentinel */
+        "redis+sentinel://s1/m/x",          /* db not a number */
+        "redis+sentinel://s1/m/",           /* empty db */
+        "redis+sentinel://s1/m?password=x", /* only sentinel_password= */
+        "redis+sentinel://u@s1/m",          /* userinfo without a colon */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK(config_parse_redis_url(&cfg, bad[i], err, sizeof(err)) == CTXD_ERR);
+        CHECK(strstr(err, "redis+sentinel://[[user]:password@]host[:port]") != NULL);
+    }
+    CHECK(config_parse_redis_url(&cfg, "redis+sentinel://s1:0/m", err, sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "Sentinel's port") != NULL);
+    CHECK(config_parse_redis_url(&cfg, "redis+sentinel://a,b,c,d,e,f,g,h,i/m", err, sizeof(err)) ==
+          CTXD_ERR);
+    CHECK(strstr(err, "more than 8 Sentinels") != NULL);
+    /* Neither password shows in a message. */
+    CHECK(config_parse_redis_url(&cfg, "redis+sentinel://u:topsecret@s1:0/m?sentinel_password=sss",
+                                 err, sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "topsecret") == NULL && strstr(err, "sss") == NULL);
+    CHECK(strstr(err, "sentinel_password=***") != NULL);
+}
+
+TEST(test_config_redis_wait) {
+    ctxd_config cfg;
+    char err[512] = "";
+    char *argv[] = {S("ctxd"), NULL};
+    CHECK(load(&cfg, 1, argv, err) == CTXD_OK);
+    CHECK(cfg.redis_wait_replicas == 0);
+    CHECK(cfg.redis_wait_ms == 1000);
+    config_free(&cfg);
+    char *flags[] = {S("ctxd"), S("--redis-wait-replicas=2"), S("--redis-wait-ms"), S("250"), NULL};
+    CHECK(load(&cfg, 4, flags, err) == CTXD_OK);
+    CHECK(cfg.redis_wait_replicas == 2);
+    CHECK(cfg.redis_wait_ms == 250);
+    config_free(&cfg);
+    /* WAIT with a timeout of 0 would block forever. */
+    setenv("CTXD_REDIS_WAIT_MS", "0", 1);
+    CHECK(load(&cfg, 1, argv, err) == CTXD_ERR);
+    CHECK(strstr(err, "CTXD_REDIS_WAIT_MS=0") != NULL);
+    config_free(&cfg);
+    unsetenv("CTXD_REDIS_WAIT_MS");
+    setenv("CTXD_REDIS_WAIT_REPLICAS", "-1", 1);
+    CHECK(load(&cfg, 1, argv, err) == CTXD_ERR);
+    CHECK(strstr(err, "CTXD_REDIS_WAIT_REPLICAS=-1") != NULL);
+    config_free(&cfg);
+    unsetenv("CTXD_REDIS_WAIT_REPLICAS");
+}
+
 TEST(test_config_flags_win_over_environment) {
     ctxd_config cfg;
     char err[512] = "";
@@ -135,5 +219,6 @@ TEST(test_config_provider_follows_the_keys) {
 }
 
 TEST_MAIN(T(test_config_defaults), T(test_config_listen_port_619009_is_refused),
-          T(test_config_redis_urls), T(test_config_flags_win_over_environment),
-          T(test_config_bad_values_name_the_setting), T(test_config_provider_follows_the_keys))
+          T(test_config_redis_urls), T(test_config_sentinel_urls), T(test_config_redis_wait),
+          T(test_config_flags_win_over_environment), T(test_config_bad_values_name_the_setting),
+          T(test_config_provider_follows_the_keys))

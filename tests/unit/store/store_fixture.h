@@ -78,7 +78,7 @@ static inline int sf_append(store *s, const char *id, size_t n, int64_t tokens) 
     store_blob msgs[64];
     char token[33], text[32];
     if (n > 64 || util_token(token)) return CTXD_ERR;
-    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c))
+    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c))
         return CTXD_ERR;
     int64_t seq = c.next_seq;
     store_context_free(&c);

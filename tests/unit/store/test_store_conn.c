@@ -88,7 +88,7 @@ static void check_down(store *s, const char *addr) {
     CHECK(s->err == CTXD_E_REDIS && strstr(s->errstr, addr) != NULL);
     CHECK(sf_create(s, id, &st) == CTXD_ERR);
     CHECK(s->err == CTXD_E_REDIS && strstr(s->errstr, addr) != NULL);
-    CHECK(store_turn_read(s, id, "t", 1000, NULL, STORE_TURN_WINDOW, 1, 1, &c) == CTXD_ERR);
+    CHECK(store_turn_read(s, id, "t", 1000, NULL, STORE_TURN_WINDOW, 1, 1, NULL, &c) == CTXD_ERR);
     CHECK(s->err == CTXD_E_REDIS && strstr(s->errstr, addr) != NULL);
 }
 

@@ -330,7 +330,8 @@ TEST(test_store_context_delete_removes_every_key) {
     store_context c;
     store_blob m = sf_message(1, "user", "hi", 5);
     CHECK(util_token(token) == CTXD_OK);
-    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) ==
+          CTXD_OK);
     store_context_free(&c);
     store_append_req req = {.id = id,
                             .token = token,
@@ -344,7 +345,8 @@ TEST(test_store_context_delete_removes_every_key) {
                             .max_messages = SF_HARD_CAP};
     CHECK(store_append(s, &req) == CTXD_OK);
     free(m.data);
-    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) ==
+          CTXD_OK);
     store_context_free(&c);
     snprintf(pattern, sizeof(pattern), "ctxd:{%s}:*", id);
     CHECK(rf_count_keys(&rf, pattern) == 5);

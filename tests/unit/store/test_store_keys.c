@@ -25,7 +25,8 @@ TEST(test_store_keys_layout) {
                             .n_state = 1};
     CHECK(store_create(s, &nc) == CTXD_OK);
     store_context c;
-    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) ==
+          CTXD_OK);
     store_context_free(&c);
     store_append_req req = {.id = id,
                             .token = token,
@@ -39,7 +40,8 @@ TEST(test_store_keys_layout) {
                             .max_messages = SF_HARD_CAP};
     CHECK(store_append(s, &req) == CTXD_OK);
     free(m.data);
-    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) ==
+          CTXD_OK);
     store_context_free(&c);
 
     /* Every key of a context carries the {id} hash tag (one cluster slot);
@@ -58,6 +60,16 @@ TEST(test_store_keys_layout) {
     char v[64];
     rf_str(&rf, v, sizeof(v), "HGET %s id", sf_key(k, sizeof(k), id, "meta"));
     CHECK_STR(v, id);
+
+    /* The turn queue: a waiter's place, and its wake list. */
+    store_turn_queue q = {.ttl_ms = 5000};
+    CHECK(store_turn_read(s, id, "waiter", SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &q, &c) ==
+          CTXD_ERR);
+    CHECK(s->err == CTXD_E_BUSY);
+    CHECK(rf_int(&rf, "LLEN %s", sf_key(k, sizeof(k), id, "queue")) == 1);
+    CHECK(store_lock_release(s, id, token) == CTXD_OK);
+    CHECK(rf_int(&rf, "LLEN %s", sf_key(k, sizeof(k), id, "wake:waiter")) == 1);
+    CHECK(rf_count_keys(&rf, "*") == 7);
 
     /* An idempotent create's claim lives apart from any context. */
     int claimed = 0;
@@ -93,8 +105,9 @@ TEST(test_store_keys_every_script_compiles) {
         for (int j = i + 1; j < S_COUNT; j++) CHECK(strcmp(shas[i], shas[j]) != 0);
     /* Context scripts name their keys in the KEYS order of store_keys.c. */
     const char *read = store_script_text(S_READ);
-    CHECK(read && strstr(read, "local meta, messages, state, idem, lock, index = KEYS[1], "
-                               "KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]\n") == read);
+    CHECK(read && strstr(read, "local meta, messages, state, idem, lock, index, queue, wake = "
+                               "KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], "
+                               "KEYS[8]\n") == read);
     rf_stop(&rf);
 }
 

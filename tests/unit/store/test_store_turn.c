@@ -19,7 +19,8 @@ static long long llen(redis_fixture *rf, const char *id) {
 /* Take the lock for token (append mode); returns next_seq or -1. */
 static int64_t lock_for(store *s, const char *id, const char *token) {
     store_context c;
-    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, &c)) return -1;
+    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c))
+        return -1;
     int64_t next = c.next_seq;
     store_context_free(&c);
     return next;
@@ -47,7 +48,8 @@ TEST(test_store_turn_read_takes_lock) {
     CHECK(sf_create(s, id, &st) == CTXD_OK);
     CHECK(sf_append(s, id, 2, 5) == CTXD_OK);
     store_context c;
-    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
     CHECK(c.next_seq == 3 && c.total_messages == 2 && c.n_messages == 2);
     CHECK(c.window_start_seq == 1 && c.n_fold == 0 && c.idem_record.data == NULL);
     store_context_free(&c);
@@ -55,11 +57,12 @@ TEST(test_store_turn_read_takes_lock) {
     long long pttl = rf_int(&rf, "PTTL %s", sf_key(k, sizeof(k), id, "lock"));
     CHECK(pttl > 4000 && pttl <= 5000);
 
-    CHECK(store_turn_read(s, id, "tokB", 5000, NULL, STORE_TURN_WINDOW, 5, 10, &c) == CTXD_ERR);
+    CHECK(store_turn_read(s, id, "tokB", 5000, NULL, STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_ERR);
     CHECK(s->err == CTXD_E_BUSY);
     CHECK_STR(holder(&rf, id, who), "tokA");
     /* The owner may read again in the same turn. */
-    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) == CTXD_OK);
     CHECK(c.n_messages == 0 && c.total_messages == 2); /* append mode: settings only */
     store_context_free(&c);
     sf_stop(&rf, s);
@@ -71,7 +74,8 @@ TEST(test_store_turn_read_missing_not_found) {
     char id[UTIL_UUID_LEN + 1];
     store_context c;
     CHECK(util_uuid4(id) == CTXD_OK);
-    CHECK(store_turn_read(s, id, "tokA", 5000, "k", STORE_TURN_WINDOW, 5, 10, &c) == CTXD_ERR);
+    CHECK(store_turn_read(s, id, "tokA", 5000, "k", STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_ERR);
     CHECK(s->err == CTXD_E_NOT_FOUND);
     CHECK(rf_count_keys(&rf, "*") == 0); /* no lock taken */
     sf_stop(&rf, s);
@@ -84,7 +88,7 @@ TEST(test_store_turn_lock_renew_only_by_owner) {
     store_settings st = sf_settings("all", 1000, 0);
     store_context c;
     CHECK(sf_create(s, id, &st) == CTXD_OK);
-    CHECK(store_turn_read(s, id, "tokA", 1000, NULL, STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 1000, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) == CTXD_OK);
     store_context_free(&c);
     sf_key(k, sizeof(k), id, "lock");
     CHECK(store_lock_renew(s, id, "tokB", 60000) == CTXD_ERR);
@@ -255,7 +259,8 @@ TEST(test_store_turn_idem_record_replayed_without_lock) {
     CHECK(ttl > 110 && ttl <= 120);
 
     store_context c;
-    CHECK(store_turn_read(s, id, "tokB", 5000, "key-1", STORE_TURN_WINDOW, 5, 10, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokB", 5000, "key-1", STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
     CHECK(c.idem_record.data != NULL && c.idem_record.len == (size_t)n + 5);
     if (c.idem_record.data) CHECK(!memcmp(c.idem_record.data, rec, (size_t)n + 5));
     store_context_free(&c);
@@ -263,13 +268,15 @@ TEST(test_store_turn_idem_record_replayed_without_lock) {
 
     /* Even while another turn holds the lock, the answer comes back. */
     CHECK(lock_for(s, id, "tokC") == 2);
-    CHECK(store_turn_read(s, id, "tokB", 5000, "key-1", STORE_TURN_APPEND, 0, 0, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokB", 5000, "key-1", STORE_TURN_APPEND, 0, 0, NULL, &c) ==
+          CTXD_OK);
     CHECK(c.idem_record.data != NULL);
     store_context_free(&c);
     CHECK_STR(holder(&rf, id, who), "tokC");
 
     /* Another key has no record: the lock is asked for as usual. */
-    CHECK(store_turn_read(s, id, "tokB", 5000, "key-2", STORE_TURN_APPEND, 0, 0, &c) == CTXD_ERR);
+    CHECK(store_turn_read(s, id, "tokB", 5000, "key-2", STORE_TURN_APPEND, 0, 0, NULL, &c) ==
+          CTXD_ERR);
     CHECK(s->err == CTXD_E_BUSY);
     sf_stop(&rf, s);
 }
@@ -291,7 +298,8 @@ TEST(test_store_turn_idem_record_expired_ignored) {
     free(m.data);
 
     store_context c;
-    CHECK(store_turn_read(s, id, "tokB", 5000, "key-1", STORE_TURN_WINDOW, 5, 10, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokB", 5000, "key-1", STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
     CHECK(c.idem_record.data == NULL);
     CHECK(c.n_messages == 1);
     store_context_free(&c);
@@ -413,7 +421,8 @@ static void check_window(const char *strategy, const char *system, int64_t max_t
     CHECK(sf_create(s, id, &st) == CTXD_OK);
     CHECK(sf_append(s, id, 6, 10) == CTXD_OK);
     store_context c;
-    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
     size_t want_n = (size_t)(7 - want_first);
     CHECK(c.n_messages == want_n);
     for (size_t i = 0; i < c.n_messages && i < want_n; i++)
@@ -481,18 +490,20 @@ TEST(test_store_turn_summarize_fold_and_summary) {
     CHECK(sf_append(s, id, 6, 10) == CTXD_OK);
     store_context c;
     /* Budget 40: seqs 3..6 in the window, 1..2 left it unsummarized. */
-    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
     CHECK(c.window_start_seq == 3 && c.n_messages == 4 && c.n_fold == 2);
     if (c.n_fold == 2) CHECK(sf_seq(&c.fold[0]) == 1 && sf_seq(&c.fold[1]) == 2);
     store_context_free(&c);
     /* fold_max limits the fold, oldest first. */
-    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 1, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 1, NULL, &c) == CTXD_OK);
     CHECK(c.n_fold == 1 && sf_seq(&c.fold[0]) == 1);
     store_context_free(&c);
 
     /* A summary of 1..2 costing 10 tokens: budget 30, one unit; 3..4 next. */
     CHECK(store_set_summary(s, id, 0, 2, "they said hi", 10, SF_NOW) == CTXD_OK);
-    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, &c) == CTXD_OK);
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
     CHECK_STR(c.summary, "they said hi");
     CHECK(c.summary_upto == 2 && c.summary_tokens == 10);
     CHECK(c.window_start_seq == 5 && c.n_messages == 2 && c.n_fold == 2);
