@@ -1,6 +1,6 @@
-/* store_conn.c: a Redis connection per thread: connect (or via Sentinel), set up, EVALSHA, WAIT. */
+/* store_conn.c: a Redis connection per thread: connect (the master store_sentinel.c names, in
+ * Sentinel mode), set up, EVALSHA, WAIT. */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,19 +34,7 @@ typedef struct store_impl {
 static atomic_uint global_epoch;
 static atomic_int redis_up = -1; /* -1 unknown, 0 down, 1 up */
 
-/* Sentinel mode: the master the Sentinels named last (a move is logged once,
- * not by every thread), a generation that changes with it, and when a
- * request next asks whether it moved. */
-#define SENTINEL_PROBE_MS 1000
-#define SENTINEL_PROBE_BACKOFF_MS 10000
-static pthread_mutex_t master_lock = PTHREAD_MUTEX_INITIALIZER;
-static char master_seen[300];
-static atomic_uint master_gen;
-static atomic_int_least64_t next_probe_ms;
-
 static int sentinel_mode(const store_impl *im) { return im->cfg->redis_sentinel_master[0] != 0; }
-
-static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
 
 /* Tell every store in the process that Redis was seen failing, so idle
  * connections are replaced before their next use. */
@@ -236,7 +224,7 @@ static int setup_connection(store *s) {
 static int connect_once(store *s, unsigned epoch) {
     store_impl *im = s->impl;
     const ctxd_config *cfg = im->cfg;
-    struct timeval tv = ms_tv(cfg->redis_timeout_ms);
+    struct timeval tv = store_ms_tv(cfg->redis_timeout_ms);
     redisContext *c = cfg->redis_socket[0] ? redisConnectUnixWithTimeout(cfg->redis_socket, tv)
                       : sentinel_mode(im)
                           ? redisConnectWithTimeout(im->master_host, im->master_port, tv)
@@ -257,101 +245,14 @@ static int connect_once(store *s, unsigned epoch) {
     return CTXD_OK;
 }
 
-/* One command to a Sentinel: the reply (caller frees), or NULL with why
- * (each why below names the Sentinel). */
-static redisReply *sentinel_command(redisContext *c, const ctxd_hostport *sp, int argc,
-                                    const char **argv, char *why, size_t whylen) {
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
-    if (!r)
-        snprintf(why, whylen, "%s:%d: %s", sp->host, sp->port,
-                 c->errstr[0] ? c->errstr : "connection lost");
-    else if (r->type == REDIS_REPLY_ERROR)
-        snprintf(why, whylen, "%s:%d refused %s: %s", sp->host, sp->port, argv[0], r->str);
-    else
-        return r;
-    if (r) freeReplyObject(r);
-    return NULL;
-}
-
-/* Ask one Sentinel where the master is: CTXD_OK with host and port, or
- * CTXD_ERR with why. */
-static int ask_sentinel(const ctxd_config *cfg, const ctxd_hostport *sp, char host[256], int *port,
-                        char *why, size_t whylen) {
-    struct timeval tv = ms_tv(cfg->redis_timeout_ms);
-    redisContext *c = redisConnectWithTimeout(sp->host, sp->port, tv);
-    redisReply *r = NULL;
-    int rc = CTXD_ERR;
-    if (!c || c->err) {
-        snprintf(why, whylen, "%s:%d: %s", sp->host, sp->port, c ? c->errstr : "out of memory");
-        goto cleanup;
-    }
-    redisSetTimeout(c, tv);
-    if (cfg->redis_sentinel_password[0]) {
-        const char *auth[2] = {"AUTH", cfg->redis_sentinel_password};
-        if (!(r = sentinel_command(c, sp, 2, auth, why, whylen))) goto cleanup;
-        freeReplyObject(r);
-    }
-    const char *ask[3] = {"SENTINEL", "get-master-addr-by-name", cfg->redis_sentinel_master};
-    if (!(r = sentinel_command(c, sp, 3, ask, why, whylen))) goto cleanup;
-    long p = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
-        r->element[0]->len && r->element[0]->len < 256)
-        p = strtol(r->element[1]->str, NULL, 10);
-    if (p < 1 || p > 65535) {
-        snprintf(why, whylen, "%s:%d knows no master named %s", sp->host, sp->port,
-                 cfg->redis_sentinel_master);
-        goto cleanup;
-    }
-    memcpy(host, r->element[0]->str, r->element[0]->len + 1);
-    *port = (int)p;
-    rc = CTXD_OK;
-cleanup:
-    if (r) freeReplyObject(r);
-    if (c) redisFree(c);
-    return rc;
-}
-
-/* Record where the Sentinels say the master is, process-wide: a move bumps
- * master_gen (so every thread reconnects) and is logged once. Returns the
- * generation of host:port. */
-static unsigned note_master(const ctxd_config *cfg, const char *host, int port) {
-    char now[300];
-    snprintf(now, sizeof(now), "%s:%d", host, port);
-    pthread_mutex_lock(&master_lock);
-    if (!master_seen[0]) {
-        log_msg(LOG_INFO, "redis sentinel master %s is at %s", cfg->redis_sentinel_master, now);
-    } else if (strcmp(now, master_seen)) {
-        log_msg(LOG_WARN, "redis sentinel master %s moved from %s to %s",
-                cfg->redis_sentinel_master, master_seen, now);
-        atomic_fetch_add(&master_gen, 1);
-    }
-    snprintf(master_seen, sizeof(master_seen), "%s", now);
-    unsigned gen = atomic_load(&master_gen);
-    pthread_mutex_unlock(&master_lock);
-    return gen;
-}
-
-/* Ask the Sentinels in turn, from the last that answered, where the master
- * is: CTXD_OK with host and port, or CTXD_ERR with the last Sentinel's why. */
-static int ask_sentinels(store_impl *im, char host[256], int *port, char *why, size_t whylen) {
-    const ctxd_config *cfg = im->cfg;
-    for (int i = 0; i < cfg->redis_n_sentinels; i++) {
-        int k = (im->next_sentinel + i) % cfg->redis_n_sentinels;
-        if (ask_sentinel(cfg, &cfg->redis_sentinels[k], host, port, why, whylen)) continue;
-        im->next_sentinel = k;
-        return CTXD_OK;
-    }
-    return CTXD_ERR;
-}
-
 /* Before connecting: where is the master? CTXD_ERR (unavailable) when no
  * Sentinel says. */
 static int find_master(store *s) {
     store_impl *im = s->impl;
     const ctxd_config *cfg = im->cfg;
     char why[128] = "", msg[180];
-    if (ask_sentinels(im, im->master_host, &im->master_port, why, sizeof(why))) {
+    if (store_sentinel_ask(cfg, &im->next_sentinel, im->master_host, &im->master_port, why,
+                           sizeof(why))) {
         im->master_host[0] = '\0';
         snprintf(msg, sizeof(msg), "no Sentinel named the master (last: %s)", why);
         fail_unreachable(s, msg);
@@ -359,30 +260,8 @@ static int find_master(store *s) {
     }
     snprintf(im->addr, sizeof(im->addr), "%s:%d (sentinel master %s)", im->master_host,
              im->master_port, cfg->redis_sentinel_master);
-    im->master_gen = note_master(cfg, im->master_host, im->master_port);
+    im->master_gen = store_sentinel_note(cfg, im->master_host, im->master_port);
     return CTXD_OK;
-}
-
-/* A failover the connections do not notice (SENTINEL FAILOVER leaves the
- * old master up and writable for a while): once a second per process, one
- * request asks one Sentinel whether the master moved (now: at once). A
- * Sentinel that does not answer is not asked again for a while, so Sentinels
- * that are down cost requests little while the master is fine. */
-static void probe_master(store_impl *im, int now) {
-    const ctxd_config *cfg = im->cfg;
-    int64_t t = util_mono_ms();
-    int_least64_t due = atomic_load(&next_probe_ms);
-    if (!now && t < due) return;
-    if (!atomic_compare_exchange_strong(&next_probe_ms, &due, t + SENTINEL_PROBE_MS)) return;
-    char host[256], why[160];
-    int port;
-    if (ask_sentinel(cfg, &cfg->redis_sentinels[im->next_sentinel], host, &port, why,
-                     sizeof(why)) == CTXD_OK) {
-        note_master(cfg, host, port);
-        return;
-    }
-    im->next_sentinel = (im->next_sentinel + 1) % cfg->redis_n_sentinels;
-    atomic_store(&next_probe_ms, util_mono_ms() + SENTINEL_PROBE_BACKOFF_MS);
 }
 
 static int ensure_connected(store *s) {
@@ -394,8 +273,8 @@ static int ensure_connected(store *s) {
     unsigned epoch = atomic_load(&global_epoch);
     if (im->c && im->epoch != epoch) drop_connection(im);
     if (sentinel_mode(im)) {
-        if (im->c) probe_master(im, 0);
-        if (im->master_host[0] && im->master_gen != atomic_load(&master_gen)) {
+        if (im->c) store_sentinel_probe(im->cfg, &im->next_sentinel, 0);
+        if (im->master_host[0] && im->master_gen != store_sentinel_gen()) {
             drop_connection(im); /* the master moved */
             forget_master(im);
         }
@@ -543,7 +422,7 @@ static redisReply *send_wait(store *s, int publish) {
     snprintf(ms, sizeof(ms), "%d", cfg->redis_wait_ms);
     const char *pub[3] = {"PUBLISH", "ctxd:wait", ""}, *wait[3] = {"WAIT", n, ms};
     redisReply *r[2] = {NULL, NULL};
-    redisSetTimeout(im->c, ms_tv(cfg->redis_timeout_ms + cfg->redis_wait_ms));
+    redisSetTimeout(im->c, store_ms_tv(cfg->redis_timeout_ms + cfg->redis_wait_ms));
     if (publish) redisAppendCommandArgv(im->c, 3, pub, NULL);
     redisAppendCommandArgv(im->c, 3, wait, NULL);
     for (int i = !publish; i < 2; i++) {
@@ -554,7 +433,7 @@ static redisReply *send_wait(store *s, int publish) {
         }
     }
     im->last_used_ms = util_mono_ms();
-    redisSetTimeout(im->c, ms_tv(cfg->redis_timeout_ms));
+    redisSetTimeout(im->c, store_ms_tv(cfg->redis_timeout_ms));
     if (r[0] && r[0]->type == REDIS_REPLY_ERROR) { /* PUBLISH refused: WAIT proves nothing */
         freeReplyObject(r[1]);
         r[1] = r[0];
@@ -581,7 +460,7 @@ static int wait_replicas(store *s, int publish) {
                acked < 0 ? 0 : acked, cfg->redis_wait_ms);
     metrics_redis_error();
     /* Replicas that leave may have left for a new master (a failover). */
-    if (sentinel_mode(im)) probe_master(im, 1);
+    if (sentinel_mode(im)) store_sentinel_probe(im->cfg, &im->next_sentinel, 1);
     return CTXD_ERR;
 }
 

@@ -37,11 +37,8 @@ unsigned store_index_bucket(const char *id);
 void store_key_index_bucket(const char *tenant, unsigned bucket, char out[STORE_KEY_LEN]);
 
 /* A tenant's activity index of ctxd 0.4 and before (listing reads it too,
- * until every context in it was touched again), and how its contexts' meta and
- * messages keys are spelled around an id (for the listing script). */
+ * until every context in it was touched again). */
 void store_key_index(const char *tenant, char out[STORE_KEY_LEN]);
-void store_key_pattern(const char *tenant, char prefix[STORE_KEY_LEN], const char **meta_suffix,
-                       const char **messages_suffix);
 
 /* API keys: the record of the key whose SHA-256 is sha_hex, and the hash
  * of key ids to their SHA-256 (both in one hash slot). */
@@ -65,7 +62,6 @@ enum {
     S_STATE_PATCH,
     S_SETTINGS,
     S_SUMMARY,
-    S_LIST,
     S_APIKEY_PUT,
     S_APIKEY_REVOKE,
     S_APIKEY_LIST,
@@ -77,6 +73,31 @@ enum {
 /* The full text Redis runs for script (prelude included), built once; NULL
  * only when out of memory at the first call. */
 const char *store_script_text(int script);
+
+/* A Redis timeout of ms milliseconds. */
+static inline struct timeval store_ms_tv(int ms) {
+    return (struct timeval){ms / 1000, (ms % 1000) * 1000};
+}
+
+/* ---- Sentinel (store_sentinel.c): where the master is, process-wide ---- */
+
+/* Ask the Sentinels in turn, from *next (the last that answered; updated),
+ * where the master is: CTXD_OK with host and port, or CTXD_ERR with the
+ * last Sentinel's why. */
+int store_sentinel_ask(const ctxd_config *cfg, int *next, char host[256], int *port, char *why,
+                       size_t whylen);
+
+/* Record where the Sentinels say the master is: a move bumps the generation
+ * (so every thread reconnects) and is logged once. Returns the generation of
+ * host:port. */
+unsigned store_sentinel_note(const ctxd_config *cfg, const char *host, int port);
+
+/* The current generation of the master's address. */
+unsigned store_sentinel_gen(void);
+
+/* Ask one Sentinel whether the master moved: at most once a second per
+ * process (now: at once), less often while Sentinels do not answer. */
+void store_sentinel_probe(const ctxd_config *cfg, int *next, int now);
 
 /* ---- The connection (store_conn.c) ---- */
 

@@ -86,14 +86,6 @@ void store_key_index_bucket(const char *tenant, unsigned bucket, char out[STORE_
     snprintf(out, STORE_KEY_LEN, KEY_INDEX_BUCKET, tenant, bucket);
 }
 
-void store_key_pattern(const char *tenant, char prefix[STORE_KEY_LEN], const char **meta_suffix,
-                       const char **messages_suffix) {
-    char sc[STORE_TENANT_MAX + 2];
-    snprintf(prefix, STORE_KEY_LEN, KEY_PREFIX "%s", scope(tenant, sc));
-    *meta_suffix = KEY_TAG_END "meta";
-    *messages_suffix = KEY_TAG_END "messages";
-}
-
 void store_key_apikey(char out[STORE_KEY_LEN], const char *sha_hex) {
     snprintf(out, STORE_KEY_LEN, KEY_APIKEY "%s", sha_hex);
 }
@@ -109,8 +101,8 @@ void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *lim
 extern const char store_lua_context[], store_lua_create[], store_lua_read[], store_lua_turn_read[],
     store_lua_append[], store_lua_delete[], store_lua_renew[], store_lua_release[],
     store_lua_state_put[], store_lua_state_patch[], store_lua_settings[], store_lua_summary[],
-    store_lua_list[], store_lua_apikey_put[], store_lua_apikey_revoke[], store_lua_apikey_list[],
-    store_lua_rate[], store_lua_queue[], store_lua_queue_leave[];
+    store_lua_apikey_put[], store_lua_apikey_revoke[], store_lua_apikey_list[], store_lua_rate[],
+    store_lua_queue[], store_lua_queue_leave[];
 
 /* Each script, whether it is a context script (gets every key of one
  * context as KEYS, named by the prelude, and context.lua's helpers), and
@@ -130,7 +122,6 @@ static const struct {
     [S_STATE_PATCH] = {store_lua_state_patch, 1},
     [S_SETTINGS] = {store_lua_settings, 1},
     [S_SUMMARY] = {store_lua_summary, 1},
-    [S_LIST] = {store_lua_list, 0},
     [S_APIKEY_PUT] = {store_lua_apikey_put, 0},
     [S_APIKEY_REVOKE] = {store_lua_apikey_revoke, 0},
     [S_APIKEY_LIST] = {store_lua_apikey_list, 0},
