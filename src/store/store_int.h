@@ -14,7 +14,7 @@
  * KEYS (the scripts name them through the prelude store_keys.c builds from
  * the same table). K_WAKE is the stem of each waiting turn's own key
  * (store_key_wake). */
-enum { K_META = 0, K_MESSAGES, K_STATE, K_IDEM, K_LOCK, K_INDEX, K_QUEUE, K_WAKE, K_COUNT };
+enum { K_META = 0, K_MESSAGES, K_STATE, K_IDEM, K_LOCK, K_QUEUE, K_WAKE, K_COUNT };
 
 typedef struct ctx_keys {
     char key[K_COUNT][STORE_KEY_LEN];

@@ -36,11 +36,11 @@
 #define KEY_RATE "ctxd:{rate:%s}:%s"
 
 /* The KEYS order of every context script, and the names the scripts know
- * them by (the index is not per context). "queue" lists the turns waiting
+ * them by: all in the context's one hash slot. "queue" lists the turns waiting
  * for the lock; "wake" is no key itself but the stem of each waiting
  * turn's own "ctxd:{<id>}:wake:<token>" (see lua/queue.lua). */
 static const char *const key_names[K_COUNT] = {"meta", "messages", "state", "idem",
-                                               "lock", "index",    "queue", "wake"};
+                                               "lock", "queue",    "wake"};
 
 /* "" for the default tenant, else "<tenant>:": what goes before an id in a tag. */
 static const char *scope(const char *tenant, char out[STORE_TENANT_MAX + 2]) {
@@ -53,11 +53,8 @@ void store_keys_init(ctx_keys *k, const char *tenant, const char *id) {
     char sc[STORE_TENANT_MAX + 2];
     const char *pre = scope(tenant, sc);
     for (int i = 0; i < K_COUNT; i++) {
-        if (i == K_INDEX)
-            store_key_index(tenant, k->key[i]);
-        else
-            snprintf(k->key[i], STORE_KEY_LEN, KEY_PREFIX "%s%s" KEY_TAG_END "%s", pre, id,
-                     key_names[i]);
+        snprintf(k->key[i], STORE_KEY_LEN, KEY_PREFIX "%s%s" KEY_TAG_END "%s", pre, id,
+                 key_names[i]);
         k->all[i] = k->key[i];
     }
 }

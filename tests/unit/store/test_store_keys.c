@@ -105,10 +105,37 @@ TEST(test_store_keys_every_script_compiles) {
         for (int j = i + 1; j < S_COUNT; j++) CHECK(strcmp(shas[i], shas[j]) != 0);
     /* Context scripts name their keys in the KEYS order of store_keys.c. */
     const char *read = store_script_text(S_READ);
-    CHECK(read && strstr(read, "local meta, messages, state, idem, lock, index, queue, wake = "
-                               "KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], "
-                               "KEYS[8]\n") == read);
+    CHECK(read && strstr(read, "local meta, messages, state, idem, lock, queue, wake = "
+                               "KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], "
+                               "KEYS[7]\n") == read);
     rf_stop(&rf);
 }
 
-TEST_MAIN(T(test_store_keys_layout), T(test_store_keys_every_script_compiles))
+/* The hash tag of key ("" when it has none), as Redis Cluster reads it. */
+static void hash_tag(const char *key, char *out, size_t len) {
+    const char *o = strchr(key, '{'), *c = o ? strchr(o + 1, '}') : NULL;
+    out[0] = '\0';
+    if (o && c && c > o + 1) snprintf(out, len, "%.*s", (int)(c - o - 1), o + 1);
+}
+
+/* Every key a context script gets (and each waiting turn's wake list) has
+ * the context's hash tag, so on a cluster each script touches one slot. */
+TEST(test_store_keys_one_slot_per_context) {
+    const char *tenants[2] = {"default", "acme"};
+    for (int t = 0; t < 2; t++) {
+        ctx_keys k;
+        store_keys_init(&k, tenants[t], "0b5e4c1e-2f6a-4d7b-9c1d-3e2f1a0b9c8d");
+        char want[STORE_KEY_LEN], got[STORE_KEY_LEN], wake[STORE_KEY_LEN];
+        snprintf(want, sizeof(want), "%s0b5e4c1e-2f6a-4d7b-9c1d-3e2f1a0b9c8d", t ? "acme:" : "");
+        for (int i = 0; i < K_COUNT; i++) {
+            hash_tag(k.all[i], got, sizeof(got));
+            CHECK_STR(got, want);
+        }
+        store_key_wake(&k, "token-1", wake);
+        hash_tag(wake, got, sizeof(got));
+        CHECK_STR(got, want);
+    }
+}
+
+TEST_MAIN(T(test_store_keys_layout), T(test_store_keys_every_script_compiles),
+          T(test_store_keys_one_slot_per_context))
