@@ -10,11 +10,14 @@
 int message_encode(buf *b, const message *m) {
     char iso[UTIL_ISO_LEN];
     util_iso8601(m->created_ms, iso);
+    /* seq, role and tokens come first, in this order: the store's scripts
+     * read them from this prefix without decoding the message (msg_head in
+     * lua/context.lua). */
     buf_printf(b, "{\"seq\":%" PRId64 ",\"role\":", m->seq);
     buf_put_json_string(b, m->role, strlen(m->role));
-    buf_puts(b, ",\"content\":");
+    buf_printf(b, ",\"tokens\":%" PRId64 ",\"content\":", m->tokens);
     buf_put_json_string(b, m->content, m->content_len);
-    buf_printf(b, ",\"created_at\":\"%s\",\"tokens\":%" PRId64, iso, m->tokens);
+    buf_printf(b, ",\"created_at\":\"%s\"", iso);
     if (m->model || m->stop_reason || m->input_tokens >= 0 || m->output_tokens >= 0) {
         buf_puts(b, ",\"usage\":{\"input_tokens\":");
         if (m->input_tokens >= 0)

@@ -36,12 +36,11 @@ if keep > 0 and redis.call('LLEN', messages) > keep then
   local kept = redis.call('LRANGE', messages, -keep, -1)
   local from = 1
   for i = 1, #kept do
-    local ok, msg = pcall(cjson.decode, kept[i])
-    if ok and msg.role == 'user' then from = i break end
+    if msg_head(kept[i]) == 'user' then from = i break end
   end
   redis.call('LTRIM', messages, -(keep - from + 1), -1)
-  local ok, head = pcall(cjson.decode, kept[from])
-  if ok and head.seq then redis.call('HSET', meta, 'first_seq', head.seq) end
+  local _, _, seq = msg_head(kept[from])
+  if seq then redis.call('HSET', meta, 'first_seq', seq) end
 end
 if ARGV[5] ~= '' then
   if redis.call('HLEN', idem) >= 1024 then

@@ -13,3 +13,15 @@ local function touch(now_ms)
     for _, k in ipairs({meta, messages, state}) do redis.call('EXPIRE', k, ttl) end
   end
 end
+
+-- A stored message's role, tokens and seq, read from the prefix
+-- message_encode writes first ({"seq":N,"role":"R","tokens":T,...) without
+-- decoding the message; a message in another field order (ctxd 0.4 and
+-- before) is decoded. nil for what it lacks.
+local function msg_head(raw)
+  local seq, role, tokens = string.match(raw, '^{"seq":(%d+),"role":"(%a+)","tokens":(%d+),')
+  if seq then return role, tonumber(tokens), tonumber(seq) end
+  local ok, msg = pcall(cjson.decode, raw)
+  if not ok or type(msg) ~= 'table' then return nil, nil, nil end
+  return msg.role, tonumber(msg.tokens), tonumber(msg.seq)
+end

@@ -67,12 +67,12 @@ while i >= 0 and not full do
   local chunk = redis.call('LRANGE', messages, lo, i)
   for j = #chunk, 1, -1 do
     local raw = chunk[j]
-    local ok, msg = pcall(cjson.decode, raw)
-    local t = (ok and tonumber(msg.tokens)) or math.floor(#raw / per) + overhead
+    local role, t = msg_head(raw)
+    t = t or math.floor(#raw / per) + overhead
     unit[#unit + 1] = raw
     unit_tokens = unit_tokens + t
     local idx = lo + j - 1
-    if (ok and msg.role == 'user') or idx == 0 then
+    if role == 'user' or idx == 0 then
       if total + unit_tokens > budget then full = true break end
       total = total + unit_tokens
       for k = 1, #unit do acc[#acc + 1] = unit[k] end

@@ -474,6 +474,32 @@ TEST(test_store_turn_window_whole_units_that_fit) {
     check_window("all", "", 10, 1, 1);    /* all: everything, whatever the budget */
 }
 
+/* Messages stored by ctxd 0.4 (tokens after the content, so no prefix for
+ * the scripts to read) get the same window: the scripts decode them. */
+TEST(test_store_turn_window_reads_messages_of_0_4) {
+    redis_fixture rf;
+    store *s = sf_start(&rf);
+    char id[UTIL_UUID_LEN + 1], k[128], m[160];
+    store_settings st = sf_settings("window", 45, 0);
+    CHECK(sf_create(s, id, &st) == CTXD_OK);
+    for (int q = 1; q <= 6; q++) {
+        snprintf(m, sizeof(m),
+                 "{\"seq\":%d,\"role\":\"%s\",\"content\":\"m%d\","
+                 "\"created_at\":\"2026-01-01T00:00:00Z\",\"tokens\":10}",
+                 q, q % 2 ? "user" : "assistant", q);
+        CHECK(rf_int(&rf, "RPUSH %s %s", sf_key(k, sizeof(k), id, "messages"), m) == q);
+    }
+    rf_int(&rf, "HSET %s next_seq 7", sf_key(k, sizeof(k), id, "meta"));
+    store_context c;
+    CHECK(store_turn_read(s, id, "tokA", 5000, NULL, STORE_TURN_WINDOW, 5, 10, NULL, &c) ==
+          CTXD_OK);
+    /* Budget 40: the two newest units of 20. */
+    CHECK(c.n_messages == 4 && c.window_start_seq == 3);
+    if (c.n_messages == 4) CHECK(sf_seq(&c.messages[0]) == 3 && sf_seq(&c.messages[3]) == 6);
+    store_context_free(&c);
+    sf_stop(&rf, s);
+}
+
 TEST(test_store_turn_window_counts_system_prompt) {
     /* 40 bytes of system prompt are 10 tokens: 55 - 5 - 10 leaves 40. */
     const char *sys = "0123456789012345678901234567890123456789";
@@ -554,4 +580,5 @@ TEST_MAIN(T(test_store_turn_read_takes_lock), T(test_store_turn_read_missing_not
           T(test_store_turn_append_trim_without_a_user_message_keeps_history),
           T(test_store_turn_window_whole_units_that_fit),
           T(test_store_turn_window_counts_system_prompt),
+          T(test_store_turn_window_reads_messages_of_0_4),
           T(test_store_turn_summarize_fold_and_summary), T(test_store_turn_set_summary_conflict))
