@@ -8,32 +8,29 @@
 
 #define FETCH_BATCH 64
 
-int store_index_touch(store *s, const char *id, int64_t now_ms) {
-    char bucket[STORE_KEY_LEN], legacy[STORE_KEY_LEN], score[24];
+/* One round trip: the context into its bucket at score (NULL: out of it),
+ * and out of the index of 0.4 either way. */
+static int index_update(store *s, const char *id, const char *score) {
+    char bucket[STORE_KEY_LEN], legacy[STORE_KEY_LEN];
     store_key_index_bucket(s->tenant, store_index_bucket(id), bucket);
     store_key_index(s->tenant, legacy);
-    snprintf(score, sizeof(score), "%" PRId64, now_ms);
-    const char *zadd[4] = {"ZADD", bucket, score, id}, *zrem[3] = {"ZREM", legacy, id};
-    const char **argvs[2] = {zadd, zrem};
-    static const int argcs[2] = {4, 3};
+    const char *zadd[4] = {"ZADD", bucket, score, id}, *zrem[3] = {"ZREM", bucket, id},
+               *old[3] = {"ZREM", legacy, id};
+    const char **argvs[2] = {score ? zadd : zrem, old};
+    const int argcs[2] = {score ? 4 : 3, 3};
     redisReply *r = store_pipeline(s, 2, argvs, argcs);
     if (!r) return CTXD_ERR;
     freeReplyObject(r);
     return CTXD_OK;
 }
 
-int store_index_forget(store *s, const char *id) {
-    char bucket[STORE_KEY_LEN], legacy[STORE_KEY_LEN];
-    store_key_index_bucket(s->tenant, store_index_bucket(id), bucket);
-    store_key_index(s->tenant, legacy);
-    const char *a[3] = {"ZREM", bucket, id}, *b[3] = {"ZREM", legacy, id};
-    const char **argvs[2] = {a, b};
-    static const int argcs[2] = {3, 3};
-    redisReply *r = store_pipeline(s, 2, argvs, argcs);
-    if (!r) return CTXD_ERR;
-    freeReplyObject(r);
-    return CTXD_OK;
+int store_index_touch(store *s, const char *id, int64_t now_ms) {
+    char score[24];
+    snprintf(score, sizeof(score), "%" PRId64, now_ms);
+    return index_update(s, id, score);
 }
+
+int store_index_forget(store *s, const char *id) { return index_update(s, id, NULL); }
 
 /* ---- Listing: a merge of every bucket (and the index of 0.4) ---- */
 
