@@ -12,8 +12,10 @@ typedef enum {
     CTXD_PROVIDER_OPENAI
 } ctxd_provider;
 
-/* Sentinels one redis+sentinel:// URL may name. */
+/* Sentinels one redis+sentinel:// URL may name, and seed nodes of a Redis
+ * Cluster one redis:// URL may name. */
 #define CTXD_SENTINELS_MAX 8
+#define CTXD_SEEDS_MAX 8
 
 typedef struct ctxd_hostport {
     char host[256];
@@ -45,8 +47,12 @@ typedef struct ctxd_config {
 
     /* Redis, parsed from redis_url */
     char redis_url[512];
-    char redis_host[256];
+    char redis_host[256]; /* the first of redis_seeds */
     int redis_port;
+    /* redis://h1:p1,h2:p2: the nodes asked first for a Redis Cluster's slot
+     * map (one node is fine: ctxd finds out whether it is a cluster). */
+    ctxd_hostport redis_seeds[CTXD_SEEDS_MAX];
+    int redis_n_seeds;
     char redis_socket[256]; /* non-empty for redis+unix:// or unix:// */
     char redis_user[128];
     char redis_password[256];

@@ -31,7 +31,8 @@ static const option_def options[] = {
     {"CTXD_LISTEN", "--listen", OPT_STR, "127.0.0.1:61909", 0, 0,
      "HOST:PORT to listen on (IPv4 address)", BY_HAND},
     {"CTXD_REDIS_URL", "--redis-url", OPT_STR, "redis://127.0.0.1:6379/0", 0, 0,
-     "redis://[[user]:password@]host[:port][/db], unix:///path.sock[?db=N][&password=P] or "
+     "redis://[[user]:password@]host[:port][,host[:port]...][/db] (several: Redis Cluster seeds), "
+     "unix:///path.sock[?db=N][&password=P] or "
      "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]"
      "[?sentinel_password=P]",
      BY_HAND},

@@ -18,7 +18,11 @@ void config_redis_addr(const ctxd_config *cfg, char *out, size_t outlen) {
             n += (size_t)snprintf(out + n, outlen - n, "%s%s:%d", i ? "," : "",
                                   cfg->redis_sentinels[i].host, cfg->redis_sentinels[i].port);
     } else {
-        snprintf(out, outlen, "%s:%d", cfg->redis_host, cfg->redis_port);
+        size_t n = 0;
+        for (int i = 0; i < cfg->redis_n_seeds && n < outlen; i++)
+            n += (size_t)snprintf(out + n, outlen - n, "%s%s:%d", i ? "," : "",
+                                  cfg->redis_seeds[i].host, cfg->redis_seeds[i].port);
+        if (!cfg->redis_n_seeds) snprintf(out, outlen, "%s:%d", cfg->redis_host, cfg->redis_port);
     }
 }
 
@@ -161,17 +165,17 @@ static int parse_userinfo(ctxd_config *cfg, char *buf, char **rest) {
     return CTXD_OK;
 }
 
-/* "host[:port],host[:port]..." (26379 by default) into cfg's Sentinels.
- * 1 when a port is out of range, 2 when there are too many, -1 when the list
- * is malformed. */
-static int parse_sentinels(ctxd_config *cfg, char *list) {
-    cfg->redis_n_sentinels = 0;
+/* "host[:port],host[:port]..." (default_port when none) into hosts (room
+ * for max), their number in *n. 1 when a port is out of range, 2 when there
+ * are too many, -1 when the list is malformed. */
+static int parse_hosts(char *list, int default_port, ctxd_hostport *hosts, int max, int *n) {
+    *n = 0;
     for (char *p = list;;) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
-        if (cfg->redis_n_sentinels == CTXD_SENTINELS_MAX) return 2;
-        ctxd_hostport *hp = &cfg->redis_sentinels[cfg->redis_n_sentinels++];
-        hp->port = 26379;
+        if (*n == max) return 2;
+        ctxd_hostport *hp = &hosts[(*n)++];
+        hp->port = default_port;
         char *colon = strrchr(p, ':');
         if (colon) {
             *colon = '\0';
@@ -209,7 +213,8 @@ static int parse_sentinel_url(ctxd_config *cfg, char *buf, const char *shown, ch
     if (!*name || strlen(name) >= sizeof(cfg->redis_sentinel_master)) return CTXD_ERR;
     memcpy(cfg->redis_sentinel_master, name, strlen(name) + 1);
     percent_decode(cfg->redis_sentinel_master);
-    int rc = parse_sentinels(cfg, hosts);
+    int rc = parse_hosts(hosts, 26379, cfg->redis_sentinels, CTXD_SENTINELS_MAX,
+                         &cfg->redis_n_sentinels);
     if (rc == 1)
         snprintf(err, errlen, "CTXD_REDIS_URL=%s: a Sentinel's port must be between 1 and 65535",
                  shown);
@@ -222,7 +227,7 @@ static int parse_sentinel_url(ctxd_config *cfg, char *buf, const char *shown, ch
 
 int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t errlen) {
     char buf[512], shown[600];
-    const char *allowed = "redis://[[user]:password@]host[:port][/db], "
+    const char *allowed = "redis://[[user]:password@]host[:port][,host[:port]...][/db], "
                           "unix:///path/to/redis.sock[?db=N][&password=P] or "
                           "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]"
                           "/master-name[/db][?sentinel_password=P]";
@@ -234,7 +239,7 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
     cfg->redis_host[0] = cfg->redis_socket[0] = '\0';
     cfg->redis_user[0] = cfg->redis_password[0] = '\0';
     cfg->redis_sentinel_master[0] = cfg->redis_sentinel_password[0] = '\0';
-    cfg->redis_n_sentinels = 0;
+    cfg->redis_n_sentinels = cfg->redis_n_seeds = 0;
     cfg->redis_port = 6379;
     cfg->redis_db = 0;
 
@@ -276,17 +281,21 @@ int config_parse_redis_url(ctxd_config *cfg, const char *url, char *err, size_t 
         *slash = '\0';
         if (parse_db(slash + 1, &cfg->redis_db)) goto bad;
     }
-    char *colon = strrchr(hostpart, ':');
-    if (colon) {
-        *colon = '\0';
-        if (parse_port(colon + 1, &cfg->redis_port)) {
-            snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535",
-                     redact_url(url, shown, sizeof(shown)));
-            return CTXD_ERR;
-        }
+    /* One node, or seed nodes of a Redis Cluster: "h1:p1,h2:p2". */
+    int rc = parse_hosts(hostpart, 6379, cfg->redis_seeds, CTXD_SEEDS_MAX, &cfg->redis_n_seeds);
+    if (rc == 1) {
+        snprintf(err, errlen, "CTXD_REDIS_URL=%s: port must be between 1 and 65535",
+                 redact_url(url, shown, sizeof(shown)));
+        return CTXD_ERR;
     }
-    if (!*hostpart || strlen(hostpart) >= sizeof(cfg->redis_host)) goto bad;
-    memcpy(cfg->redis_host, hostpart, strlen(hostpart) + 1);
+    if (rc == 2) {
+        snprintf(err, errlen, "CTXD_REDIS_URL=%s names more than %d nodes",
+                 redact_url(url, shown, sizeof(shown)), CTXD_SEEDS_MAX);
+        return CTXD_ERR;
+    }
+    if (rc) goto bad;
+    memcpy(cfg->redis_host, cfg->redis_seeds[0].host, sizeof(cfg->redis_host));
+    cfg->redis_port = cfg->redis_seeds[0].port;
     return CTXD_OK;
 bad:
     snprintf(err, errlen, "CTXD_REDIS_URL=%s is not valid; use %s",

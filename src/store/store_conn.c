@@ -1,26 +1,43 @@
-/* store_conn.c: a Redis connection per thread: connect (the master store_sentinel.c names, in
- * Sentinel mode), set up, EVALSHA, WAIT. */
+/* store_conn.c: Redis connections per thread: connect (to the master store_sentinel.c names, or
+ * the cluster node store_cluster.c names), set up, route, follow redirects, EVALSHA, WAIT. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ctxd/log.h"
 #include "ctxd/metrics.h"
 #include "store_int.h"
 
 #define IDLE_PING_MS 1000
+#define PARKED_MAX 16    /* connections to other cluster nodes a thread keeps */
+#define BATCH_MAX 8      /* commands one pipeline may hold */
+#define REDIRECTS_MAX 16 /* MOVED, ASK, TRYAGAIN or CLUSTERDOWN answers one command follows */
+
+/* A connection to a cluster node other than the current one. */
+typedef struct parked_conn {
+    ctxd_hostport node;
+    redisContext *c; /* owned; NULL: a free place */
+    unsigned epoch;
+    int64_t last_used_ms;
+} parked_conn;
 
 typedef struct store_impl {
     const ctxd_config *cfg; /* borrowed */
-    redisContext *c;        /* NULL when not connected */
-    unsigned epoch;         /* global_epoch when c was made */
+    /* The current connection (the one commands go to) and its server. */
+    redisContext *c; /* NULL when not connected */
+    unsigned epoch;  /* global_epoch when c was made */
     int64_t last_used_ms;
+    ctxd_hostport node; /* redis:// only: the server c is (or will be) connected to */
+    int next_seed;      /* the seed to try first while the mode is unknown */
+    parked_conn parked[PARKED_MAX];
     int io_failed;    /* the last failure was the connection itself */
     int unreplicated; /* the last failure: written, but too few replicas acknowledged */
     int demoted;      /* the last failure: the master answered READONLY */
+    int noscript;     /* the last failure: the server does not know the script */
     char sha[S_COUNT][41];
     char addr[700]; /* host:port, socket path or the Sentinels, for messages */
     /* redis+sentinel://: the master the Sentinels named ("" : ask them),
@@ -35,6 +52,25 @@ static atomic_uint global_epoch;
 static atomic_int redis_up = -1; /* -1 unknown, 0 down, 1 up */
 
 static int sentinel_mode(const store_impl *im) { return im->cfg->redis_sentinel_master[0] != 0; }
+
+/* redis:// over TCP: a plain server or a Redis Cluster (found out when
+ * connecting). */
+static int may_be_cluster(const store_impl *im) {
+    return !sentinel_mode(im) && !im->cfg->redis_socket[0];
+}
+
+static int cluster_mode(const store_impl *im) {
+    return may_be_cluster(im) && store_cluster_mode() == STORE_MODE_CLUSTER;
+}
+
+/* The URL's seed'th node (its only one, in the common case). */
+static ctxd_hostport seed(const ctxd_config *cfg, int i) {
+    ctxd_hostport hp;
+    if (cfg->redis_n_seeds) return cfg->redis_seeds[i % cfg->redis_n_seeds];
+    snprintf(hp.host, sizeof(hp.host), "%s", cfg->redis_host);
+    hp.port = cfg->redis_port;
+    return hp;
+}
 
 /* Tell every store in the process that Redis was seen failing, so idle
  * connections are replaced before their next use. */
@@ -62,6 +98,7 @@ store *store_new(const ctxd_config *cfg) {
     }
     im->cfg = cfg;
     config_redis_addr(cfg, im->addr, sizeof(im->addr));
+    im->node = seed(cfg, 0);
     s->impl = im;
     store_set_tenant(s, "default");
     return s;
@@ -79,7 +116,11 @@ static void drop_connection(store_impl *im) {
 void store_free(store *s) {
     if (!s) return;
     store_impl *im = s->impl;
-    if (im) drop_connection(im);
+    if (im) {
+        drop_connection(im);
+        for (int i = 0; i < PARKED_MAX; i++)
+            if (im->parked[i].c) redisFree(im->parked[i].c);
+    }
     free(im);
     free(s);
 }
@@ -118,6 +159,7 @@ static void fail_unreachable(store *s, const char *detail) {
     invalidate_all();
     set_up_state(im, 0, why);
     forget_master(im);
+    if (cluster_mode(im)) store_cluster_stale(); /* the node may have failed over */
 }
 
 static const char *conn_error(const store_impl *im) {
@@ -180,6 +222,22 @@ static int check_master(store *s) {
     return CTXD_ERR;
 }
 
+/* The first connection of the process to a redis:// server: is it a Redis
+ * Cluster? CLUSTER SLOTS answers with the slot map there (loaded), and
+ * with an error on a plain server. */
+static int detect_cluster(store *s) {
+    store_impl *im = s->impl;
+    const char *argv[2] = {"CLUSTER", "SLOTS"};
+    redisReply *r = raw_command(s, 2, argv, NULL);
+    if (!r) return CTXD_ERR;
+    if (r->type == REDIS_REPLY_ERROR)
+        store_cluster_set_standalone(im->next_seed);
+    else
+        store_cluster_load(r, im->node.host);
+    freeReplyObject(r);
+    return CTXD_OK;
+}
+
 /* Authenticate, check the role, select the db and load the scripts on a new
  * connection. */
 static int setup_connection(store *s) {
@@ -191,6 +249,16 @@ static int setup_connection(store *s) {
         if (setup_command(s, "AUTH", cfg->redis_user[0] ? 3 : 2, argv, NULL)) return CTXD_ERR;
     }
     if (sentinel_mode(im) && check_master(s)) return CTXD_ERR;
+    if (may_be_cluster(im) && store_cluster_mode() == STORE_MODE_UNKNOWN && detect_cluster(s))
+        return CTXD_ERR;
+    if (cfg->redis_db && cluster_mode(im)) {
+        store_fail(s, CTXD_E_REDIS,
+                   "Redis at %s is a Redis Cluster, which has only database 0; "
+                   "drop /%d from CTXD_REDIS_URL",
+                   im->addr, cfg->redis_db);
+        drop_connection(im);
+        return CTXD_ERR;
+    }
     if (cfg->redis_db) {
         char db[16];
         snprintf(db, sizeof(db), "%d", cfg->redis_db);
@@ -228,7 +296,7 @@ static int connect_once(store *s, unsigned epoch) {
     redisContext *c = cfg->redis_socket[0] ? redisConnectUnixWithTimeout(cfg->redis_socket, tv)
                       : sentinel_mode(im)
                           ? redisConnectWithTimeout(im->master_host, im->master_port, tv)
-                          : redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+                          : redisConnectWithTimeout(im->node.host, im->node.port, tv);
     if (!c || c->err) {
         char why[160];
         snprintf(why, sizeof(why), "%s", c ? c->errstr : "out of memory");
@@ -270,6 +338,7 @@ static int ensure_connected(store *s) {
     im->io_failed = 0;
     im->unreplicated = 0;
     im->demoted = 0;
+    im->noscript = 0;
     unsigned epoch = atomic_load(&global_epoch);
     if (im->c && im->epoch != epoch) drop_connection(im);
     if (sentinel_mode(im)) {
@@ -318,6 +387,7 @@ static void demoted(store *s, const char *error) {
 static redisReply *check_reply(store *s, redisReply *r) {
     if (r && r->type == REDIS_REPLY_ERROR) {
         store_fail(s, CTXD_E_REDIS, "Redis at %s answered an error: %s", store_addr(s), r->str);
+        ((store_impl *)s->impl)->noscript = !strncmp(r->str, "NOSCRIPT", 8);
         demoted(s, r->str);
         freeReplyObject(r);
         return NULL;
@@ -325,9 +395,202 @@ static redisReply *check_reply(store *s, redisReply *r) {
     return r;
 }
 
+/* ---- Routing: which server a command goes to ---- */
+
+static int same_node(const ctxd_hostport *a, const ctxd_hostport *b) {
+    return a->port == b->port && !strcmp(a->host, b->host);
+}
+
+/* Make to's connection the current one: the current one is parked (the
+ * least recently used parked one is closed when there is no room), and
+ * to's is taken out of the parked ones, if there. */
+static void switch_node(store_impl *im, const ctxd_hostport *to) {
+    if (same_node(&im->node, to)) return;
+    if (im->c) {
+        parked_conn *slot = &im->parked[0];
+        for (int i = 0; i < PARKED_MAX; i++) {
+            if (!im->parked[i].c) {
+                slot = &im->parked[i];
+                break;
+            }
+            if (im->parked[i].last_used_ms < slot->last_used_ms) slot = &im->parked[i];
+        }
+        if (slot->c) redisFree(slot->c);
+        *slot = (parked_conn){im->node, im->c, im->epoch, im->last_used_ms};
+        im->c = NULL;
+    }
+    im->node = *to;
+    snprintf(im->addr, sizeof(im->addr), "%s:%d", to->host, to->port);
+    for (int i = 0; i < PARKED_MAX; i++) {
+        parked_conn *p = &im->parked[i];
+        if (p->c && same_node(&p->node, to)) {
+            im->c = p->c;
+            im->epoch = p->epoch;
+            im->last_used_ms = p->last_used_ms;
+            p->c = NULL;
+            break;
+        }
+    }
+}
+
+/* Reload the slot map: CLUSTER SLOTS on the current connection, else on a
+ * known master, else on a seed. Failing is not an error here: the command
+ * that follows fails (or is redirected) on its own. */
+static void refresh_map(store *s) {
+    store_impl *im = s->impl;
+    ctxd_hostport nodes[STORE_CLUSTER_NODES_MAX + CTXD_SEEDS_MAX];
+    int n = 0;
+    if (im->c) nodes[n++] = im->node;
+    n += store_cluster_nodes(nodes + n, STORE_CLUSTER_NODES_MAX);
+    for (int i = 0; i < im->cfg->redis_n_seeds; i++) nodes[n++] = seed(im->cfg, i);
+    ctxd_err err = s->err;
+    for (int i = 0; i < n; i++) {
+        switch_node(im, &nodes[i]);
+        if (ensure_connected(s)) continue;
+        const char *argv[2] = {"CLUSTER", "SLOTS"};
+        redisReply *r = raw_command(s, 2, argv, NULL);
+        int ok = r && store_cluster_load(r, im->node.host) == CTXD_OK;
+        if (r) freeReplyObject(r);
+        if (ok) break;
+    }
+    s->err = err;
+}
+
+/* Connect to the server that holds key (any server for NULL): the one
+ * server, the Sentinels' master, or the cluster node serving key's slot. */
+static int route(store *s, const char *key) {
+    store_impl *im = s->impl;
+    if (!may_be_cluster(im)) return ensure_connected(s);
+    if (store_cluster_mode() == STORE_MODE_UNKNOWN) {
+        /* The first connection finds out; a seed that does not answer
+         * makes way for the next. */
+        int n = im->cfg->redis_n_seeds ? im->cfg->redis_n_seeds : 1;
+        for (int i = 0; i < n && store_cluster_mode() == STORE_MODE_UNKNOWN; i++) {
+            ctxd_hostport to = seed(im->cfg, im->next_seed);
+            switch_node(im, &to);
+            if (ensure_connected(s) == CTXD_OK) break;
+            im->next_seed = (im->next_seed + 1) % n;
+        }
+        if (store_cluster_mode() == STORE_MODE_UNKNOWN) return CTXD_ERR;
+    }
+    if (store_cluster_mode() == STORE_MODE_STANDALONE) {
+        ctxd_hostport to = seed(im->cfg, store_cluster_standalone_seed());
+        switch_node(im, &to);
+        return ensure_connected(s);
+    }
+    if (store_cluster_refresh_due()) refresh_map(s);
+    ctxd_hostport to;
+    unsigned slot = key ? store_cluster_slot(key, strlen(key)) : 0;
+    if (key && store_cluster_node(slot, &to)) {
+        store_cluster_stale();
+        store_fail(s, CTXD_E_REDIS, "Redis Cluster has no master serving slot %u now", slot);
+        metrics_redis_error();
+        return CTXD_ERR;
+    }
+    if (key) switch_node(im, &to);
+    return ensure_connected(s);
+}
+
+/* Send n commands pipelined on the current connection (after ASKING when
+ * asking) and read every reply into out (caller frees). CTXD_ERR after an
+ * I/O failure, which drops the connection. */
+static int exchange(store *s, int asking, int n, const char **const *argvs, const int *argcs,
+                    const size_t *const *lens, redisReply **out) {
+    store_impl *im = s->impl;
+    const char *ask[1] = {"ASKING"};
+    if (asking) redisAppendCommandArgv(im->c, 1, ask, NULL);
+    for (int i = 0; i < n; i++)
+        redisAppendCommandArgv(im->c, argcs[i], argvs[i], lens ? lens[i] : NULL);
+    for (int i = -asking; i < n; i++) {
+        void *reply = NULL;
+        if (redisGetReply(im->c, &reply) != REDIS_OK) {
+            for (int j = 0; j < i; j++) freeReplyObject(out[j]);
+            fail_unreachable(s, conn_error(im));
+            return CTXD_ERR;
+        }
+        if (i < 0)
+            freeReplyObject(reply);
+        else
+            out[i] = reply;
+    }
+    im->last_used_ms = util_mono_ms();
+    return CTXD_OK;
+}
+
+/* In a cluster, the first reply that asks to go elsewhere or wait. */
+static int find_redirect(const store_impl *im, int n, redisReply **rs, unsigned *slot,
+                         ctxd_hostport *to, char *why, size_t whylen) {
+    if (!cluster_mode(im)) return STORE_REDIRECT_NONE;
+    for (int i = 0; i < n; i++) {
+        if (rs[i]->type != REDIS_REPLY_ERROR) continue;
+        int kind = store_cluster_redirect(rs[i]->str, slot, to);
+        if (kind == STORE_REDIRECT_NONE) continue;
+        snprintf(why, whylen, "%s", rs[i]->str);
+        if (!to->host[0]) snprintf(to->host, sizeof(to->host), "%s", im->node.host);
+        return kind;
+    }
+    return STORE_REDIRECT_NONE;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Run n commands (pipelined) on the server holding key and return the last
+ * reply, error replies checked (the others are freed). A cluster's MOVED is
+ * followed (and the map reloaded), ASK is followed with ASKING, TRYAGAIN
+ * and CLUSTERDOWN are retried with backoff: all within the Redis timeout.
+ * Each of these means the command did not run, so writes are safe to
+ * resend. */
+static redisReply *run(store *s, const char *key, int n, const char **const *argvs,
+                       const int *argcs, const size_t *const *lens) {
+    store_impl *im = s->impl;
+    int64_t deadline = util_mono_ms() + im->cfg->redis_timeout_ms;
+    int asking = 0, backoff_ms = 5;
+    redisReply *rs[BATCH_MAX];
+    char why[200] = "";
+    for (int hop = 0;; hop++) {
+        if (!asking && route(s, key)) return NULL;
+        if (exchange(s, asking, n, argvs, argcs, lens, rs)) return NULL;
+        unsigned slot = 0;
+        ctxd_hostport to = {"", 0};
+        int kind = find_redirect(im, n, rs, &slot, &to, why, sizeof(why));
+        if (kind == STORE_REDIRECT_NONE) {
+            for (int i = 0; i < n - 1; i++) freeReplyObject(rs[i]);
+            return check_reply(s, rs[n - 1]);
+        }
+        for (int i = 0; i < n; i++) freeReplyObject(rs[i]);
+        int64_t left = deadline - util_mono_ms();
+        if (hop + 1 == REDIRECTS_MAX || left <= 0) {
+            store_fail(s, CTXD_E_REDIS, "Redis Cluster at %s: %s (still, after %d tries)", im->addr,
+                       why, hop + 1);
+            metrics_redis_error();
+            store_cluster_stale();
+            return NULL;
+        }
+        asking = 0;
+        if (kind == STORE_REDIRECT_MOVED) {
+            store_cluster_moved(slot, to.host, to.port);
+        } else if (kind == STORE_REDIRECT_ASK) {
+            switch_node(im, &to);
+            if (ensure_connected(s)) return NULL;
+            asking = 1;
+        } else { /* the slot is moving, or the cluster is failing over */
+            sleep_ms((int)(left < backoff_ms ? left : backoff_ms));
+            backoff_ms = backoff_ms < 100 ? backoff_ms * 2 : 200;
+            store_cluster_stale();
+        }
+    }
+}
+
+/* The key a command names (its first argument), or NULL. */
+static const char *key_of(int argc, const char **argv) { return argc > 1 ? argv[1] : NULL; }
+
 redisReply *store_command(store *s, int argc, const char **argv, const size_t *lens) {
-    if (ensure_connected(s)) return NULL;
-    return check_reply(s, raw_command(s, argc, argv, lens));
+    const char **argvs[1] = {argv};
+    const size_t *lenss[1] = {lens};
+    return run(s, key_of(argc, argv), 1, argvs, &argc, lens ? lenss : NULL);
 }
 
 /* Commands and scripts that change nothing are retried once on a fresh
@@ -341,22 +604,27 @@ redisReply *store_read_command(store *s, int argc, const char **argv) {
 }
 
 redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs) {
-    if (ensure_connected(s)) return NULL;
     store_impl *im = s->impl;
-    for (int i = 0; i < n; i++) redisAppendCommandArgv(im->c, argcs[i], argvs[i], NULL);
+    const char *key = NULL;
+    int split = 0;
+    if (n > BATCH_MAX) {
+        store_fail(s, CTXD_E_NOMEM, "a pipeline of %d commands is too long", n);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *k = key_of(argcs[i], argvs[i]);
+        if (!k) continue;
+        if (!key) key = k;
+        split |= store_cluster_slot(k, strlen(k)) != store_cluster_slot(key, strlen(key));
+    }
+    if (!split || !cluster_mode(im)) return run(s, key, n, argvs, argcs, NULL);
+    /* Keys on different slots: one command at a time, each to its node. */
     redisReply *last = NULL;
     for (int i = 0; i < n; i++) {
-        void *reply = NULL;
-        if (redisGetReply(im->c, &reply) != REDIS_OK) {
-            if (last) freeReplyObject(last);
-            fail_unreachable(s, conn_error(im));
-            return NULL;
-        }
         if (last) freeReplyObject(last);
-        last = reply;
+        if (!(last = store_command(s, argcs[i], argvs[i], NULL))) return NULL;
     }
-    im->last_used_ms = util_mono_ms();
-    return check_reply(s, last);
+    return last;
 }
 
 /* ---- Scripts ---- */
@@ -411,19 +679,28 @@ static int wrote(int script, const redisReply *r) {
            !strcmp(r->str, "OK");
 }
 
-/* WAIT (after a PUBLISH when publish: see store_wait_replicas_all), with
- * the socket's timeout stretched by redis_wait_ms. WAIT's reply (caller
- * frees), or NULL with s->err. */
-static redisReply *send_wait(store *s, int publish) {
+/* WAIT (after a write of no value when mark_key: see
+ * store_wait_replicas_all), with the socket's timeout stretched by
+ * redis_wait_ms. WAIT's reply (caller frees), or NULL with s->err. */
+static redisReply *send_wait(store *s, const char *mark_key) {
     store_impl *im = s->impl;
     const ctxd_config *cfg = im->cfg;
-    char n[16], ms[16];
+    char n[16], ms[16], mark[STORE_KEY_LEN];
+    int publish = mark_key != NULL;
     snprintf(n, sizeof(n), "%d", cfg->redis_wait_replicas);
     snprintf(ms, sizeof(ms), "%d", cfg->redis_wait_ms);
-    const char *pub[3] = {"PUBLISH", "ctxd:wait", ""}, *wait[3] = {"WAIT", n, ms};
+    /* PUBLISH reaches the replicas, except in a cluster (it goes over the
+     * cluster bus instead): there a short-lived key in mark_key's slot. */
+    const char *pub[5] = {"PUBLISH", "ctxd:wait", ""}, *wait[3] = {"WAIT", n, ms};
+    int pub_argc = 3;
+    if (publish && cluster_mode(im)) {
+        store_key_wait(mark_key, mark);
+        pub[0] = "SET", pub[1] = mark, pub[2] = "", pub[3] = "PX", pub[4] = "60000";
+        pub_argc = 5;
+    }
     redisReply *r[2] = {NULL, NULL};
     redisSetTimeout(im->c, store_ms_tv(cfg->redis_timeout_ms + cfg->redis_wait_ms));
-    if (publish) redisAppendCommandArgv(im->c, 3, pub, NULL);
+    if (publish) redisAppendCommandArgv(im->c, pub_argc, pub, NULL);
     redisAppendCommandArgv(im->c, 3, wait, NULL);
     for (int i = !publish; i < 2; i++) {
         if (redisGetReply(im->c, (void **)&r[i]) != REDIS_OK) {
@@ -443,10 +720,10 @@ static redisReply *send_wait(store *s, int publish) {
     return check_reply(s, r[1]);
 }
 
-static int wait_replicas(store *s, int publish) {
+static int wait_replicas(store *s, const char *mark_key) {
     store_impl *im = s->impl;
     const ctxd_config *cfg = im->cfg;
-    redisReply *r = send_wait(s, publish);
+    redisReply *r = send_wait(s, mark_key);
     long long acked = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r) freeReplyObject(r);
     if (acked >= cfg->redis_wait_replicas) return CTXD_OK;
@@ -472,19 +749,20 @@ int store_wait_replicas(store *s) {
         im->unreplicated = 1;
         return CTXD_ERR;
     }
-    return wait_replicas(s, 0);
+    return wait_replicas(s, NULL);
 }
 
-int store_wait_replicas_all(store *s) {
+int store_wait_replicas_all(store *s, const char *key) {
     if (((store_impl *)s->impl)->cfg->redis_wait_replicas <= 0) return CTXD_OK;
-    if (ensure_connected(s)) return CTXD_ERR;
-    return wait_replicas(s, 1);
+    if (route(s, key)) return CTXD_ERR;
+    return wait_replicas(s, key);
 }
 
 static redisReply *eval_once(store *s, int script, int nkeys, const char *const *keys,
                              const args *a) {
-    if (ensure_connected(s)) return NULL;
     store_impl *im = s->impl;
+    const char *key = nkeys ? keys[0] : NULL;
+    if (route(s, key)) return NULL; /* the first connection learns the SHAs */
     int nargs = a ? a->n : 0, argc = 3 + nkeys + nargs;
     const char **argv = malloc(sizeof(*argv) * (size_t)argc);
     size_t *lens = malloc(sizeof(*lens) * (size_t)argc);
@@ -504,16 +782,17 @@ static redisReply *eval_once(store *s, int script, int nkeys, const char *const 
         argv[3 + nkeys + i] = a->v[i];
         lens[3 + nkeys + i] = a->len[i];
     }
-    r = raw_command(s, argc, argv, lens);
-    if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
-        freeReplyObject(r); /* SCRIPT FLUSH: send the text itself */
+    const char **argvs[1] = {argv};
+    const size_t *lenss[1] = {lens};
+    r = run(s, key, 1, argvs, &argc, lenss);
+    if (!r && im->noscript) {
+        /* SCRIPT FLUSH, or a node that appeared since: send the text itself */
         argv[0] = "EVAL";
         argv[1] = store_script_text(script);
         lens[0] = 4;
         lens[1] = strlen(argv[1]);
-        r = raw_command(s, argc, argv, lens);
+        r = run(s, key, 1, argvs, &argc, lenss);
     }
-    r = check_reply(s, r);
     if (r && acknowledged[script] && wrote(script, r) && store_wait_replicas(s)) {
         freeReplyObject(r);
         r = NULL;

@@ -160,7 +160,7 @@ int store_create_claim(store *s, const char *key, uint64_t fp, const char *new_i
         store_fail(s, CTXD_E_CONFLICT, "idempotency record changed, retry");
         return CTXD_ERR;
     }
-    return store_wait_replicas_all(s); /* a replay: the first create must be replicated */
+    return store_wait_replicas_all(s, k); /* a replay: the first create must be replicated */
 }
 
 int store_create_unclaim(store *s, const char *key) {

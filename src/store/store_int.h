@@ -27,6 +27,10 @@ void store_keys_init(ctx_keys *k, const char *tenant, const char *id);
  * push to it when it is that turn's turn (token: the turn's lock token). */
 void store_key_wake(const ctx_keys *k, const char *token, char out[STORE_KEY_LEN]);
 
+/* A key in the same hash slot as key, for a write of no value that WAIT
+ * can wait for: "ctxd:wait:{<key's hash tag>}". */
+void store_key_wait(const char *key, char out[STORE_KEY_LEN]);
+
 /* The key of an idempotent create's claim. */
 void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key);
 
@@ -99,6 +103,51 @@ unsigned store_sentinel_gen(void);
  * process (now: at once), less often while Sentinels do not answer. */
 void store_sentinel_probe(const ctxd_config *cfg, int *next, int now);
 
+/* ---- Redis Cluster (store_cluster.c): the slot map, process-wide ---- */
+
+#define STORE_CLUSTER_SLOTS 16384
+#define STORE_CLUSTER_NODES_MAX 64
+
+/* What the configured redis:// server turned out to be (found on the first
+ * connection: CLUSTER SLOTS answers, or says cluster support is disabled). */
+enum { STORE_MODE_UNKNOWN = -1, STORE_MODE_STANDALONE = 0, STORE_MODE_CLUSTER = 1 };
+int store_cluster_mode(void);
+
+/* A plain server answered at the seed'th seed of the URL: standalone mode,
+ * and that seed is the server. */
+void store_cluster_set_standalone(int seed);
+int store_cluster_standalone_seed(void);
+
+/* The hash slot of a key (its hash tag's, when it has one). */
+unsigned store_cluster_slot(const char *key, size_t len);
+
+/* Install the map a CLUSTER SLOTS reply describes (asked_host stands for an
+ * empty host in it) and enter cluster mode. CTXD_ERR when r is no map. */
+int store_cluster_load(const redisReply *r, const char *asked_host);
+
+/* The master serving slot: CTXD_OK, or CTXD_ERR when none is known. */
+int store_cluster_node(unsigned slot, ctxd_hostport *out);
+
+/* Up to max known masters into out; returns how many. */
+int store_cluster_nodes(ctxd_hostport *out, int max);
+
+/* A MOVED said slot lives at host:port now: remember it, and reload the
+ * whole map soon. */
+void store_cluster_moved(unsigned slot, const char *host, int port);
+
+/* The map may be wrong (a node failed, a redirect): reload it soon. */
+void store_cluster_stale(void);
+
+/* 1 when the caller should reload the map now (stale, and no other thread
+ * did in the last 100 ms). */
+int store_cluster_refresh_due(void);
+
+/* What an error reply asks of a cluster client: MOVED or ASK (with slot and
+ * the node in to; an empty host means the node that answered), RETRY for
+ * TRYAGAIN and CLUSTERDOWN (wait, then send again), or NONE. */
+enum { STORE_REDIRECT_NONE, STORE_REDIRECT_MOVED, STORE_REDIRECT_ASK, STORE_REDIRECT_RETRY };
+int store_cluster_redirect(const char *err, unsigned *slot, ctxd_hostport *to);
+
 /* ---- The connection (store_conn.c) ---- */
 
 /* Record a failure in s. */
@@ -129,12 +178,14 @@ int store_failed_io(const store *s);
  * few replicas in time: the write stays on the master). */
 int store_wait_replicas(store *s);
 
-/* Likewise, but for everything the master holds now, whoever wrote it: for
- * an answer from a record another connection wrote (an idempotent replay,
- * whose first attempt may have timed out waiting). WAIT covers only the
- * connection's own writes, so this first PUBLISHes an empty message (a write
- * the replicas get) on the channel ctxd:wait, in the same round trip. */
-int store_wait_replicas_all(store *s);
+/* Likewise, but for everything the master holding key holds now, whoever
+ * wrote it: for an answer from a record another connection wrote (an
+ * idempotent replay, whose first attempt may have timed out waiting). WAIT
+ * covers only the connection's own writes, so this first makes a write the
+ * replicas get, in the same round trip: an empty message PUBLISHed on the
+ * channel ctxd:wait, or in a cluster (where PUBLISH is not replicated) a
+ * short-lived empty key in key's slot (store_key_wait). */
+int store_wait_replicas_all(store *s, const char *key);
 
 /* Script arguments: borrowed strings and binary blobs, plus a few numbers
  * formatted into the builder itself. */

@@ -63,6 +63,14 @@ void store_key_wake(const ctx_keys *k, const char *token, char out[STORE_KEY_LEN
     snprintf(out, STORE_KEY_LEN, "%s:%s", k->key[K_WAKE], token);
 }
 
+void store_key_wait(const char *key, char out[STORE_KEY_LEN]) {
+    const char *open = strchr(key, '{'), *close = open ? strchr(open + 1, '}') : NULL;
+    if (open && close && close > open + 1)
+        snprintf(out, STORE_KEY_LEN, "ctxd:wait:{%.*s}", (int)(close - open - 1), open + 1);
+    else
+        snprintf(out, STORE_KEY_LEN, "ctxd:wait:{%s}", key);
+}
+
 void store_key_create(char out[STORE_KEY_LEN], const char *tenant, const char *idem_key) {
     char sc[STORE_TENANT_MAX + 2];
     snprintf(out, STORE_KEY_LEN, KEY_CREATE "%s%s}", scope(tenant, sc), idem_key);

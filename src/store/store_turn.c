@@ -71,7 +71,7 @@ int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms
     int rc = turn_reply(s, id, store_eval(s, S_TURN_READ, K_COUNT, k.all, &a), q, out);
     args_free(&a);
     /* A replay acknowledges a stored turn: it must be on the replicas too. */
-    if (rc == CTXD_OK && out->idem_record.data && store_wait_replicas_all(s)) {
+    if (rc == CTXD_OK && out->idem_record.data && store_wait_replicas_all(s, k.all[K_META])) {
         store_context_free(out);
         rc = CTXD_ERR;
     }

@@ -76,7 +76,7 @@ def error_table():
         codes.setdefault(code, set()).add(status)
     return codes
 
-class Redis:
+class RedisServer:
     """A private redis-server with AOF on, in its own temp dir."""
 
     def __init__(self, port=None, appendonly=True):
@@ -99,6 +99,10 @@ class Redis:
         _live.append(self.proc)
         wait_until(lambda: self.ping(), what="redis-server on %d" % self.port)
         return self
+
+    def master_of(self, key):
+        """The port of the server holding key: this one."""
+        return self.port
 
     def ping(self):
         try:
@@ -151,6 +155,221 @@ class Redis:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_cluster_port():
+    """A free port whose cluster bus port (+10000) is free too."""
+    import random
+    for _ in range(1000):
+        port = random.randrange(20000, 40000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A private Redis Cluster: `masters` redis-server processes in cluster
+    mode, each with `replicas` replicas, made with `redis-cli --cluster
+    create`, in one temp dir. It answers like RedisServer (url, port, cli,
+    keys, snapshot, start, stop, kill, cleanup) for the whole cluster, and
+    has helpers to find, kill and replace the nodes."""
+
+    def __init__(self, masters=3, replicas=1, appendonly=True, node_timeout_ms=1000):
+        self.dir = tempfile.mkdtemp(prefix="ctxd-cluster-")
+        self.ports = [free_cluster_port() for _ in range(masters * (1 + replicas))]
+        self.n_masters, self.replicas = masters, replicas
+        self.appendonly, self.node_timeout_ms = appendonly, node_timeout_ms
+        self.procs = {}
+        self.created = False
+
+    @property
+    def port(self):
+        return self.ports[0]
+
+    @property
+    def url(self):
+        """Every node as a seed: ctxd finds the masters by itself."""
+        return "redis://" + ",".join("127.0.0.1:%d" % p for p in self.ports[:self.n_masters])
+
+    def start_node(self, port):
+        d = os.path.join(self.dir, str(port))
+        os.makedirs(d, exist_ok=True)
+        p = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no", "--logfile", os.path.join(d, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _live.append(p)
+        self.procs[port] = p
+        wait_until(lambda: self.node_cli(port, "PING") == "PONG", what="redis on %d" % port)
+
+    def start(self):
+        for port in self.ports:
+            self.start_node(port)
+        if not self.created:
+            out = subprocess.run(
+                ["redis-cli", "--cluster", "create"] + ["127.0.0.1:%d" % p for p in self.ports]
+                + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise AssertionError("redis-cli --cluster create failed:\n" + out.stdout
+                                     + out.stderr)
+            self.created = True
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout=30):
+        """Every live node says the cluster is ok, and the masters with
+        slots have their replicas attached."""
+        def ok():
+            live = [p for p in self.ports if self.alive(p)]
+            if not all("cluster_state:ok" in self.node_cli(p, "CLUSTER", "INFO") for p in live):
+                return False
+            return len(self.masters()) == self.n_masters and all(
+                len(self.replicas_of(m)) >= min(self.replicas, len(live) - self.n_masters)
+                for m in self.masters())
+        wait_until(ok, timeout=timeout, interval=0.1, what="the cluster to be ok")
+
+    def alive(self, port):
+        p = self.procs.get(port)
+        return p is not None and p.poll() is None
+
+    def node_cli(self, port, *args):
+        try:
+            out = subprocess.run(["redis-cli", "-p", str(port), "--raw"] + list(args),
+                                 capture_output=True, text=True, timeout=10)
+        except subprocess.SubprocessError:
+            return ""
+        return out.stdout.strip()
+
+    def nodes(self):
+        """[(id, port, flags, master_id, slots)] from a live node's CLUSTER NODES."""
+        for port in self.ports:
+            if not self.alive(port):
+                continue
+            out = self.node_cli(port, "CLUSTER", "NODES")
+            if not out:
+                continue
+            rows = []
+            for line in out.splitlines():
+                f = line.split()
+                rows.append((f[0], int(f[1].split("@")[0].rsplit(":", 1)[1]), f[2], f[3],
+                             f[8:]))
+            return rows
+        return []
+
+    def masters(self):
+        """Ports of the live masters that serve slots."""
+        return sorted(port for _, port, flags, _, slots in self.nodes()
+                      if "master" in flags and "fail" not in flags and slots
+                      and self.alive(port))
+
+    def replicas_of(self, master_port):
+        rows = self.nodes()
+        mid = [i for i, port, _, _, _ in rows if port == master_port]
+        return [port for _, port, flags, m, _ in rows
+                if mid and m == mid[0] and "slave" in flags and "fail" not in flags
+                and self.alive(port)]
+
+    def slot_of(self, key):
+        return int(self.node_cli(self.masters()[0], "CLUSTER", "KEYSLOT", key))
+
+    def master_of(self, key):
+        """Port of the master serving key's slot."""
+        slot = self.slot_of(key)
+        for _, port, flags, _, slots in self.nodes():
+            if "master" not in flags or "fail" in flags:
+                continue
+            for rng in slots:
+                if rng.startswith("["):
+                    continue
+                lo, _, hi = rng.partition("-")
+                if int(lo) <= slot <= int(hi or lo):
+                    return port
+        raise AssertionError("no master serves slot %d" % slot)
+
+    def kill_node(self, port):
+        p = self.procs.get(port)
+        if p and p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+    def cli(self, *args):
+        """redis-cli -c (following redirects) for one-key commands; INFO's
+        numbers are summed over the masters, KEYS is the union."""
+        if args and args[0].upper() == "INFO":
+            return self._info_sum(*args)
+        if args and args[0].upper() == "KEYS":
+            return "\n".join(self.keys(args[1] if len(args) > 1 else "*"))
+        return "\n".join(self.raw(*args))
+
+    def raw(self, *args):
+        port = self.masters()[0]
+        out = subprocess.run(["redis-cli", "-c", "-p", str(port), "--raw"] + list(args),
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.splitlines()
+
+    def _info_sum(self, *args):
+        totals = {}
+        for port in self.masters():
+            for line in self.node_cli(port, *args).splitlines():
+                for m in re.finditer(r"^(\w+):(.*)$", line):
+                    name, fields = m.group(1), m.group(2)
+                    if "=" not in fields:
+                        continue
+                    acc = totals.setdefault(name, {})
+                    for kv in fields.split(","):
+                        k, _, v = kv.partition("=")
+                        try:
+                            acc[k] = acc.get(k, 0) + float(v)
+                        except ValueError:
+                            pass
+        return "\n".join("%s:%s" % (n, ",".join("%s=%g" % kv for kv in acc.items()))
+                         for n, acc in totals.items())
+
+    def keys(self, pattern="*"):
+        out = set()
+        for port in self.masters():
+            out.update(k for k in self.node_cli(port, "KEYS", pattern).splitlines() if k)
+        return sorted(out)
+
+    def snapshot(self):
+        return RedisServer.snapshot(self)
+
+    def stop(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs.values():
+            p.wait(timeout=10)
+
+    def kill(self):
+        for port in self.ports:
+            self.kill_node(port)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# The Redis every test runs against: one server, or with CTXD_TEST_REDIS=cluster
+# a 3-master, 3-replica Redis Cluster (ctest's e2e_cluster label). Tests that are
+# about one server's own behaviour (replication, Sentinel, passwords, restarts
+# at one address) use RedisServer by name.
+TEST_REDIS = os.environ.get("CTXD_TEST_REDIS", "server")
+
+
+def Redis(port=None, appendonly=True):
+    if TEST_REDIS == "cluster":
+        return RedisCluster(appendonly=appendonly)
+    return RedisServer(port=port, appendonly=appendonly)
 
 
 class Response:

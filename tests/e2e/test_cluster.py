@@ -1,6 +1,7 @@
 """test_cluster.py: scripts/cluster.sh for real: redis, three ctxd and haproxy
 on free ports, the guide's conversation through haproxy, and a replica killed
 with SIGKILL half way without the client noticing."""
+# e2e_cluster: no (scripts/cluster.sh starts its own Redis)
 import atexit
 import os
 import shutil

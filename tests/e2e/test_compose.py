@@ -1,6 +1,7 @@
 """test_compose.py: docker-compose.yml, docker/Dockerfile, docker/haproxy.cfg and
 scripts/cluster.sh agree with each other and with ctxd itself (no Docker engine
 needed: docker-compose only validates, haproxy only checks its config)."""
+# e2e_cluster: no (docker compose starts its own Redis)
 import fnmatch
 import os
 import re

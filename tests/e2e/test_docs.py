@@ -1,5 +1,6 @@
 """The README matches the code: settings, routes, error codes and the messages
 its troubleshooting table quotes."""
+# e2e_cluster: no (reads the docs and the binary's --help; starts no Redis)
 import os
 import re
 import subprocess

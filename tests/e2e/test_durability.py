@@ -1,18 +1,19 @@
 """CTXD_REDIS_WAIT_REPLICAS: a write is acknowledged only once a replica holds
 it; without enough replicas in CTXD_REDIS_WAIT_MS it is a 503 whose retry
 with the same Idempotency-Key replays instead of calling the model again."""
+# e2e_cluster: no (one master and its replica; a cluster's are in test_cluster_failover.py)
 import os
 import subprocess
 import time
 import unittest
 
 import harness
-from harness import Ctxd, FakeUpstream, Redis, main, wait_until
+from harness import Ctxd, FakeUpstream, RedisServer, main, wait_until
 
 WAIT_MS = 500
 
 
-class Replica(Redis):
+class Replica(RedisServer):
     """A redis-server replicating master_port, in its own temp dir."""
 
     def __init__(self, master_port):
@@ -41,7 +42,7 @@ class Replica(Redis):
 class DurabilityTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.master = Redis().start()
+        cls.master = RedisServer().start()
         # A replica that comes back resyncs at once, not after 5 s.
         cls.master.cli("CONFIG", "SET", "repl-diskless-sync-delay", "0")
         cls.replica = Replica(cls.master.port).start()

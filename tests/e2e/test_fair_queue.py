@@ -130,7 +130,7 @@ class FairQueueTest(unittest.TestCase):
                 if r.status != 200:
                     print("client %d turn %d: %r %s" % (i, k, r, r.headers.get("retry-after")))
 
-        mon = Monitor(self.redis.port)
+        mon = Monitor(self.redis.master_of("ctxd:{%s}:lock" % cid))
         t0 = time.monotonic()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
         for t in threads:

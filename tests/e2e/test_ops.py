@@ -144,7 +144,7 @@ class LogTest(unittest.TestCase):
         lines = [json.loads(l) for l in log.splitlines() if l.strip()]
         start = [l for l in lines if "listening on" in l["msg"]][0]
         self.assertRegex(start["msg"], r"ctxd \d+\.\d+\.\d+ listening on http://127\.0\.0\.1:\d+ "
-                                       r"redis=127\.0\.0\.1:\d+ db=0 provider=echo")
+                                       r"redis=127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)* db=0 provider=echo")
         reqs = [l for l in lines if l["msg"] == "request"]
         turn = [l for l in reqs if l["request_id"] == "req-abc-1"][0]
         self.assertEqual((turn["method"], turn["route"], turn["status"], turn["level"]),

@@ -1,13 +1,15 @@
 """Redis down at start, stopped and killed under ctxd: 503s, then recovery
 without restarting ctxd, and nothing lost."""
+# e2e_cluster: no (one server down and back at one address; a cluster node's failure
+# is test_cluster_failover.py)
 import unittest
 
-from harness import Ctxd, Redis, main, request, wait_until
+from harness import Ctxd, RedisServer, main, request, wait_until
 
 
 class RedisOutageTest(unittest.TestCase):
     def setUp(self):
-        self.redis = Redis()  # not started yet
+        self.redis = RedisServer()  # not started yet
         self.ctxd = Ctxd(self.redis.url, env={"CTXD_REDIS_TIMEOUT_MS": "500"}).start()
 
     def tearDown(self):

@@ -1,13 +1,15 @@
 """CTXD_REDIS_URL forms: a password, a database number, a unix socket; the
 password never shows in answers or logs."""
+# e2e_cluster: no (a password, a database number and a unix socket of one server;
+# a Redis Cluster has database 0 only)
 import os
 import subprocess
 import unittest
 
-from harness import Ctxd, Redis, main, wait_until
+from harness import Ctxd, RedisServer, main, wait_until
 
 
-class PasswordRedis(Redis):
+class PasswordRedis(RedisServer):
     """A Redis that wants a password and also listens on a unix socket."""
 
     def __init__(self, password):

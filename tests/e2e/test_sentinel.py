@@ -2,6 +2,7 @@
 Sentinel and follows a failover without a restart. Clients see only 503s
 with Retry-After meanwhile, and no acknowledged turn is lost (with
 CTXD_REDIS_WAIT_REPLICAS=1 acknowledged means replicated)."""
+# e2e_cluster: no (Sentinel watches one master and its replicas)
 import json
 import os
 import subprocess
@@ -10,13 +11,13 @@ import time
 import unittest
 
 import harness
-from harness import Ctxd, Redis, free_port, main, wait_until
+from harness import Ctxd, RedisServer, free_port, main, wait_until
 
 PASSWORD = "master/pw"  # the data nodes'; percent-encoded in the URL
 SENTINEL_PASSWORD = "sentinel&pw"
 
 
-class Node(Redis):
+class Node(RedisServer):
     """A password-protected redis-server, a replica of master_port if given."""
 
     def __init__(self, master_port=None):
@@ -52,7 +53,7 @@ class Sentinel:
 
     def __init__(self, master_port, quorum=2):
         self.port = free_port()
-        self.dir = Redis().dir
+        self.dir = RedisServer().dir
         self.conf = os.path.join(self.dir, "sentinel.conf")
         with open(self.conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\nrequirepass %s\n"

@@ -2,7 +2,6 @@
 expiry and listing, against real Redis, real ctxd and the fake upstream."""
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -29,9 +28,8 @@ def meta(redis, cid):
     """Meta fields one by one (values may span lines)."""
     out = {}
     for f in META_FIELDS:
-        v = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw", "HGET",
-                            "ctxd:{%s}:meta" % cid, f], capture_output=True, text=True).stdout
-        out[f] = v[:-1] if v.endswith("\n") else v
+        v = "\n".join(redis.raw("HGET", "ctxd:{%s}:meta" % cid, f))
+        out[f] = v
     return out
 
 

@@ -80,6 +80,32 @@ TEST(test_config_redis_urls) {
     CHECK(strstr(err, "CTXD_REDIS_URL") != NULL);
 }
 
+TEST(test_config_cluster_seeds) {
+    ctxd_config cfg;
+    char err[512], addr[300];
+    memset(&cfg, 0, sizeof(cfg));
+    CHECK(config_parse_redis_url(&cfg, "redis://:pw@n1:7000,n2,10.0.0.3:7002", err, sizeof(err)) ==
+          CTXD_OK);
+    CHECK(cfg.redis_n_seeds == 3);
+    CHECK_STR(cfg.redis_seeds[0].host, "n1");
+    CHECK(cfg.redis_seeds[0].port == 7000);
+    CHECK_STR(cfg.redis_seeds[1].host, "n2");
+    CHECK(cfg.redis_seeds[1].port == 6379);
+    CHECK(cfg.redis_seeds[2].port == 7002);
+    CHECK_STR(cfg.redis_host, "n1"); /* the first seed */
+    CHECK(cfg.redis_port == 7000);
+    CHECK_STR(cfg.redis_password, "pw");
+    config_redis_addr(&cfg, addr, sizeof(addr));
+    CHECK_STR(addr, "n1:7000,n2:6379,10.0.0.3:7002");
+    CHECK(config_parse_redis_url(&cfg, "redis://h:7000", err, sizeof(err)) == CTXD_OK);
+    CHECK(cfg.redis_n_seeds == 1);
+    CHECK(config_parse_redis_url(&cfg, "redis://a,,b", err, sizeof(err)) == CTXD_ERR);
+    CHECK(config_parse_redis_url(&cfg, "redis://a:1,b:70000", err, sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "65535") != NULL);
+    CHECK(config_parse_redis_url(&cfg, "redis://a,b,c,d,e,f,g,h,i", err, sizeof(err)) == CTXD_ERR);
+    CHECK(strstr(err, "more than 8 nodes") != NULL);
+}
+
 TEST(test_config_sentinel_urls) {
     ctxd_config cfg;
     char err[512], addr[300];
@@ -219,6 +245,6 @@ TEST(test_config_provider_follows_the_keys) {
 }
 
 TEST_MAIN(T(test_config_defaults), T(test_config_listen_port_619009_is_refused),
-          T(test_config_redis_urls), T(test_config_sentinel_urls), T(test_config_redis_wait),
-          T(test_config_flags_win_over_environment), T(test_config_bad_values_name_the_setting),
-          T(test_config_provider_follows_the_keys))
+          T(test_config_redis_urls), T(test_config_cluster_seeds), T(test_config_sentinel_urls),
+          T(test_config_redis_wait), T(test_config_flags_win_over_environment),
+          T(test_config_bad_values_name_the_setting), T(test_config_provider_follows_the_keys))
