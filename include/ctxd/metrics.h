@@ -25,6 +25,10 @@ void metrics_summary_fold(int ok);
 void metrics_redis_error(void);
 void metrics_redis_reconnect(void);
 
+/* A Redis Cluster answer a command followed. */
+typedef enum { METRICS_MOVED, METRICS_ASK, METRICS_RETRY } metrics_redirect;
+void metrics_redis_redirect(metrics_redirect kind);
+
 /* A turn that had to wait for a context's lock (waited micros), and one
  * that gave up with 409. */
 void metrics_lock_wait(int64_t micros);

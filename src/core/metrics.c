@@ -42,6 +42,7 @@ static struct {
     counter tokens[N_PROVIDERS][2];
     counter folds[2];
     counter redis_errors, redis_reconnects;
+    counter redis_redirects[3]; /* MOVED, ASK, TRYAGAIN or CLUSTERDOWN */
     counter lock_busy;
     histogram lock_wait;
 } m;
@@ -110,6 +111,10 @@ void metrics_tokens(int provider, long input, long output) {
 void metrics_summary_fold(int ok) { inc(&m.folds[ok ? 1 : 0], 1); }
 void metrics_redis_error(void) { inc(&m.redis_errors, 1); }
 void metrics_redis_reconnect(void) { inc(&m.redis_reconnects, 1); }
+
+void metrics_redis_redirect(metrics_redirect kind) {
+    if ((unsigned)kind < 3) inc(&m.redis_redirects[kind], 1);
+}
 void metrics_lock_busy(void) { inc(&m.lock_busy, 1); }
 
 void metrics_lock_wait(int64_t micros) { observe(&m.lock_wait, micros); }
@@ -233,12 +238,20 @@ char *metrics_render(size_t *len) {
                "# HELP ctxd_redis_reconnects_total New Redis connections made.\n"
                "# TYPE ctxd_redis_reconnects_total counter\n"
                "ctxd_redis_reconnects_total %llu\n"
+               "# HELP ctxd_redis_cluster_redirects_total Redis Cluster answers that sent a "
+               "command elsewhere (moved, ask) or asked to send it again (retry: TRYAGAIN, "
+               "CLUSTERDOWN).\n"
+               "# TYPE ctxd_redis_cluster_redirects_total counter\n"
+               "ctxd_redis_cluster_redirects_total{kind=\"moved\"} %llu\n"
+               "ctxd_redis_cluster_redirects_total{kind=\"ask\"} %llu\n"
+               "ctxd_redis_cluster_redirects_total{kind=\"retry\"} %llu\n"
                "# HELP ctxd_lock_busy_total Turns answered 409 because the context stayed busy.\n"
                "# TYPE ctxd_lock_busy_total counter\n"
                "ctxd_lock_busy_total %llu\n"
                "# HELP ctxd_lock_wait_seconds Time turns waited for a busy context's lock.\n"
                "# TYPE ctxd_lock_wait_seconds histogram\n",
                get(&m.folds[1]), get(&m.folds[0]), get(&m.redis_errors), get(&m.redis_reconnects),
+               get(&m.redis_redirects[0]), get(&m.redis_redirects[1]), get(&m.redis_redirects[2]),
                get(&m.lock_busy));
     put_histogram(&b, "ctxd_lock_wait_seconds", "", &m.lock_wait);
     return buf_take(&b, len);

@@ -570,6 +570,9 @@ static redisReply *run(store *s, const char *key, int n, const char **const *arg
             return NULL;
         }
         asking = 0;
+        metrics_redis_redirect(kind == STORE_REDIRECT_MOVED ? METRICS_MOVED
+                               : kind == STORE_REDIRECT_ASK ? METRICS_ASK
+                                                            : METRICS_RETRY);
         if (kind == STORE_REDIRECT_MOVED) {
             store_cluster_moved(slot, to.host, to.port);
         } else if (kind == STORE_REDIRECT_ASK) {

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -232,8 +233,10 @@ class RedisCluster:
             live = [p for p in self.ports if self.alive(p)]
             if not all("cluster_state:ok" in self.node_cli(p, "CLUSTER", "INFO") for p in live):
                 return False
+            want = min(self.replicas, len(live) - self.n_masters)
             return len(self.masters()) == self.n_masters and all(
-                len(self.replicas_of(m)) >= min(self.replicas, len(live) - self.n_masters)
+                len(self.replicas_of(m)) >= want and
+                self.node_cli(m, "INFO", "replication").count("state=online") >= want
                 for m in self.masters())
         wait_until(ok, timeout=timeout, interval=0.1, what="the cluster to be ok")
 
@@ -294,6 +297,18 @@ class RedisCluster:
                 if int(lo) <= slot <= int(hi or lo):
                     return port
         raise AssertionError("no master serves slot %d" % slot)
+
+    def reshard(self, src, dst, slots):
+        """redis-cli --cluster reshard: slots slots from master src to dst."""
+        out = subprocess.run(
+            ["redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % src, "--cluster-from",
+             self.node_cli(src, "CLUSTER", "MYID"), "--cluster-to",
+             self.node_cli(dst, "CLUSTER", "MYID"), "--cluster-slots", str(slots),
+             "--cluster-yes"], capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError("redis-cli --cluster reshard failed:\n" + out.stdout[-3000:]
+                                 + out.stderr)
+        return out.stdout
 
     def kill_node(self, port):
         p = self.procs.get(port)
@@ -634,6 +649,36 @@ def main():
         print("skipped tests are not passes: exit %d" % SKIP_EXIT)
         sys.exit(SKIP_EXIT)
     sys.exit(0)
+
+
+class TurnClient(threading.Thread):
+    """Turns on its own context until stopped; records every answer."""
+
+    def __init__(self, ctxd, cid, name):
+        super().__init__(daemon=True)
+        self.ctxd, self.cid, self.name = ctxd, cid, name
+        self.stop = threading.Event()
+        self.answers = []  # (time, message, status, code, retry-after)
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            msg = "%s-%d" % (self.name, i)
+            try:
+                r = self.ctxd.request("POST", "/mcp/context/%s/message" % self.cid,
+                                      {"message": msg}, timeout=20)
+                code = r.json().get("code") if r.status != 200 else None
+                self.answers.append((time.monotonic(), msg, r.status, code,
+                                     r.headers.get("retry-after")))
+                if r.status != 200:
+                    time.sleep(0.05)
+            except OSError as e:
+                self.answers.append((time.monotonic(), msg, 0, repr(e), None))
+                time.sleep(0.05)
+
+    def acked(self, before=None):
+        return [m for t, m, s, _, _ in self.answers if s == 200 and (before is None or t < before)]
 
 
 class FakeUpstream:

@@ -6,12 +6,11 @@ CTXD_REDIS_WAIT_REPLICAS=1 acknowledged means replicated)."""
 import json
 import os
 import subprocess
-import threading
 import time
 import unittest
 
 import harness
-from harness import Ctxd, RedisServer, free_port, main, wait_until
+from harness import Ctxd, RedisServer, TurnClient, free_port, main, wait_until
 
 PASSWORD = "master/pw"  # the data nodes'; percent-encoded in the URL
 SENTINEL_PASSWORD = "sentinel&pw"
@@ -84,36 +83,6 @@ class Sentinel:
         subprocess.run(["rm", "-rf", self.dir])
 
 
-class Client(threading.Thread):
-    """Turns on its own context until stopped; records every answer."""
-
-    def __init__(self, ctxd, cid, name):
-        super().__init__(daemon=True)
-        self.ctxd, self.cid, self.name = ctxd, cid, name
-        self.stop = threading.Event()
-        self.answers = []  # (time, message, status, code, retry-after)
-
-    def run(self):
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            msg = "%s-%d" % (self.name, i)
-            try:
-                r = self.ctxd.request("POST", "/mcp/context/%s/message" % self.cid,
-                                      {"message": msg}, timeout=20)
-                code = r.json().get("code") if r.status != 200 else None
-                self.answers.append((time.monotonic(), msg, r.status, code,
-                                     r.headers.get("retry-after")))
-                if r.status != 200:
-                    time.sleep(0.05)
-            except OSError as e:
-                self.answers.append((time.monotonic(), msg, 0, repr(e), None))
-                time.sleep(0.05)
-
-    def acked(self, before=None):
-        return [m for t, m, s, _, _ in self.answers if s == 200 and (before is None or t < before)]
-
-
 class SentinelTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -170,7 +139,7 @@ class SentinelTest(unittest.TestCase):
             r = c.request("POST", "/mcp/context")
             self.assertEqual(r.status, 201, r)
             cids.append(r.json()["context_id"])
-        clients = [Client(c, cid, "c%d" % i) for i, cid in enumerate(cids)]
+        clients = [TurnClient(c, cid, "c%d" % i) for i, cid in enumerate(cids)]
         for cl in clients:
             cl.start()
         try:
