@@ -203,6 +203,9 @@ class ShutdownTest(unittest.TestCase):
             keep = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
             keep.request("GET", "/healthz")
             keep.getresponse().read()
+            # A request counts as in flight until its worker is done with it,
+            # just after the answer is sent: only the stream is left.
+            time.sleep(0.3)
             c.proc.send_signal(signal.SIGTERM)
             time.sleep(0.2)
             # Draining: new connections are refused (a load balancer retries
