@@ -70,8 +70,17 @@ const char *store_conn_errstr(const store_impl *im);
  * NULL), connected. CTXD_OK or CTXD_ERR with s->err. */
 int store_route(store *s, const char *key);
 
-/* Run n commands pipelined on the server holding key and return the last
- * reply (caller frees), following a cluster's redirects; NULL with s->err. */
+/* Commands one pipeline may hold. */
+#define STORE_BATCH_MAX 8
+
+/* Run n commands pipelined on the server holding key, following a
+ * cluster's redirects: CTXD_OK with every reply in rs (caller frees; error
+ * replies as they are), or CTXD_ERR with s->err. */
+int store_route_run_all(store *s, const char *key, int n, const char **const *argvs,
+                        const int *argcs, const size_t *const *lens, redisReply **rs);
+
+/* Likewise, but the last reply only (caller frees), an error reply turned
+ * into CTXD_E_REDIS; NULL with s->err. */
 redisReply *store_route_run(store *s, const char *key, int n, const char **const *argvs,
                             const int *argcs, const size_t *const *lens);
 

@@ -57,7 +57,7 @@ void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *lim
 enum {
     S_CREATE,
     S_READ,
-    S_TURN_READ,
+    S_TURN_LOCK,
     S_APPEND,
     S_DELETE,
     S_RENEW,
@@ -210,6 +210,14 @@ void args_int(args *a, int64_t v);
  * _read variant retries once after an I/O error: only for scripts that
  * change nothing. */
 redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a);
+
+/* store_eval, then n_after more commands on keys of the script's hash slot
+ * in the same pipeline (one round trip), their replies into after_out
+ * (caller frees; error replies as they are). When the script fails they
+ * are freed and set to NULL. */
+redisReply *store_eval_then(store *s, int script, int nkeys, const char *const *keys, const args *a,
+                            int n_after, const char **const *after, const int *after_argc,
+                            redisReply **after_out);
 redisReply *store_eval_read(store *s, int script, int nkeys, const char *const *keys,
                             const args *a);
 
@@ -228,6 +236,27 @@ int store_index_touch(store *s, const char *id, int64_t now_ms);
 
 /* Take a context out of the listing. */
 int store_index_forget(store *s, const char *id);
+
+/* ---- A turn's window (store_window.c) ---- */
+
+/* The role ("" when unknown), tokens and seq (-1 when absent) of a stored
+ * message, from the prefix message_encode writes, else decoded. CTXD_ERR
+ * only when out of memory. */
+int store_msg_head(const char *raw, size_t len, char role[16], int64_t *tokens, int64_t *seq);
+
+/* Reads one turn may make of a long window. */
+#define STORE_WINDOW_CHUNKS_MAX 24
+
+/* Fill out's messages (and fold, with strategy summarize) for a turn whose
+ * lock is held: out's meta is filled, tail holds the newest messages
+ * (borrowed), len is the list's length. Older messages are read as needed
+ * (the lock keeps the list as it is). With strategy all every message;
+ * else the newest whole units whose tokens fit max_context_tokens minus
+ * fixed_tokens (the new message), the system prompt and the summary; with
+ * summarize also up to fold_max of the oldest messages that left the window
+ * but are not summarized yet. CTXD_OK or CTXD_ERR with s->err. */
+int store_window(store *s, const ctx_keys *k, redisReply *tail, int64_t len, int64_t fixed_tokens,
+                 long fold_max, store_context *out);
 
 /* ---- Replies (store_context.c) ---- */
 

@@ -103,7 +103,7 @@ void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *lim
 
 /* ---- Scripts: src/store/lua/NAME.lua, embedded as store_lua_NAME ---- */
 
-extern const char store_lua_context[], store_lua_create[], store_lua_read[], store_lua_turn_read[],
+extern const char store_lua_context[], store_lua_create[], store_lua_read[], store_lua_turn_lock[],
     store_lua_append[], store_lua_delete[], store_lua_renew[], store_lua_release[],
     store_lua_state_put[], store_lua_state_patch[], store_lua_settings[], store_lua_summary[],
     store_lua_apikey_put[], store_lua_apikey_revoke[], store_lua_apikey_list[], store_lua_rate[],
@@ -118,7 +118,7 @@ static const struct {
 } script_sources[S_COUNT] = {
     [S_CREATE] = {store_lua_create, 1},
     [S_READ] = {store_lua_read, 1},
-    [S_TURN_READ] = {store_lua_turn_read, 1, 1},
+    [S_TURN_LOCK] = {store_lua_turn_lock, 1, 1},
     [S_APPEND] = {store_lua_append, 1, 1},
     [S_DELETE] = {store_lua_delete, 1},
     [S_RENEW] = {store_lua_renew, 1},

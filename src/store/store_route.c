@@ -7,7 +7,6 @@
 #include "ctxd/metrics.h"
 #include "store_conn.h"
 
-#define BATCH_MAX 8      /* commands one pipeline may hold */
 #define REDIRECTS_MAX 16 /* MOVED, ASK, TRYAGAIN or CLUSTERDOWN answers one command follows */
 
 static int same_node(const ctxd_hostport *a, const ctxd_hostport *b) {
@@ -150,29 +149,28 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-/* Run n commands (pipelined) on the server holding key and return the last
- * reply, error replies checked (the others are freed). A cluster's MOVED is
- * followed (and the map reloaded), ASK is followed with ASKING, TRYAGAIN
- * and CLUSTERDOWN are retried with backoff: all within the Redis timeout.
- * Each of these means the command did not run, so writes are safe to
- * resend. */
-redisReply *store_route_run(store *s, const char *key, int n, const char **const *argvs,
-                            const int *argcs, const size_t *const *lens) {
+/* Run n commands (pipelined) on the server holding key, every reply into
+ * rs (error replies as they are). A cluster's MOVED is followed (and the map
+ * reloaded), ASK is followed with ASKING, TRYAGAIN and CLUSTERDOWN are
+ * retried with backoff: all within the Redis timeout. Each of these means
+ * the commands did not run, so writes are safe to resend. */
+int store_route_run_all(store *s, const char *key, int n, const char **const *argvs,
+                        const int *argcs, const size_t *const *lens, redisReply **rs) {
     store_impl *im = s->impl;
     int64_t deadline = util_mono_ms() + im->cfg->redis_timeout_ms;
     int asking = 0, backoff_ms = 5;
-    redisReply *rs[BATCH_MAX];
     char why[200] = "";
+    if (n > STORE_BATCH_MAX) {
+        store_fail(s, CTXD_E_NOMEM, "a pipeline of %d commands is too long", n);
+        return CTXD_ERR;
+    }
     for (int hop = 0;; hop++) {
-        if (!asking && store_route(s, key)) return NULL;
-        if (exchange(s, asking, n, argvs, argcs, lens, rs)) return NULL;
+        if (!asking && store_route(s, key)) return CTXD_ERR;
+        if (exchange(s, asking, n, argvs, argcs, lens, rs)) return CTXD_ERR;
         unsigned slot = 0;
         ctxd_hostport to = {"", 0};
         int kind = find_redirect(im, n, rs, &slot, &to, why, sizeof(why));
-        if (kind == STORE_REDIRECT_NONE) {
-            for (int i = 0; i < n - 1; i++) freeReplyObject(rs[i]);
-            return store_conn_check(s, rs[n - 1]);
-        }
+        if (kind == STORE_REDIRECT_NONE) return CTXD_OK;
         for (int i = 0; i < n; i++) freeReplyObject(rs[i]);
         int64_t left = deadline - util_mono_ms();
         if (hop + 1 == REDIRECTS_MAX || left <= 0) {
@@ -180,7 +178,7 @@ redisReply *store_route_run(store *s, const char *key, int n, const char **const
                        why, hop + 1);
             metrics_redis_error();
             store_cluster_stale();
-            return NULL;
+            return CTXD_ERR;
         }
         asking = 0;
         metrics_redis_redirect(kind == STORE_REDIRECT_MOVED ? METRICS_MOVED
@@ -190,7 +188,7 @@ redisReply *store_route_run(store *s, const char *key, int n, const char **const
             store_cluster_moved(slot, to.host, to.port);
         } else if (kind == STORE_REDIRECT_ASK) {
             switch_node(im, &to);
-            if (store_conn_ensure(s)) return NULL;
+            if (store_conn_ensure(s)) return CTXD_ERR;
             asking = 1;
         } else { /* the slot is moving, or the cluster is failing over */
             sleep_ms((int)(left < backoff_ms ? left : backoff_ms));
@@ -198,6 +196,14 @@ redisReply *store_route_run(store *s, const char *key, int n, const char **const
             store_cluster_stale();
         }
     }
+}
+
+redisReply *store_route_run(store *s, const char *key, int n, const char **const *argvs,
+                            const int *argcs, const size_t *const *lens) {
+    redisReply *rs[STORE_BATCH_MAX];
+    if (store_route_run_all(s, key, n, argvs, argcs, lens, rs)) return NULL;
+    for (int i = 0; i < n - 1; i++) freeReplyObject(rs[i]);
+    return store_conn_check(s, rs[n - 1]);
 }
 
 /* The key a command names (its first argument), or NULL. */
@@ -223,10 +229,6 @@ redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int
     store_impl *im = s->impl;
     const char *key = NULL;
     int split = 0;
-    if (n > BATCH_MAX) {
-        store_fail(s, CTXD_E_NOMEM, "a pipeline of %d commands is too long", n);
-        return NULL;
-    }
     for (int i = 0; i < n; i++) {
         const char *k = key_of(argcs[i], argvs[i]);
         if (!k) continue;

@@ -137,17 +137,23 @@ int store_wait_replicas_all(store *s, const char *key) {
     return wait_replicas(s, key);
 }
 
+/* The script as EVALSHA (then n_after more commands, same slot) in one
+ * pipeline; see store_eval_then. */
 static redisReply *eval_once(store *s, int script, int nkeys, const char *const *keys,
-                             const args *a) {
+                             const args *a, int n_after, const char **const *after,
+                             const int *after_argc, redisReply **after_out) {
     store_impl *im = s->impl;
     const char *key = nkeys ? keys[0] : NULL;
     if (store_route(s, key)) return NULL; /* the first connection learns the SHAs */
     int nargs = a ? a->n : 0, argc = 3 + nkeys + nargs;
     const char **argv = malloc(sizeof(*argv) * (size_t)argc);
     size_t *lens = malloc(sizeof(*lens) * (size_t)argc);
-    redisReply *r = NULL;
+    redisReply *r = NULL, *rs[STORE_BATCH_MAX];
+    const char **argvs[STORE_BATCH_MAX];
+    const size_t *lenss[STORE_BATCH_MAX];
+    int argcs[STORE_BATCH_MAX], n = 1 + n_after;
     char nk[8];
-    if (!argv || !lens) {
+    if (!argv || !lens || n > STORE_BATCH_MAX) {
         store_fail(s, CTXD_E_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -161,32 +167,49 @@ static redisReply *eval_once(store *s, int script, int nkeys, const char *const 
         argv[3 + nkeys + i] = a->v[i];
         lens[3 + nkeys + i] = a->len[i];
     }
-    const char **argvs[1] = {argv};
-    const size_t *lenss[1] = {lens};
-    r = store_route_run(s, key, 1, argvs, &argc, lenss);
-    if (!r && im->noscript) {
+    argvs[0] = argv, argcs[0] = argc, lenss[0] = lens;
+    for (int i = 0; i < n_after; i++) argvs[1 + i] = after[i], argcs[1 + i] = after_argc[i];
+    for (int i = 0; i < n_after; i++) lenss[1 + i] = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (store_route_run_all(s, key, n, argvs, argcs, lenss, rs)) goto cleanup;
+        if (attempt || rs[0]->type != REDIS_REPLY_ERROR || strncmp(rs[0]->str, "NOSCRIPT", 8))
+            break;
         /* SCRIPT FLUSH, or a node that appeared since: send the text itself */
+        for (int i = 0; i < n; i++) freeReplyObject(rs[i]);
         argv[0] = "EVAL";
         argv[1] = store_script_text(script);
         lens[0] = 4;
         lens[1] = strlen(argv[1]);
-        r = store_route_run(s, key, 1, argvs, &argc, lenss);
     }
+    for (int i = 0; i < n_after; i++) after_out[i] = rs[1 + i];
+    r = store_conn_check(s, rs[0]);
     if (r && acknowledged[script] && wrote(script, r) && store_wait_replicas(s)) {
         freeReplyObject(r);
         r = NULL;
     }
+    if (!r)
+        for (int i = 0; i < n_after; i++) {
+            freeReplyObject(after_out[i]);
+            after_out[i] = NULL;
+        }
 cleanup:
     free(argv);
     free(lens);
     return r;
 }
 
-redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a) {
-    redisReply *r = eval_once(s, script, nkeys, keys, a);
+redisReply *store_eval_then(store *s, int script, int nkeys, const char *const *keys, const args *a,
+                            int n_after, const char **const *after, const int *after_argc,
+                            redisReply **after_out) {
+    redisReply *r = eval_once(s, script, nkeys, keys, a, n_after, after, after_argc, after_out);
     /* READONLY refused the script before it wrote: run it on the new master. */
-    if (!r && ((store_impl *)s->impl)->demoted) r = eval_once(s, script, nkeys, keys, a);
+    if (!r && ((store_impl *)s->impl)->demoted)
+        r = eval_once(s, script, nkeys, keys, a, n_after, after, after_argc, after_out);
     return r;
+}
+
+redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a) {
+    return store_eval_then(s, script, nkeys, keys, a, 0, NULL, NULL, NULL);
 }
 
 redisReply *store_eval_read(store *s, int script, int nkeys, const char *const *keys,

@@ -19,31 +19,58 @@ static int is_busy(const redisReply *r, store_turn_queue *q) {
     return 1;
 }
 
-/* Fill out from {meta-pairs, window, fold, llen, window_start_seq, record}
- * (q from a busy answer). Frees r. */
-static int turn_reply(store *s, const char *id, redisReply *r, store_turn_queue *q,
-                      store_context *out) {
-    int rc = CTXD_ERR;
+/* The newest messages read with the lock, in its round trip: most windows
+ * need no more. */
+#define TAIL "-32"
+
+/* Fill out from the lock script's answer r (0, 1, {'IDEM', record} or
+ * {'BUSY', ...}, q from a busy answer) and the commands read after it:
+ * HGETALL meta, LLEN messages and, for a window, the tail. Frees r. */
+static int turn_reply(store *s, const ctx_keys *k, const char *id, redisReply *r,
+                      redisReply **after, int n_after, int64_t fixed_tokens, long fold_max,
+                      store_turn_queue *q, store_context *out) {
+    int rc = CTXD_ERR, idem = 0;
     if (!r) return CTXD_ERR;
-    if (r->type == REDIS_REPLY_NIL) {
+    for (int i = 0; i < n_after; i++)
+        if (after[i]->type == REDIS_REPLY_ERROR) {
+            store_fail(s, CTXD_E_REDIS, "Redis at %s answered an error: %s", store_addr(s),
+                       after[i]->str);
+            goto cleanup;
+        }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
         store_fail(s, CTXD_E_NOT_FOUND, "context %s not found", id);
-    } else if (is_busy(r, q)) {
-        store_fail(s, CTXD_E_BUSY, "context %s is busy", id);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
-        store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s reading %s", store_addr(s),
-                   id);
-    } else if (store_meta_fill(out, r->element[0]) ||
-               store_blobs_copy(r->element[1], &out->messages, &out->n_messages) ||
-               store_blobs_copy(r->element[2], &out->fold, &out->n_fold) ||
-               (r->element[5]->type == REDIS_REPLY_STRING &&
-                store_blob_copy(&out->idem_record, r->element[5]))) {
-        store_fail(s, CTXD_E_NOMEM, "out of memory");
-    } else {
-        out->total_messages = r->element[3]->integer;
-        out->window_start_seq = r->element[4]->integer;
-        rc = CTXD_OK;
+        goto cleanup;
     }
+    if (is_busy(r, q)) {
+        store_fail(s, CTXD_E_BUSY, "context %s is busy", id);
+        goto cleanup;
+    }
+    idem = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+           r->element[1]->type == REDIS_REPLY_STRING;
+    if (!idem && (r->type != REDIS_REPLY_INTEGER || r->integer != 1)) {
+        store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s locking %s", store_addr(s),
+                   id);
+        goto cleanup;
+    }
+    if (after[0]->type != REDIS_REPLY_ARRAY || !after[0]->elements) {
+        /* Deleted between the lock and the read (the delete took the lock). */
+        store_fail(s, CTXD_E_NOT_FOUND, "context %s not found", id);
+        goto cleanup;
+    }
+    if (store_meta_fill(out, after[0]) ||
+        (idem && store_blob_copy(&out->idem_record, r->element[1]))) {
+        store_fail(s, CTXD_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    out->total_messages = after[1]->type == REDIS_REPLY_INTEGER ? after[1]->integer : 0;
+    out->window_start_seq = out->first_seq > 0 ? out->first_seq : 1;
+    if (!idem && n_after == 3 &&
+        store_window(s, k, after[2], out->total_messages, fixed_tokens, fold_max, out))
+        goto cleanup;
+    rc = CTXD_OK;
+cleanup:
     freeReplyObject(r);
+    for (int i = 0; i < n_after; i++) freeReplyObject(after[i]);
     if (rc) store_context_free(out);
     return rc;
 }
@@ -53,22 +80,27 @@ int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms
                     store_turn_queue *q, store_context *out) {
     ctx_keys k;
     args a;
+    redisReply *after[3] = {NULL, NULL, NULL};
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
     store_keys_init(&k, s->tenant, id);
-    if (args_init(s, &a, 10)) return CTXD_ERR;
-    args_int(&a, fixed_tokens);
-    args_int(&a, fold_max);
+    if (args_init(s, &a, 5)) return CTXD_ERR;
     args_str(&a, token);
     args_int(&a, lock_ttl_ms);
     args_str(&a, idem_key);
     args_int(&a, util_now_ms());
-    args_int(&a, MESSAGE_BYTES_PER_TOKEN);
-    args_int(&a, MESSAGE_TOKEN_OVERHEAD);
-    args_str(&a, mode == STORE_TURN_APPEND ? "append" : "window");
     args_int(&a, q && q->ttl_ms > 0 ? q->ttl_ms : 0);
+    /* The lock, then plain reads of what the turn needs, in one round trip
+     * (all in the context's slot). */
+    const char *meta[2] = {"HGETALL", k.all[K_META]}, *llen[2] = {"LLEN", k.all[K_MESSAGES]},
+               *tail[4] = {"LRANGE", k.all[K_MESSAGES], TAIL, "-1"};
+    const char **reads[3] = {meta, llen, tail};
+    const int argcs[3] = {2, 2, 4};
+    int n_after = mode == STORE_TURN_APPEND ? 2 : 3;
     /* Not retried on I/O errors: it may have taken the lock. */
-    int rc = turn_reply(s, id, store_eval(s, S_TURN_READ, K_COUNT, k.all, &a), q, out);
+    redisReply *r =
+        store_eval_then(s, S_TURN_LOCK, K_COUNT, k.all, &a, n_after, reads, argcs, after);
+    int rc = turn_reply(s, &k, id, r, after, r ? n_after : 0, fixed_tokens, fold_max, q, out);
     args_free(&a);
     /* A replay acknowledges a stored turn: it must be on the replicas too. */
     if (rc == CTXD_OK && out->idem_record.data && store_wait_replicas_all(s, k.all[K_META])) {

@@ -70,15 +70,15 @@ class Monitor:
 
 def scripts_of(words, cid):
     """(kind, token, words after the keys) of an EVALSHA on cid's keys: the
-    turn read carries mode and queue TTL after 8 other ARGV, the append its
-    messages after 12 others (ARGV layouts of lua/turn_read.lua and
-    append.lua)."""
+    turn lock has five ARGV (token, lock TTL, idempotency key, now, queue
+    TTL), the append its messages after 12 others (ARGV layouts of
+    lua/turn_lock.lua and append.lua)."""
     nkeys = int(words[2])
     keys, argv = words[3:3 + nkeys], words[3 + nkeys:]
     if not keys or ("ctxd:{%s}:meta" % cid).encode() != keys[0]:
         return None
-    if len(argv) >= 9 and argv[8] in (b"window", b"append"):
-        return "read", argv[2].decode(), argv
+    if len(argv) == 5 and argv[1].isdigit() and argv[3].isdigit() and argv[4].isdigit():
+        return "read", argv[0].decode(), argv
     if len(argv) >= 13 and argv[0] and argv[1].isdigit():
         return "append", argv[0].decode(), argv
     return None

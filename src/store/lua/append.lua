@@ -7,41 +7,52 @@
 -- (held_ms: how long token has held the lock; 0: not counted.)
 -- Returns 'OK', or 'NOT_FOUND', 'LOCK_LOST', 'CONFLICT', 'TOO_LARGE' with
 -- nothing written (the lock is released when token owns it).
+local f = redis.call('HMGET', meta, 'next_seq', 'max_messages', 'turn_ms', 'ttl_seconds')
+local holder = redis.call('GET', lock)
 local function unlock()
-  if redis.call('GET', lock) == ARGV[1] then
+  if holder == ARGV[1] then
     redis.call('DEL', lock)
-    queue_next(clock_ms())
+    if redis.call('EXISTS', queue) == 1 then queue_next(clock_ms()) end
   end
 end
-if redis.call('EXISTS', meta) == 0 then unlock() return 'NOT_FOUND' end
-if redis.call('GET', lock) ~= ARGV[1] then return 'LOCK_LOST' end
-local seq = tonumber(redis.call('HGET', meta, 'next_seq'))
+if not f[1] and redis.call('EXISTS', meta) == 0 then unlock() return 'NOT_FOUND' end
+if holder ~= ARGV[1] then return 'LOCK_LOST' end
+local seq = tonumber(f[1])
 if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end
 local n = tonumber(ARGV[9])
-local keep = tonumber(redis.call('HGET', meta, 'max_messages') or '0')
+local keep = tonumber(f[2] or '0')
 local cap = tonumber(ARGV[8])
 if cap > 0 and keep == 0 and redis.call('LLEN', messages) + n > cap then
   unlock() return 'TOO_LARGE'
 end
-for i = 1, n do redis.call('RPUSH', messages, ARGV[12 + i]) end
-redis.call('HSET', meta, 'next_seq', seq + n, 'last_updated', ARGV[3])
+local len = 0
+for i = 1, n do len = redis.call('RPUSH', messages, ARGV[12 + i]) end
+local fields = {'next_seq', seq + n, 'last_updated', ARGV[3]}
 if ARGV[10] ~= '' then
-  redis.call('HSET', meta, 'prompt_sig', ARGV[10], 'prompt_tokens', ARGV[11])
+  fields[#fields + 1], fields[#fields + 2] = 'prompt_sig', ARGV[10]
+  fields[#fields + 1], fields[#fields + 2] = 'prompt_tokens', ARGV[11]
 end
-queue_count_turn(ARGV[12])
-if keep > 0 and redis.call('LLEN', messages) > keep then
+local avg = queue_turn_avg(ARGV[12], f[3])
+if avg then fields[#fields + 1], fields[#fields + 2] = 'turn_ms', avg end
+if keep > 0 and len > keep then
   -- Keep the newest keep messages, starting at a user message so the
   -- history stays whole units; with no user message among them, keep them
-  -- all rather than lose the history.
-  local kept = redis.call('LRANGE', messages, -keep, -1)
+  -- all rather than lose the history. Usually the first kept one is a user
+  -- message (turns are pairs): one message read.
+  local from_msg = redis.call('LINDEX', messages, -keep)
   local from = 1
-  for i = 1, #kept do
-    if msg_head(kept[i]) == 'user' then from = i break end
+  if msg_head(from_msg) ~= 'user' then
+    local kept = redis.call('LRANGE', messages, -keep, -1)
+    for i = 1, #kept do
+      if msg_head(kept[i]) == 'user' then from = i break end
+    end
+    from_msg = kept[from]
   end
   redis.call('LTRIM', messages, -(keep - from + 1), -1)
-  local _, _, seq = msg_head(kept[from])
-  if seq then redis.call('HSET', meta, 'first_seq', seq) end
+  local _, _, first = msg_head(from_msg)
+  if first then fields[#fields + 1], fields[#fields + 2] = 'first_seq', first end
 end
+redis.call('HSET', meta, unpack(fields))
 if ARGV[5] ~= '' then
   if redis.call('HLEN', idem) >= 1024 then
     local all = redis.call('HGETALL', idem)
@@ -55,5 +66,5 @@ if ARGV[5] ~= '' then
   redis.call('EXPIRE', idem, ARGV[7])
 end
 unlock()
-touch(ARGV[4])
+touch(ARGV[4], f[4])
 return 'OK'

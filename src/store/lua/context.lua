@@ -4,11 +4,12 @@
 -- `local meta, messages, state, idem, lock, queue, wake = KEYS[1], ...`
 -- built from that table, then this file.
 
--- Refresh a context's expiry from its meta ttl_seconds. (The activity
--- index lives in other hash slots: the store updates it after the script,
--- store_index.c.)
-local function touch(now_ms)
-  local ttl = tonumber(redis.call('HGET', meta, 'ttl_seconds') or '0')
+-- Refresh a context's expiry from its meta ttl_seconds (ttl: that field
+-- when the caller has read it already). (The activity index lives in other
+-- hash slots: the store updates it after the script, store_index.c.)
+local function touch(now_ms, ttl)
+  if ttl == nil then ttl = redis.call('HGET', meta, 'ttl_seconds') end
+  ttl = tonumber(ttl or '0')
   if ttl and ttl > 0 then
     for _, k in ipairs({meta, messages, state}) do redis.call('EXPIRE', k, ttl) end
   end

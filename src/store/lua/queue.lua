@@ -83,12 +83,12 @@ local function queue_leave(token, now)
   return 0
 end
 
--- Count a stored turn that held the lock held_ms (0: not counted) into
--- the context's average (a fifth of the way from the old one).
-local function queue_count_turn(held_ms)
+-- The context's average turn_ms after a stored turn that held the lock
+-- held_ms (0: not counted: nil), from the old average (a string, or
+-- false): a fifth of the way from the old one.
+local function queue_turn_avg(held_ms, old)
   local held = tonumber(held_ms) or 0
-  if held <= 0 then return end
-  local avg = tonumber(redis.call('HGET', meta, 'turn_ms') or '')
-  avg = avg and math.floor((avg * 4 + held) / 5 + 0.5) or held
-  redis.call('HSET', meta, 'turn_ms', avg)
+  if held <= 0 then return nil end
+  local avg = tonumber(old or '')
+  return avg and math.floor((avg * 4 + held) / 5 + 0.5) or held
 end
