@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # bench.sh: where ctxd stands against its limits, as ratios measured in one run.
-#   scripts/bench.sh [--quick]
+#   scripts/bench.sh [--quick] [--scaleout]
 # Builds a Release ctxd (build-bench/), starts its own redis-server, fake
 # upstream, ctxd processes and haproxy on free 127.0.0.1 ports in a temp dir,
 # measures the floors (ctxd /healthz, redis-benchmark, the fake upstream
 # called directly) and the scenarios, and writes bench/results.md,
 # bench/results.json and bench/scaling.png. Everything it starts is stopped
 # on exit. --quick: short runs, about two minutes; the full run takes ~12.
+# --scaleout: instead, the context GET and the echo turn against 1, 2, 4 ctxd
+# processes behind haproxy, on one Redis and on a 3-master Redis Cluster, with
+# the Redis CPU per request (bench/scaleout.md; SCALEOUT_PROCS="1 2 4 8" for
+# another curve).
 # CTXD_BIN=/path/to/ctxd skips the build and measures that binary.
 # Helpers (wrk Lua, Python clients, report) live in scripts/bench/.
 set -euo pipefail
@@ -15,12 +19,14 @@ cd "$root"
 here=$root/scripts/bench
 py=/usr/bin/python3
 
-quick=0
-case "${1:-}" in
-  --quick) quick=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
-esac
+quick=0 scaleout=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --scaleout) scaleout=1 ;;
+    *) echo "usage: $0 [--quick] [--scaleout]" >&2; exit 2 ;;
+  esac
+done
 
 if [ $quick = 1 ]; then
   warm=1 dur=3 rb_n=20000 s5_ns="100 500 2000" s4_turns="100 50 10" s4_turns_win=200
@@ -67,6 +73,12 @@ else
   bin=$root/$(scripts/build.sh --release --dir build-bench | tail -1)
 fi
 [ -x "$bin" ] || die "no binary at $bin"
+
+if [ $scaleout = 1 ]; then
+  # The curve over 1, 2, 4 ctxd processes, one Redis and a 3-master cluster:
+  # bench/scaleout.md and bench/scaleout.json (scripts/bench/scaleout.sh).
+  exec "$here/scaleout.sh" "$bin" "$root/bench" $quick
+fi
 
 # ---- Processes, ports, cleanup ----
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctxd-bench.XXXXXX")
@@ -140,6 +152,26 @@ start_ctxd() {
 
 record() { echo "$1" >>"$results"; }
 
+# cmdstats_delta BEFORE AFTER: {"command": [calls, usec], ...} from two
+# INFO commandstats outputs (Redis counts a script's or a transaction's
+# inner commands under their own names too, and in the EVALSHA's or EXEC's
+# time).
+cmdstats_delta() {
+  $py - "$1" "$2" <<'PY'
+import json, re, sys
+def load(p):
+    out = {}
+    for line in open(p):
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+        if m:
+            out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print(json.dumps({k: [v[0] - a.get(k, (0, 0))[0], v[1] - a.get(k, (0, 0))[1]]
+                  for k, v in b.items() if v[0] > a.get(k, (0, 0))[0]}))
+PY
+}
+
 # run_wrk KEY PORT CONNS MODE [VAR=VALUE...]: warm up, then measure for $dur s.
 # wrk gives up on a request after $wrk_timeout (default 10s; S10 sets 2s) and
 # counts it in err_timeout, not in the latencies.
@@ -150,13 +182,16 @@ run_wrk() {
   local w=(env BENCH_MODE="$mode" BENCH_THREADS=$threads "$@" wrk -t$threads -c"$conns"
            --timeout "$timeout" -s "$here/wrk.lua" "http://127.0.0.1:$port")
   "${w[@]}" -d"${warm}s" >/dev/null
-  local cpu0 cpu1
+  local cpu0 cpu1 cs
+  rcli INFO commandstats >"$tmp/cs0"
   cpu0=$(redis_cpu)
   out=$("${w[@]}" -d"${dur}s")
   cpu1=$(redis_cpu)
+  rcli INFO commandstats >"$tmp/cs1"
   line=$(grep '^BENCH ' <<<"$out" | head -1 | cut -c7-)
   [ -n "$line" ] || die "$key: wrk printed no summary: $out"
-  record "{\"key\":\"$key\",\"conns\":$conns,\"timeout\":\"$timeout\",\"redis_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.6f", b-a}'),\"wrk\":$line}"
+  cs=$(cmdstats_delta "$tmp/cs0" "$tmp/cs1")
+  record "{\"key\":\"$key\",\"conns\":$conns,\"timeout\":\"$timeout\",\"redis_cpu_s\":$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.6f", b-a}'),\"cmdstats\":$cs,\"wrk\":$line}"
   say "$key: $($py -c 'import json,sys; w=json.loads(sys.argv[1]); print("%.0f req/s p50 %.2f ms p99 %.2f ms max %.2f ms errors %d (timeouts %d)" % (w["rps"], w["p50_us"]/1e3, w["p99_us"]/1e3, w["max_us"]/1e3, w["errors"], w["err_timeout"]))' "$line")"
 }
 
@@ -227,6 +262,13 @@ say "redis-benchmark: $(tail -1 "$results" | cut -c1-300)..."
 # Scenario 2: echo turns spread over 1,000 contexts, 64 connections.
 $py "$here/prep.py" create "$main_port" 1000 "$tmp/s2.ids"
 run_wrk s2 "$main_port" 64 turn BENCH_IDS="$tmp/s2.ids"
+
+# Scenario 12: echo turns on contexts with a 20-message window (strategy
+# window, max_messages 20, each holding 20 messages before the run), 64
+# connections: the turn's Redis cost, beside scenario 1's read.
+$py "$here/prep.py" create "$main_port" 1000 "$tmp/s12.ids" '{"strategy":"window","max_messages":20}'
+$py "$here/prep.py" fill "$main_port" "$tmp/s12.ids" 20 >/dev/null
+run_wrk s12 "$main_port" 64 turn BENCH_IDS="$tmp/s12.ids"
 
 # Scenario 4: turn latency against stored history length (windowed).
 win_body='{"strategy":"window","max_context_tokens":2000}'

@@ -348,12 +348,21 @@ static void demoted(store *s, const char *error) {
     invalidate_all();
 }
 
+int store_reply_error(store *s, const redisReply *r) {
+    if (!r || r->type != REDIS_REPLY_ERROR) return CTXD_OK;
+    store_fail(s, CTXD_E_REDIS, "Redis at %s answered an error: %s", store_addr(s), r->str);
+    ((store_impl *)s->impl)->noscript = !strncmp(r->str, "NOSCRIPT", 8);
+    demoted(s, r->str);
+    return CTXD_ERR;
+}
+
+int store_is_cluster(const store *s) { return store_conn_cluster(s->impl); }
+
+int store_demoted(const store *s) { return ((const store_impl *)s->impl)->demoted; }
+
 /* An error reply becomes CTXD_E_REDIS (the reply is freed). */
 redisReply *store_conn_check(store *s, redisReply *r) {
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        store_fail(s, CTXD_E_REDIS, "Redis at %s answered an error: %s", store_addr(s), r->str);
-        ((store_impl *)s->impl)->noscript = !strncmp(r->str, "NOSCRIPT", 8);
-        demoted(s, r->str);
+    if (store_reply_error(s, r)) {
         freeReplyObject(r);
         return NULL;
     }

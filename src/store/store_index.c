@@ -8,17 +8,28 @@
 
 #define FETCH_BATCH 64
 
+void store_index_cmds(store *s, const char *id, const char *score, store_index_update *u) {
+    store_key_index_bucket(s->tenant, store_index_bucket(id), u->bucket);
+    store_key_index(s->tenant, u->legacy);
+    u->set[0] = score ? "ZADD" : "ZREM";
+    u->set[1] = u->bucket;
+    u->set[2] = score ? score : id;
+    u->set[3] = id;
+    u->old[0] = "ZREM", u->old[1] = u->legacy, u->old[2] = id;
+    u->argvs[0] = u->set, u->argvs[1] = u->old;
+    u->argcs[0] = score ? 4 : 3, u->argcs[1] = 3;
+    /* ctxd 0.4 ran on one server only: a cluster has no index of 0.4 to
+     * empty (listing still reads it), and the command would cost a round
+     * trip to another node. */
+    u->n = store_is_cluster(s) ? 1 : 2;
+}
+
 /* One round trip: the context into its bucket at score (NULL: out of it),
  * and out of the index of 0.4 either way. */
 static int index_update(store *s, const char *id, const char *score) {
-    char bucket[STORE_KEY_LEN], legacy[STORE_KEY_LEN];
-    store_key_index_bucket(s->tenant, store_index_bucket(id), bucket);
-    store_key_index(s->tenant, legacy);
-    const char *zadd[4] = {"ZADD", bucket, score, id}, *zrem[3] = {"ZREM", bucket, id},
-               *old[3] = {"ZREM", legacy, id};
-    const char **argvs[2] = {score ? zadd : zrem, old};
-    const int argcs[2] = {score ? 4 : 3, 3};
-    redisReply *r = store_pipeline(s, 2, argvs, argcs);
+    store_index_update u;
+    store_index_cmds(s, id, score, &u);
+    redisReply *r = store_pipeline(s, u.n, u.argvs, u.argcs);
     if (!r) return CTXD_ERR;
     freeReplyObject(r);
     return CTXD_OK;

@@ -167,6 +167,24 @@ redisReply *store_read_command(store *s, int argc, const char **argv);
  * last reply (caller frees), or NULL with s->err. */
 redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs);
 
+/* Send n commands pipelined, their keys all in one hash slot, and put every
+ * reply into rs (caller frees; error replies as they are): CTXD_OK, or
+ * CTXD_ERR with s->err. */
+int store_pipeline_all(store *s, int n, const char **const *argvs, const int *argcs,
+                       redisReply **rs);
+
+/* 1 when the server is a Redis Cluster (known once connected). */
+int store_is_cluster(const store *s);
+
+/* An error reply r: recorded in s as for any command (a Sentinel master
+ * that was demoted included), CTXD_ERR; CTXD_OK when r is none. r stays
+ * the caller's. */
+int store_reply_error(store *s, const redisReply *r);
+
+/* 1 when the last failure was a demoted master refusing a write
+ * (READONLY) before anything was written: worth one more try. */
+int store_demoted(const store *s);
+
 /* 1 when the last failure was the connection itself (worth one retry of a
  * read). */
 int store_failed_io(const store *s);
@@ -211,10 +229,12 @@ void args_int(args *a, int64_t v);
  * change nothing. */
 redisReply *store_eval(store *s, int script, int nkeys, const char *const *keys, const args *a);
 
-/* store_eval, then n_after more commands on keys of the script's hash slot
- * in the same pipeline (one round trip), their replies into after_out
- * (caller frees; error replies as they are). When the script fails they
- * are freed and set to NULL. */
+/* store_eval, then n_after more commands, in the same pipeline (one round
+ * trip) when they are on the script's server (always, but in a cluster
+ * where their keys are in other slots: then each after the script, to its
+ * own node, and only when the script succeeded). Their replies go into
+ * after_out (caller frees; error replies as they are); when the script
+ * fails they are freed and set to NULL. */
 redisReply *store_eval_then(store *s, int script, int nkeys, const char *const *keys, const args *a,
                             int n_after, const char **const *after, const int *after_argc,
                             redisReply **after_out);
@@ -226,6 +246,11 @@ redisReply *store_eval_read(store *s, int script, int nkeys, const char *const *
  * becomes too_large. CTXD_OK or CTXD_ERR with s->err. */
 int store_write_script(store *s, int script, const char *id, const args *a, ctxd_err too_large);
 
+/* store_write_script, then n_after more commands as store_eval_then sends
+ * them (their replies are checked for errors and freed). */
+int store_write_script_then(store *s, int script, const char *id, const args *a, ctxd_err too_large,
+                            int n_after, const char **const *after, const int *after_argc);
+
 /* ---- The activity index (store_index.c) ---- */
 
 /* Put a context at the front of its tenant's listing (now_ms), and out of
@@ -236,6 +261,17 @@ int store_index_touch(store *s, const char *id, int64_t now_ms);
 
 /* Take a context out of the listing. */
 int store_index_forget(store *s, const char *id);
+
+/* The commands of a touch (score: now in ms) or a forget (score NULL), to
+ * send along with another write (store_eval_then): argvs / argcs. */
+typedef struct store_index_update {
+    char bucket[STORE_KEY_LEN], legacy[STORE_KEY_LEN];
+    const char *set[4], *old[3];
+    const char **argvs[2];
+    int argcs[2];
+    int n; /* commands in argvs */
+} store_index_update;
+void store_index_cmds(store *s, const char *id, const char *score, store_index_update *u);
 
 /* ---- A turn's window (store_window.c) ---- */
 

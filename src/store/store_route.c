@@ -2,6 +2,7 @@
  * its key's slot (one connection per node per thread); MOVED, ASK, TRYAGAIN, CLUSTERDOWN. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "ctxd/metrics.h"
@@ -110,20 +111,31 @@ static int exchange(store *s, int asking, int n, const char **const *argvs, cons
                     const size_t *const *lens, redisReply **out) {
     store_impl *im = s->impl;
     const char *ask[1] = {"ASKING"};
-    if (asking) redisAppendCommandArgv(im->c, 1, ask, NULL);
-    for (int i = 0; i < n; i++)
+    char is_ask[2 * STORE_BATCH_MAX]; /* per command sent: an ASKING, whose reply is dropped */
+    int sent = 0, in_multi = 0, got = 0;
+    /* ASKING holds for the next command only, or for a whole MULTI block
+     * when it comes right before MULTI. */
+    for (int i = 0; i < n; i++) {
+        if (asking && !in_multi) {
+            redisAppendCommandArgv(im->c, 1, ask, NULL);
+            is_ask[sent++] = 1;
+        }
+        if (!strcasecmp(argvs[i][0], "MULTI")) in_multi = 1;
+        if (!strcasecmp(argvs[i][0], "EXEC")) in_multi = 0;
         redisAppendCommandArgv(im->c, argcs[i], argvs[i], lens ? lens[i] : NULL);
-    for (int i = -asking; i < n; i++) {
+        is_ask[sent++] = 0;
+    }
+    for (int i = 0; i < sent; i++) {
         void *reply = NULL;
         if (redisGetReply(im->c, &reply) != REDIS_OK) {
-            for (int j = 0; j < i; j++) freeReplyObject(out[j]);
+            for (int j = 0; j < got; j++) freeReplyObject(out[j]);
             store_conn_unreachable(s, store_conn_errstr(im));
             return CTXD_ERR;
         }
-        if (i < 0)
+        if (is_ask[i])
             freeReplyObject(reply);
         else
-            out[i] = reply;
+            out[got++] = reply;
     }
     im->last_used_ms = util_mono_ms();
     return CTXD_OK;
@@ -243,4 +255,11 @@ redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int
         if (!(last = store_command(s, argcs[i], argvs[i], NULL))) return NULL;
     }
     return last;
+}
+
+int store_pipeline_all(store *s, int n, const char **const *argvs, const int *argcs,
+                       redisReply **rs) {
+    const char *key = NULL;
+    for (int i = 0; i < n && !key; i++) key = key_of(argcs[i], argvs[i]);
+    return store_route_run_all(s, key, n, argvs, argcs, NULL, rs);
 }

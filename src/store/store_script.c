@@ -198,9 +198,35 @@ cleanup:
     return r;
 }
 
+/* In a cluster: 1 when a command after the script has a key in another
+ * slot than the script's first key. */
+static int other_slot(const store *s, const char *key, int n_after, const char **const *after,
+                      const int *after_argc) {
+    if (!key || !store_conn_cluster(s->impl)) return 0;
+    unsigned slot = store_cluster_slot(key, strlen(key));
+    for (int i = 0; i < n_after; i++)
+        if (after_argc[i] > 1 && store_cluster_slot(after[i][1], strlen(after[i][1])) != slot)
+            return 1;
+    return 0;
+}
+
 redisReply *store_eval_then(store *s, int script, int nkeys, const char *const *keys, const args *a,
                             int n_after, const char **const *after, const int *after_argc,
                             redisReply **after_out) {
+    if (other_slot(s, nkeys ? keys[0] : NULL, n_after, after, after_argc)) {
+        redisReply *r = store_eval(s, script, nkeys, keys, a);
+        for (int i = 0; r && i < n_after; i++) {
+            const char **one[1] = {after[i]};
+            redisReply *rs[1];
+            if (store_route_run_all(s, after[i][1], 1, one, &after_argc[i], NULL, rs)) {
+                for (int j = 0; j < i; j++) freeReplyObject(after_out[j]);
+                freeReplyObject(r);
+                return NULL;
+            }
+            after_out[i] = rs[0];
+        }
+        return r;
+    }
     redisReply *r = eval_once(s, script, nkeys, keys, a, n_after, after, after_argc, after_out);
     /* READONLY refused the script before it wrote: run it on the new master. */
     if (!r && ((store_impl *)s->impl)->demoted)
@@ -220,6 +246,11 @@ redisReply *store_eval_read(store *s, int script, int nkeys, const char *const *
 }
 
 int store_write_script(store *s, int script, const char *id, const args *a, ctxd_err too_large) {
+    return store_write_script_then(s, script, id, a, too_large, 0, NULL, NULL);
+}
+
+int store_write_script_then(store *s, int script, const char *id, const args *a, ctxd_err too_large,
+                            int n_after, const char **const *after, const int *after_argc) {
     static const struct {
         const char *status;
         ctxd_err err;
@@ -228,9 +259,25 @@ int store_write_script(store *s, int script, const char *id, const args *a, ctxd
                     {"CONFLICT", CTXD_E_CONFLICT},
                     {"TOO_LARGE", CTXD_E_NONE}};
     ctx_keys k;
+    redisReply *rs[STORE_BATCH_MAX];
+    int failed = 0;
     store_keys_init(&k, s->tenant, id);
-    redisReply *r = store_eval(s, script, K_COUNT, k.all, a);
+    if (n_after > STORE_BATCH_MAX - 1) {
+        store_fail(s, CTXD_E_NOMEM, "too many commands after a script");
+        return CTXD_ERR;
+    }
+    redisReply *r = store_eval_then(s, script, K_COUNT, k.all, a, n_after, after, after_argc, rs);
     if (!r) return CTXD_ERR;
+    for (int i = 0; i < n_after; i++) {
+        if (rs[i]->type == REDIS_REPLY_ERROR && !failed++)
+            store_fail(s, CTXD_E_REDIS, "Redis at %s answered an error: %s", store_addr(s),
+                       rs[i]->str);
+        freeReplyObject(rs[i]);
+    }
+    if (failed) {
+        freeReplyObject(r);
+        return CTXD_ERR;
+    }
     int rc = CTXD_ERR;
     if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) {
         store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s", store_addr(s));

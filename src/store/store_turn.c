@@ -75,6 +75,80 @@ cleanup:
     return rc;
 }
 
+/* The common case in one round trip without a script: SET NX takes the
+ * lock when it is free, which means no turn waits (queue.lua passes the
+ * lock on rather than free it while one does), with the reads after it.
+ * CTXD_OK with *taken (out filled), CTXD_OK with *taken 0 when the lock is
+ * not free (the script decides), or CTXD_ERR. */
+static int fast_read(store *s, const ctx_keys *k, const char *id, const char *token,
+                     int lock_ttl_ms, const char *idem_key, store_turn_mode mode,
+                     int64_t fixed_tokens, long fold_max, store_context *out, int *taken) {
+    char ttl[24];
+    redisReply *rs[8] = {NULL}, *ex;
+    int n, idem_at = 0, rc = CTXD_ERR, found = 0;
+    snprintf(ttl, sizeof(ttl), "%d", lock_ttl_ms);
+    /* One transaction: in a cluster whose slot is moving, it runs whole on
+     * one node or not at all (TRYAGAIN), like a script. */
+    const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"},
+               *set[6] = {"SET", k->all[K_LOCK], token, "NX", "PX", ttl},
+               *queue[2] = {"EXISTS", k->all[K_QUEUE]}, *meta[2] = {"HGETALL", k->all[K_META]},
+               *llen[2] = {"LLEN", k->all[K_MESSAGES]},
+               *tail[4] = {"LRANGE", k->all[K_MESSAGES], TAIL, "-1"},
+               *idem[3] = {"HGET", k->all[K_IDEM], idem_key};
+    const char **cmds[8] = {multi, set, queue, meta, llen};
+    int argcs[8] = {1, 6, 2, 2, 2};
+    n = 5;
+    if (mode != STORE_TURN_APPEND) cmds[n] = tail, argcs[n++] = 4;
+    if (idem_key && idem_key[0]) idem_at = n - 1, cmds[n] = idem, argcs[n++] = 3;
+    cmds[n] = exec, argcs[n++] = 1;
+    *taken = 0;
+    if (store_pipeline_all(s, n, cmds, argcs, rs)) return CTXD_ERR;
+    for (int i = 0; i < n; i++)
+        if (store_reply_error(s, rs[i])) goto cleanup;
+    ex = rs[n - 1];
+    if (ex->type != REDIS_REPLY_ARRAY || ex->elements != (size_t)(n - 2)) {
+        store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s locking %s", store_addr(s),
+                   id);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < ex->elements; i++)
+        if (store_reply_error(s, ex->element[i])) goto cleanup;
+    /* Not free, or taken while entries are left in line (a holder's lock
+     * expired; token may be one of them): the script's case. */
+    if (ex->element[0]->type != REDIS_REPLY_STATUS || ex->element[1]->integer) {
+        rc = CTXD_OK;
+        goto cleanup;
+    }
+    *taken = 1;
+    found = ex->element[2]->type == REDIS_REPLY_ARRAY && ex->element[2]->elements;
+    int replay = found && idem_at && ex->element[idem_at]->type == REDIS_REPLY_STRING &&
+                 strtoll(ex->element[idem_at]->str, NULL, 10) >= util_now_ms();
+    if (!found || replay) {
+        /* No turn after all: the lock goes (passed on if a turn queued). */
+        if (store_lock_release(s, id, token)) goto cleanup;
+    }
+    if (!found) {
+        store_fail(s, CTXD_E_NOT_FOUND, "context %s not found", id);
+        goto cleanup;
+    }
+    if (store_meta_fill(out, ex->element[2]) ||
+        (replay && store_blob_copy(&out->idem_record, ex->element[idem_at]))) {
+        store_fail(s, CTXD_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    out->total_messages = ex->element[3]->type == REDIS_REPLY_INTEGER ? ex->element[3]->integer : 0;
+    out->window_start_seq = out->first_seq > 0 ? out->first_seq : 1;
+    if (!replay && mode != STORE_TURN_APPEND &&
+        store_window(s, k, ex->element[4], out->total_messages, fixed_tokens, fold_max, out))
+        goto cleanup;
+    rc = CTXD_OK;
+cleanup:
+    for (int i = 0; i < n; i++)
+        if (rs[i]) freeReplyObject(rs[i]);
+    if (rc || !*taken) store_context_free(out);
+    return rc;
+}
+
 int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms,
                     const char *idem_key, store_turn_mode mode, int64_t fixed_tokens, long fold_max,
                     store_turn_queue *q, store_context *out) {
@@ -84,6 +158,18 @@ int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
     store_keys_init(&k, s->tenant, id);
+    int taken, rc = fast_read(s, &k, id, token, lock_ttl_ms, idem_key, mode, fixed_tokens, fold_max,
+                              out, &taken);
+    if (rc && store_demoted(s)) /* READONLY before it wrote: on the new master */
+        rc = fast_read(s, &k, id, token, lock_ttl_ms, idem_key, mode, fixed_tokens, fold_max, out,
+                       &taken);
+    if (rc) return CTXD_ERR;
+    if (taken) {
+        rc = CTXD_OK;
+        goto replay;
+    }
+    memset(out, 0, sizeof(*out));
+    snprintf(out->id, sizeof(out->id), "%s", id);
     if (args_init(s, &a, 5)) return CTXD_ERR;
     args_str(&a, token);
     args_int(&a, lock_ttl_ms);
@@ -100,8 +186,9 @@ int store_turn_read(store *s, const char *id, const char *token, int lock_ttl_ms
     /* Not retried on I/O errors: it may have taken the lock. */
     redisReply *r =
         store_eval_then(s, S_TURN_LOCK, K_COUNT, k.all, &a, n_after, reads, argcs, after);
-    int rc = turn_reply(s, &k, id, r, after, r ? n_after : 0, fixed_tokens, fold_max, q, out);
+    rc = turn_reply(s, &k, id, r, after, r ? n_after : 0, fixed_tokens, fold_max, q, out);
     args_free(&a);
+replay:
     /* A replay acknowledges a stored turn: it must be on the replicas too. */
     if (rc == CTXD_OK && out->idem_record.data && store_wait_replicas_all(s, k.all[K_META])) {
         store_context_free(out);
@@ -161,9 +248,23 @@ int store_append(store *s, const store_append_req *req) {
     args_int(&a, req->held_ms);
     for (size_t i = 0; i < req->n_messages; i++)
         args_bin(&a, req->messages[i].data, req->messages[i].len);
-    int rc = store_write_script(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL);
+    /* The activity index goes along, in the same round trip (so a refused
+     * append touches it too: the context is there all the same, but for a
+     * NOT_FOUND, whose entry is taken out again). */
+    char score[24];
+    store_index_update u;
+    snprintf(score, sizeof(score), "%lld", (long long)req->now_ms);
+    store_index_cmds(s, req->id, score, &u);
+    int rc = store_write_script_then(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL, u.n, u.argvs,
+                                     u.argcs);
     args_free(&a);
-    return rc ? rc : store_index_touch(s, req->id, req->now_ms);
+    if (rc && s->err == CTXD_E_NOT_FOUND) {
+        char why[sizeof(s->errstr)];
+        snprintf(why, sizeof(why), "%s", s->errstr);
+        store_index_forget(s, req->id); /* best effort: listing drops it anyway */
+        store_fail(s, CTXD_E_NOT_FOUND, "%s", why);
+    }
+    return rc;
 }
 
 /* Renew or release the lock: both act only for its owner. 1 in *done when

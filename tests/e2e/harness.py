@@ -209,11 +209,24 @@ class RedisCluster:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _live.append(p)
         self.procs[port] = p
-        wait_until(lambda: self.node_cli(port, "PING") == "PONG", what="redis on %d" % port)
+        wait_until(lambda: p.poll() is not None or self.node_cli(port, "PING") == "PONG",
+                   what="redis on %d" % port)
+        if p.poll() is not None:
+            raise AssertionError("redis on %d exited: %s" % (port, open(os.path.join(
+                d, "redis.log")).read()[-500:]))
 
     def start(self):
-        for port in self.ports:
-            self.start_node(port)
+        for i, port in enumerate(self.ports):
+            for attempt in range(5):
+                try:
+                    self.start_node(port)
+                    break
+                except AssertionError:
+                    # Taken meanwhile (the port or its bus port +10000) by
+                    # another test: before the cluster exists, take another.
+                    if self.created or attempt == 4 or self.alive(port):
+                        raise
+                    port = self.ports[i] = free_cluster_port()
         if not self.created:
             out = subprocess.run(
                 ["redis-cli", "--cluster", "create"] + ["127.0.0.1:%d" % p for p in self.ports]
@@ -226,7 +239,7 @@ class RedisCluster:
         self.wait_healthy()
         return self
 
-    def wait_healthy(self, timeout=30):
+    def wait_healthy(self, timeout=90):
         """Every live node says the cluster is ok, and the masters with
         slots have their replicas attached."""
         def ok():
@@ -238,7 +251,14 @@ class RedisCluster:
                 len(self.replicas_of(m)) >= want and
                 self.node_cli(m, "INFO", "replication").count("state=online") >= want
                 for m in self.masters())
-        wait_until(ok, timeout=timeout, interval=0.1, what="the cluster to be ok")
+        try:
+            wait_until(ok, timeout=timeout, interval=0.2, what="the cluster to be ok")
+        except AssertionError:
+            live = [p for p in self.ports if self.alive(p)]
+            raise AssertionError("the cluster is not ok after %d s:\n%s\n%s" % (
+                timeout, self.node_cli(live[0], "CLUSTER", "NODES") if live else "no node alive",
+                "\n".join("%d: %s" % (p, self.node_cli(p, "INFO", "replication").replace(
+                    "\r\n", " ")[:300]) for p in live)))
 
     def alive(self, port):
         p = self.procs.get(port)

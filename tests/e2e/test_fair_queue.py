@@ -65,14 +65,19 @@ class Monitor:
         self.sock.close()
         self.thread.join(5)
         return [[unquote(a) for a in ARG.findall(line)] for line in self.lines
-                if line.startswith(b"+") and b'"EVALSHA"' in line]
+                if line.startswith(b"+") and (b'"EVALSHA"' in line or b'"SET"' in line)]
 
 
 def scripts_of(words, cid):
-    """(kind, token, words after the keys) of an EVALSHA on cid's keys: the
-    turn lock has five ARGV (token, lock TTL, idempotency key, now, queue
-    TTL), the append its messages after 12 others (ARGV layouts of
-    lua/turn_lock.lua and append.lua)."""
+    """(kind, token, words after the keys) of a try for cid's lock or an
+    EVALSHA on cid's keys: a turn first tries SET <lock> <token> NX PX ttl
+    (store_turn.c), then the turn lock script, which has five ARGV (token,
+    lock TTL, idempotency key, now, queue TTL); the append has its messages
+    after 12 others (ARGV layouts of lua/turn_lock.lua and append.lua)."""
+    if words[0] == b"SET":
+        if words[1] == ("ctxd:{%s}:lock" % cid).encode() and b"NX" in words[3:]:
+            return "read", words[2].decode(), words[3:]
+        return None
     nkeys = int(words[2])
     keys, argv = words[3:3 + nkeys], words[3 + nkeys:]
     if not keys or ("ctxd:{%s}:meta" % cid).encode() != keys[0]:
@@ -147,21 +152,26 @@ class FairQueueTest(unittest.TestCase):
         users = [m["content"] for m in stored if m["role"] == "user"]
         order = [tuple(map(int, MARK.match(u).groups())) for u in users]
 
-        # Arrival at the lock: the first lock read each turn's token made, in
-        # Redis' order; the append under the same token says which message
-        # that was. The history must follow arrival exactly.
-        first_read, marker = {}, {}
-        for words in calls:
+        # Arrival at the lock, in Redis' order: a turn's first lock script
+        # (where a turn that found the lock taken joins the queue), or its
+        # SET NX when that took the lock and it never needed the script; the
+        # append under the same token says which message that was. The
+        # history must follow arrival exactly.
+        first_read, first_set, marker = {}, {}, {}
+        for i, words in enumerate(calls):
             s = scripts_of(words, cid)
             if not s:
                 continue
             kind, token, argv = s
-            if kind == "read":
-                first_read.setdefault(token, len(first_read))
+            if kind == "read" and words[0] == b"SET":
+                first_set.setdefault(token, i)
+            elif kind == "read":
+                first_read.setdefault(token, i)
             else:
                 msg = json.loads(next(a for a in argv[11:] if a.startswith(b'{"seq"')))
                 marker[token] = tuple(map(int, MARK.match(msg["content"]).groups()))
-        arrival = [marker[t] for t in sorted(marker, key=lambda t: first_read[t])]
+        arrival = [marker[t] for t in
+                   sorted(marker, key=lambda t: first_read.get(t, first_set.get(t)))]
         out_of_order = sum(1 for a, b in zip(arrival, order) if a != b)
         print("32x6: history vs arrival at the lock: %d of %d turns out of place"
               % (out_of_order, len(order)))

@@ -1,7 +1,7 @@
 -- append.lua: append messages, trim to the context's max_messages (whole
 -- units), count the turn into the context's average turn_ms, store the
--- idempotency record and release the lock (waking the next waiting turn),
--- all or nothing.
+-- idempotency record and release the lock (passing it to the next waiting
+-- turn), all or nothing.
 -- ARGV: token expected_seq now_iso now_ms idem_key idem_record idem_ttl
 --       hard_cap n prompt_sig prompt_tokens held_ms msg1 ... msgn
 -- (held_ms: how long token has held the lock; 0: not counted.)
@@ -10,10 +10,7 @@
 local f = redis.call('HMGET', meta, 'next_seq', 'max_messages', 'turn_ms', 'ttl_seconds')
 local holder = redis.call('GET', lock)
 local function unlock()
-  if holder == ARGV[1] then
-    redis.call('DEL', lock)
-    if redis.call('EXISTS', queue) == 1 then queue_next(clock_ms()) end
-  end
+  if holder == ARGV[1] then queue_release() end
 end
 if not f[1] and redis.call('EXISTS', meta) == 0 then unlock() return 'NOT_FOUND' end
 if holder ~= ARGV[1] then return 'LOCK_LOST' end
@@ -26,7 +23,9 @@ if cap > 0 and keep == 0 and redis.call('LLEN', messages) + n > cap then
   unlock() return 'TOO_LARGE'
 end
 local len = 0
-for i = 1, n do len = redis.call('RPUSH', messages, ARGV[12 + i]) end
+for i = 1, n, 256 do -- one RPUSH per 256 messages (unpack's stack is bounded)
+  len = redis.call('RPUSH', messages, unpack(ARGV, 12 + i, 12 + math.min(n, i + 255)))
+end
 local fields = {'next_seq', seq + n, 'last_updated', ARGV[3]}
 if ARGV[10] ~= '' then
   fields[#fields + 1], fields[#fields + 2] = 'prompt_sig', ARGV[10]

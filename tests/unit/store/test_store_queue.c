@@ -51,9 +51,12 @@ TEST(test_store_queue_first_come_first_served) {
     CHECK(try_lock(s, id, "C", Q_TTL, &ahead) == CTXD_ERR && ahead == 2);
     CHECK(queued(&rf, id) == 3);
 
-    /* A release wakes the first waiter only, and the lock is kept for it. */
+    /* A release passes the lock to the first waiter, out of line, and wakes
+     * it only. */
     CHECK(store_lock_release(s, id, "A") == CTXD_OK);
     CHECK(wakes(&rf, id, "B") == 1 && wakes(&rf, id, "C") == 0 && wakes(&rf, id, "D") == 0);
+    CHECK_STR(holder(&rf, id, who), "B");
+    CHECK(queued(&rf, id) == 2);
     CHECK(try_lock(s, id, "D", Q_TTL, &ahead) == CTXD_ERR && ahead == 2);
     CHECK(try_lock(s, id, "C", Q_TTL, &ahead) == CTXD_ERR && ahead == 1);
     CHECK(try_lock(s, id, "B", Q_TTL, NULL) == CTXD_OK);
@@ -90,15 +93,16 @@ TEST(test_store_queue_no_cutting_in) {
     CHECK(try_lock(s, id, "A", Q_TTL, NULL) == CTXD_OK);
     CHECK(try_lock(s, id, "B", Q_TTL, NULL) == CTXD_ERR);
     CHECK(store_lock_release(s, id, "A") == CTXD_OK);
-    /* The lock is free, but B came first: a newcomer queues behind it, and
-     * one that does not queue (q NULL, or ttl 0) is refused. */
+    /* The lock passed to B, who came first (it is never free while a turn
+     * waits): a newcomer queues behind it, and one that does not queue (q
+     * NULL, or ttl 0) is refused. */
     CHECK(try_lock(s, id, "C", Q_TTL, &ahead) == CTXD_ERR && s->err == CTXD_E_BUSY && ahead == 1);
     CHECK(try_lock(s, id, "E", 0, &ahead) == CTXD_ERR && s->err == CTXD_E_BUSY && ahead == 2);
     store_context c;
     CHECK(store_turn_read(s, id, "F", SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c) ==
           CTXD_ERR);
-    CHECK(s->err == CTXD_E_BUSY && queued(&rf, id) == 2);
-    CHECK_STR(holder(&rf, id, who), "");
+    CHECK(s->err == CTXD_E_BUSY && queued(&rf, id) == 1);
+    CHECK_STR(holder(&rf, id, who), "B");
     CHECK(try_lock(s, id, "B", Q_TTL, NULL) == CTXD_OK);
     /* The holder reads again in its turn (a summary fold) without queueing. */
     CHECK(store_turn_read(s, id, "B", SF_LOCK_MS, NULL, STORE_TURN_WINDOW, 0, 0, NULL, &c) ==
@@ -258,7 +262,7 @@ TEST(test_store_queue_average_turn) {
 TEST(test_store_queue_idem_record_leaves_queue) {
     redis_fixture rf;
     store *s = sf_start(&rf);
-    char id[UTIL_UUID_LEN + 1];
+    char id[UTIL_UUID_LEN + 1], who[64];
     make(s, id);
     CHECK(try_lock(s, id, "A", Q_TTL, NULL) == CTXD_OK);
     store_turn_queue q = {.ttl_ms = Q_TTL};
@@ -266,8 +270,8 @@ TEST(test_store_queue_idem_record_leaves_queue) {
     CHECK(store_turn_read(s, id, "B", SF_LOCK_MS, "k", STORE_TURN_APPEND, 0, 0, &q, &c) ==
           CTXD_ERR);
     CHECK(try_lock(s, id, "C", Q_TTL, NULL) == CTXD_ERR);
-    /* A stores the record for k and releases; B, first, finds the record
-     * instead of the lock and leaves: C's turn has come. */
+    /* A stores the record for k and passes the lock to B; B, woken, finds
+     * the record and passes the lock on: C's turn has come. */
     store_blob m = sf_message(1, "user", "hi", 5);
     store_append_req req = {.id = id,
                             .token = "A",
@@ -285,7 +289,8 @@ TEST(test_store_queue_idem_record_leaves_queue) {
     CHECK(store_turn_read(s, id, "B", SF_LOCK_MS, "k", STORE_TURN_APPEND, 0, 0, &q, &c) == CTXD_OK);
     CHECK(c.idem_record.data != NULL);
     store_context_free(&c);
-    CHECK(queued(&rf, id) == 1 && wakes(&rf, id, "C") == 1);
+    CHECK(queued(&rf, id) == 0 && wakes(&rf, id, "C") == 1);
+    CHECK_STR(holder(&rf, id, who), "C");
     CHECK(try_lock(s, id, "C", Q_TTL, NULL) == CTXD_OK);
     sf_stop(&rf, s);
 }
