@@ -27,17 +27,33 @@ static void prompt_sig(char *out, size_t len, const store_context *c, int64_t ne
              c->summary_upto, next_seq, (unsigned)(h & 0xffffffffu));
 }
 
-/* The system prompt the model gets: the context's own plus its summary. */
-static char *system_prompt(const store_context *c) {
+#define SUMMARY_HEADER "\n\nSummary of the earlier conversation:\n"
+
+/* The system prompt the model gets: the context's own plus its summary,
+ * cut to room tokens (at a character's boundary) when it is longer. */
+static char *system_prompt(const store_context *c, int64_t room) {
     buf b;
+    size_t len = strlen(c->summary);
     buf_init(&b);
     buf_puts(&b, c->system);
-    if (c->summary[0]) {
-        if (c->system[0]) buf_puts(&b, "\n\n");
-        buf_puts(&b, "Summary of the earlier conversation:\n");
-        buf_puts(&b, c->summary);
+    if (room >= 0 && len > (size_t)room * MESSAGE_BYTES_PER_TOKEN) {
+        len = (size_t)room * MESSAGE_BYTES_PER_TOKEN;
+        while (len && ((unsigned char)c->summary[len] & 0xc0) == 0x80) len--;
+    }
+    if (len) {
+        buf_puts(&b, SUMMARY_HEADER + (c->system[0] ? 0 : 2));
+        buf_putn(&b, c->summary, len);
     }
     return buf_take(&b, NULL);
+}
+
+/* The summary's share of a summarize context's budget: half of what the
+ * new message and the system prompt (fixed) leave, and no more than a
+ * model call may write (CTXD_MAX_TOKENS). 0: no room. */
+static int64_t summary_share(const ctxd_config *cfg, const store_context *c, int64_t fixed) {
+    int64_t share = (c->max_context_tokens - fixed) / 2;
+    if (share > cfg->max_tokens) share = cfg->max_tokens;
+    return share > 0 ? share : 0;
 }
 
 static void llm_error(ctxd_error *e, const llm_response *r) {
@@ -67,29 +83,52 @@ static int lost_lock(turn_result *res, const char *id, const char *while_what) {
                           id, while_what);
 }
 
-/* With strategy summarize, fold what left the window into the summary and
- * read again (the summary's size changed the budget). */
+/* With strategy summarize, fold what left the window into the summary, or
+ * shorten a summary longer than its share (written before shares, or by a
+ * model that ignored max_tokens), and read again (the summary's size
+ * changed the budget). At most two summary calls per turn; a summary still
+ * too long is cut in the prompt (check_budget), never refusing the turn. */
 static int fold_if_needed(ctxd_worker *w, const turn_request *req, const char *token,
                           turn_lock_keeper *keeper, int64_t user_estimate, store_context *ctx,
                           turn_result *res) {
     const char *id = req->context_id;
-    if (strcmp(ctx->strategy, "summarize") || !ctx->n_fold || !turn_fold_summary(w, ctx, keeper))
-        return CTXD_OK;
-    store_context_free(ctx);
-    if (!keeper->lost &&
-        store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, NULL, STORE_TURN_WINDOW,
-                        user_estimate, w->cfg->summary_batch, NULL, ctx) == CTXD_OK)
-        return CTXD_OK;
-    if (keeper->lost || w->st->err == CTXD_E_BUSY) return lost_lock(res, id, "summarizing");
-    context_store_error(&res->error, w, id);
-    return CTXD_ERR;
+    if (strcmp(ctx->strategy, "summarize")) return CTXD_OK;
+    for (int calls = 0; calls < 2; calls++) {
+        int64_t fixed = user_estimate + message_system_tokens(strlen(ctx->system));
+        int64_t share = summary_share(w->cfg, ctx, fixed);
+        int condense = !ctx->n_fold || calls > 0;
+        if (!share || (condense && ctx->summary_tokens <= share)) return CTXD_OK;
+        if (!turn_fold_summary(w, ctx, keeper, share, condense)) return CTXD_OK;
+        store_context_free(ctx);
+        if (keeper->lost) return lost_lock(res, id, "summarizing");
+        if (store_turn_read(w->st, id, token, w->cfg->lock_ttl_ms, NULL, STORE_TURN_WINDOW,
+                            user_estimate, w->cfg->summary_batch, NULL, ctx) == CTXD_OK)
+            continue;
+        if (w->st->err == CTXD_E_BUSY) return lost_lock(res, id, "summarizing");
+        context_store_error(&res->error, w, id);
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
 }
 
-/* The prompt must fit the context's budget. */
+/* How many of the summary's tokens the prompt can carry: all of them, or
+ * what the new message and the system prompt (fixed) leave (-1: no
+ * summary, or no limit). */
+static int64_t summary_room(const store_context *ctx, int64_t fixed) {
+    if (strcmp(ctx->strategy, "summarize") || !ctx->summary[0]) return -1;
+    int64_t room =
+        ctx->max_context_tokens - fixed - message_system_tokens(sizeof(SUMMARY_HEADER) - 1);
+    return ctx->summary_tokens <= room ? -1 : room > 0 ? room : 0;
+}
+
+/* The prompt must fit the context's budget. With summarize only the new
+ * message and the system prompt must: a longer summary is cut. */
 static int check_budget(const store_context *ctx, const turn_history *h, int64_t fixed,
                         turn_result *res) {
     int all = !strcmp(ctx->strategy, "all");
-    int64_t summary = !strcmp(ctx->strategy, "summarize") ? ctx->summary_tokens : 0;
+    int64_t room = summary_room(ctx, fixed);
+    int64_t summary =
+        !strcmp(ctx->strategy, "summarize") ? room >= 0 ? room : ctx->summary_tokens : 0;
     int64_t need = fixed + summary + (all ? h->tokens : 0);
     if (need <= ctx->max_context_tokens) return CTXD_OK;
     char why[160];
@@ -211,7 +250,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         goto cleanup;
     }
     if (turn_history_parse(&h, id, ctx.messages, ctx.n_messages) ||
-        !(system = system_prompt(&ctx))) {
+        !(system = system_prompt(&ctx, summary_room(&ctx, fixed)))) {
         ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
         goto cleanup;
     }

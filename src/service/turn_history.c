@@ -75,7 +75,8 @@ char *turn_message_json(int64_t seq, const char *role, const char *content, size
     "with the updated summary only."
 
 /* Only the new messages and the previous summary are sent. */
-int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *keeper) {
+int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *keeper,
+                      int64_t max_tokens, int condense) {
     turn_history h;
     llm_response r;
     buf b;
@@ -83,16 +84,27 @@ int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *
     int64_t upto = c->summary_upto;
     llm_response_init(&r);
     buf_init(&b);
-    if (turn_history_parse(&h, c->id, c->fold, c->n_fold)) goto cleanup;
-    buf_printf(&b, "Current summary:\n%s\n\nNew messages:\n",
-               c->summary[0] ? c->summary : "(none)");
-    for (size_t i = 0; i < h.n; i++) {
-        upto = h.seqs[i];
-        buf_printf(&b, "[seq %" PRId64 "] %s: ", upto, h.msgs[i].role);
-        buf_putn(&b, h.msgs[i].content, h.msgs[i].content_len);
-        buf_puts(&b, "\n");
+    if (turn_history_parse(&h, c->id, condense ? NULL : c->fold, condense ? 0 : c->n_fold))
+        goto cleanup;
+    buf_printf(&b, "Current summary:\n%s\n\n", c->summary[0] ? c->summary : "(none)");
+    if (condense) {
+        /* No new messages: the summary itself is too long for its share. */
+        buf_printf(&b,
+                   "New messages:\n(none)\n\nThe summary is too long: rewrite it in at most "
+                   "%" PRId64 " tokens (about %" PRId64 " words), keeping what matters most.\n",
+                   max_tokens, max_tokens * 3 / 4);
+    } else {
+        buf_puts(&b, "New messages:\n");
+        for (size_t i = 0; i < h.n; i++) {
+            upto = h.seqs[i];
+            buf_printf(&b, "[seq %" PRId64 "] %s: ", upto, h.msgs[i].role);
+            buf_putn(&b, h.msgs[i].content, h.msgs[i].content_len);
+            buf_puts(&b, "\n");
+        }
+        /* The summary must fit its share of the context's budget. */
+        buf_printf(&b, "\nKeep the updated summary under %" PRId64 " tokens.\n", max_tokens);
     }
-    if (b.err || h.n == 0) goto cleanup;
+    if (b.err || (!condense && h.n == 0) || (condense && !c->summary[0])) goto cleanup;
     llm_message prompt = {"user", b.data, b.len};
     llm_request lr = {.context_id = c->id,
                       .system = SUMMARY_SYSTEM,
@@ -101,6 +113,7 @@ int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *
                                                         : NULL,
                       .messages = &prompt,
                       .n_messages = 1,
+                      .max_tokens = max_tokens > INT32_MAX ? INT32_MAX : (int)max_tokens,
                       .summarize = 1,
                       .on_tick = turn_lock_tick,
                       .on_tick_arg = keeper};
@@ -115,7 +128,8 @@ int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *
         log_msg(LOG_WARN, "context %s: summary not stored: %s", c->id, w->st->errstr);
         goto cleanup;
     }
-    log_msg(LOG_DEBUG, "context %s: summary now covers seq <= %" PRId64, c->id, upto);
+    log_msg(LOG_DEBUG, "context %s: summary now covers seq <= %" PRId64 " in %" PRId64 " tokens%s",
+            c->id, upto, tokens, condense ? " (shortened)" : "");
     folded = 1;
     metrics_summary_fold(1);
 cleanup:

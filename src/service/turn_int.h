@@ -75,10 +75,12 @@ char *turn_message_json(int64_t seq, const char *role, const char *content, size
 int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs, size_t n);
 void turn_history_free(turn_history *h);
 
-/* Fold the messages that left the window (c->fold) into the summary, with
- * the keeper's tick during the model call. Returns 1 if the summary moved
- * on; a failure is logged and retried on a later turn, never failing the
- * turn. */
-int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *keeper);
+/* Fold the messages that left the window (c->fold) into the summary, or
+ * with condense only shorten the summary, asking the model for at most
+ * max_tokens (the summary's share of the context's budget), with the
+ * keeper's tick during the model call. Returns 1 if the summary changed; a
+ * failure is logged and retried on a later turn, never failing the turn. */
+int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *keeper,
+                      int64_t max_tokens, int condense);
 
 #endif

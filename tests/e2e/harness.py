@@ -741,6 +741,10 @@ class FakeUpstream:
         """Every model request received since the last reset, in order."""
         return self.admin("GET", "requests")["requests"]
 
+    def mode(self, **mode):
+        """Persistent behaviour (see fake_upstream.py: /_admin/mode)."""
+        return self.admin("POST", "/_admin/mode", mode)
+
     def reset(self):
         self.admin("POST", "reset")
 

@@ -215,6 +215,66 @@ class SummaryTest(FakeTestCase):
         g2 = self.req("GET", "/mcp/context/" + cid).json()
         self.assertEqual(g2["summary"], g["summary"])
 
+    def test_long_summaries_never_lock_the_context(self):
+        # A model that honours max_tokens but writes summaries as long as it
+        # may: each fold feeds the previous summary back in. With ~70-token
+        # messages and a budget of 600 this answered 413 prompt_too_large on
+        # every turn from the seventh on.
+        self.fake.mode(long_summaries=True)
+        budget = 600
+        cid = self.create({"strategy": "summarize", "max_context_tokens": budget})
+        for i in range(50):
+            text = "turn %d: %s" % (i, "some words about flights " * 10)
+            r = self.turn(cid, text)
+            self.assertEqual(r.status, 200, "turn %d: %r" % (i, r))
+        folds = self.summary_calls()
+        self.assertGreaterEqual(len(folds), 5, "expected many folds")
+        share = (budget - (len(text.encode()) // 4 + 4)) // 2
+        for c in folds:
+            # Each fold may write at most the summary's share of the budget.
+            self.assertLessEqual(c["max_tokens"], share, c["max_tokens"])
+        m = meta(self.redis, cid)
+        self.assertLessEqual(int(m["summary_tokens"]), share)
+        # The turns sent the summary and a window within the budget.
+        for call in self.model_calls()[-10:]:
+            sent = len(json.dumps(call["messages"]).encode()) // 4 + len(call.get("system", "")) // 4
+            self.assertLess(sent, budget * 1.5, call)
+
+    def test_a_summary_longer_than_its_share_is_shortened_or_cut(self):
+        budget = 600
+        cid = self.create({"strategy": "summarize", "max_context_tokens": budget})
+        self.assertEqual(self.turn(cid, "hello").status, 200)
+        # A summary of 0.4 (or from a model that ignored max_tokens): far
+        # over its share of the budget.
+        long = "The user travels a lot. " * 400
+        # It covers both stored messages: nothing to fold, only to shorten.
+        self.redis.cli("HSET", "ctxd:{%s}:meta" % cid, "summary", long, "summary_tokens",
+                       str(len(long) // 4), "summary_upto", "2")
+        text = "where next?"
+        share = (budget - (len(text.encode()) // 4 + 4)) // 2
+        self.fake.mode(long_summaries=True)
+        r = self.turn(cid, text)
+        self.assertEqual(r.status, 200, r)
+        shorten = [c for c in self.summary_calls()
+                   if "The summary is too long" in c["messages"][0]["content"]]
+        self.assertEqual(len(shorten), 1, [c["messages"][0]["content"][-200:]
+                                           for c in self.summary_calls()])
+        self.assertLessEqual(shorten[0]["max_tokens"], share)
+        self.assertLessEqual(int(meta(self.redis, cid)["summary_tokens"]), share)
+        # A model that writes past max_tokens: the summary is cut in the
+        # prompt instead of refusing the turn.
+        self.fake.mode(long_summaries=False)
+        # Both shortening calls a turn may make ignore their max_tokens.
+        self.fake.script({"reply": long}, {"reply": long})
+        self.redis.cli("HSET", "ctxd:{%s}:meta" % cid, "summary", long, "summary_tokens",
+                       str(len(long) // 4))
+        r = self.turn(cid, text)
+        self.assertEqual(r.status, 200, r)
+        last = self.model_calls()[-1]
+        self.assertLessEqual(len(last["system"]) // 4, budget)
+        self.assertIn("Summary of the earlier conversation:\nThe user travels a lot.",
+                      last["system"])
+
     def test_failed_summary_never_loses_the_turn(self):
         cid = self.create({"strategy": "summarize", "max_context_tokens": 300})
         i = 0

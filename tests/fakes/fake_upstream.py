@@ -62,7 +62,12 @@ Admin API (same port)
   GET  /_admin/requests  {"requests": [{"method", "path", "headers" (names in
                          lower case), "body" (parsed JSON, or text), "time",
                          "client_port" (same port: a kept-alive connection)}]}
-  POST /_admin/reset     clears the queue and the recorded requests
+  POST /_admin/mode      body: {"long_summaries": true|false}: answer every
+                         summary request of ctxd (a system prompt beginning
+                         "You maintain a running summary") with text that
+                         fills its max_tokens, like a model that honours
+                         max_tokens but writes long summaries
+  POST /_admin/reset     clears the queue, the recorded requests and the mode
   GET  /_admin/health    {"ok": true}
 """
 
@@ -75,7 +80,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"requests": [], "script": [], "counter": 0}
+STATE = {"requests": [], "script": [], "counter": 0, "mode": {}}
+SUMMARY_PREFIX = "You maintain a running summary"
 KEYS = {"anthropic": None, "openai": None}
 
 ANTHROPIC_ERRORS = {
@@ -153,6 +159,15 @@ def pieces(text):
 
 def tokens(text):
     return len(text) // 4 + 1
+
+
+def fill(text, max_tokens):
+    """text, then words up to max_tokens by tokens() (cut there, as a model
+    stops at max_tokens)."""
+    out = text
+    while tokens(out) < max_tokens:
+        out += " and more detail"
+    return out[:(max_tokens - 1) * 4]
 
 
 class Refusal(Exception):
@@ -254,10 +269,15 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 STATE["script"].extend(items)
             return self.send_json(200, {"queued": len(items)})
+        if self.path == "/_admin/mode":
+            with LOCK:
+                STATE["mode"].update(json.loads(raw or b"{}"))
+            return self.send_json(200, {"mode": STATE["mode"]})
         if self.path == "/_admin/reset":
             with LOCK:
                 STATE["script"].clear()
                 STATE["requests"].clear()
+                STATE["mode"].clear()
             return self.send_json(200, {"ok": True})
         body = self.record(raw)
         path = self.path.split("?", 1)[0]
@@ -338,6 +358,8 @@ class Handler(BaseHTTPRequestHandler):
         model = body["model"]
         system = text_of(body.get("system")) if body.get("system") else ""
         text = b.get("reply") or reply_for("fake-anthropic", body["messages"], system)
+        if STATE["mode"].get("long_summaries") and system.startswith(SUMMARY_PREFIX):
+            text = fill(text, body["max_tokens"])
         itok = tokens(json.dumps(body["messages"]) + system)
         otok = tokens(text)
         headers = {"request-id": "req_fake_%d" % n, "anthropic-organization-id": "org-fake"}
