@@ -26,15 +26,17 @@ int context_read(ctxd_worker *w, const char *id, int what, long limit, int64_t b
                  store_context *out, ctxd_error *e);
 
 /* Change the settings given (see store_settings) and read the context's
- * settings back into out. */
-int context_change(ctxd_worker *w, const char *id, const store_settings *change, store_context *out,
-                   ctxd_error *e);
+ * settings back into out. if_match: NULL, or the versions the client
+ * accepts (see store_set_settings): else CTXD_E_PRECONDITION_FAILED. */
+int context_change(ctxd_worker *w, const char *id, const store_settings *change,
+                   const char *if_match, store_context *out, ctxd_error *e);
 
 /* Replace (merge 0) or merge into (merge 1: a NULL value deletes its key)
- * the state, then read the whole state back into out. */
+ * the state, then read the whole state back into out; if_match as for
+ * context_change. */
 int context_state_write(ctxd_worker *w, const char *id, const store_blob *keys,
-                        const store_blob *values, size_t n, int merge, store_context *out,
-                        ctxd_error *e);
+                        const store_blob *values, size_t n, int merge, const char *if_match,
+                        store_context *out, ctxd_error *e);
 
 /* Delete every key of a context; CTXD_E_NOT_FOUND when there was none. */
 int context_delete(ctxd_worker *w, const char *id, ctxd_error *e);

@@ -39,15 +39,16 @@ typedef enum ctxd_err {
     CTXD_E_KEY_NOT_FOUND,
 
     /* Contexts and turns. */
-    CTXD_E_NOT_FOUND,        /* no such context */
-    CTXD_E_BUSY,             /* another owner holds the context's lock */
-    CTXD_E_LOCK_LOST,        /* our lock expired or was taken over */
-    CTXD_E_CONFLICT,         /* history or summary moved on since it was read */
-    CTXD_E_CONTEXT_FULL,     /* the message cap would be exceeded */
-    CTXD_E_STATE_TOO_LARGE,  /* the state would exceed its byte cap */
-    CTXD_E_PROMPT_TOO_LARGE, /* the prompt cannot fit max_context_tokens */
-    CTXD_E_IDEM_KEY_REUSED,  /* the key came with another request */
-    CTXD_E_EXISTS,           /* a create found the id taken */
+    CTXD_E_NOT_FOUND,           /* no such context */
+    CTXD_E_BUSY,                /* another owner holds the context's lock */
+    CTXD_E_LOCK_LOST,           /* our lock expired or was taken over */
+    CTXD_E_CONFLICT,            /* history or summary moved on since it was read */
+    CTXD_E_PRECONDITION_FAILED, /* If-Match: the context changed since the client read it */
+    CTXD_E_CONTEXT_FULL,        /* the message cap would be exceeded */
+    CTXD_E_STATE_TOO_LARGE,     /* the state would exceed its byte cap */
+    CTXD_E_PROMPT_TOO_LARGE,    /* the prompt cannot fit max_context_tokens */
+    CTXD_E_IDEM_KEY_REUSED,     /* the key came with another request */
+    CTXD_E_EXISTS,              /* a create found the id taken */
 
     /* Resources. */
     CTXD_E_REDIS, /* Redis unreachable, or it answered an error */

@@ -65,6 +65,7 @@ typedef struct store_context {
     int64_t summary_tokens;
     char prompt_sig[64];   /* what the last turn sent, see turn.c */
     int64_t prompt_tokens; /* its input tokens as the upstream counted */
+    int64_t version;       /* up by one with every write: the context's ETag */
 
     store_blob *messages; /* owned; the range asked for, oldest first */
     size_t n_messages;
@@ -187,8 +188,12 @@ int store_turn_wait(store *s, const char *id, const char *token, int timeout_ms,
 int store_turn_leave(store *s, const char *id, const char *token);
 
 /* Change the settings that are given (see store_settings). CTXD_ERR with
- * CTXD_E_NOT_FOUND. */
-int store_set_settings(store *s, const char *id, const store_settings *change, int64_t now_ms);
+ * CTXD_E_NOT_FOUND, or CTXD_E_PRECONDITION_FAILED when if_match is given
+ * (versions the caller accepts, space-separated, see store_context.version)
+ * and the context's version is none of them: nothing changes. NULL or "":
+ * any version. The state writes and store_append take if_match likewise. */
+int store_set_settings(store *s, const char *id, const store_settings *change, int64_t now_ms,
+                       const char *if_match);
 
 /* Store a folded summary covering seqs <= upto, only if the summary still
  * covers expected_upto (else CTXD_ERR with CTXD_E_CONFLICT). */
@@ -235,8 +240,9 @@ typedef struct store_append_req {
     long max_messages;      /* hard cap when the context does not trim */
     const char *prompt_sig; /* may be NULL: leave the last turn's figures */
     int64_t prompt_tokens;
-    int64_t held_ms; /* how long token has held the lock, for the context's
+    int64_t held_ms;      /* how long token has held the lock, for the context's
                         average turn (store_turn_queue); 0: not counted */
+    const char *if_match; /* NULL or "": any version (see store_set_settings) */
 } store_append_req;
 
 /* CTXD_ERR with CTXD_E_NOT_FOUND (deleted meanwhile), CTXD_E_LOCK_LOST,
@@ -248,12 +254,12 @@ int store_append(store *s, const store_append_req *req);
 /* Replace the whole state. CTXD_ERR with CTXD_E_NOT_FOUND or
  * CTXD_E_STATE_TOO_LARGE (over max_bytes). */
 int store_state_put(store *s, const char *id, const store_blob *keys, const store_blob *values,
-                    size_t n, size_t max_bytes, int64_t now_ms);
+                    size_t n, size_t max_bytes, int64_t now_ms, const char *if_match);
 
 /* Merge into the state: values[i].data == NULL deletes keys[i]. The size
  * check is on the merged result; nothing changes when it fails. */
 int store_state_patch(store *s, const char *id, const store_blob *keys, const store_blob *values,
-                      size_t n, size_t max_bytes, int64_t now_ms);
+                      size_t n, size_t max_bytes, int64_t now_ms, const char *if_match);
 
 /* ---- API keys (store_auth.c) ---- */
 

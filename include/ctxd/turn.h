@@ -31,6 +31,7 @@ typedef struct turn_append_request {
     size_t n;
     const char *idem_key;
     uint64_t fingerprint;
+    const char *if_match; /* NULL, or the context versions the client accepts */
 } turn_append_request;
 
 /* What the model answered in a turn. */

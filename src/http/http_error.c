@@ -33,6 +33,7 @@ static const struct {
     [CTXD_E_BUSY] = {409, "context_busy", 1},
     [CTXD_E_LOCK_LOST] = {409, "context_busy", 1},
     [CTXD_E_CONFLICT] = {409, "context_busy", 1},
+    [CTXD_E_PRECONDITION_FAILED] = {412, "precondition_failed", 0},
     [CTXD_E_BODY_TOO_LARGE] = {413, "body_too_large", 0},
     [CTXD_E_FIELD_TOO_LARGE] = {413, "field_too_large", 0},
     [CTXD_E_STATE_TOO_LARGE] = {413, "state_too_large", 0},

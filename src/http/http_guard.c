@@ -8,7 +8,8 @@
 #include "http_int.h"
 
 /* Request headers a browser may send across origins (preflight answer). */
-#define CORS_ALLOWED_HEADERS "Authorization, X-Api-Key, Content-Type, Accept, Idempotency-Key, X-Request-Id"
+#define CORS_ALLOWED_HEADERS                                                                       \
+    "Authorization, X-Api-Key, Content-Type, Accept, Idempotency-Key, X-Request-Id"
 #define CORS_MAX_AGE "600"
 
 /* 1 if the comma-separated list holds item (case-insensitive; "*" matches

@@ -147,6 +147,17 @@ int http_idem_key_or_respond(const http_req *req, const char **key, int *status)
 /* The {id} segment is a context id (404 context_not_found when not). */
 int http_id_or_respond(const http_req *req, int *status);
 
+/* If-Match (RFC 9110 13.1.1) as the store takes it: "" when absent or "*"
+ * (any version of a context that exists), else the versions of the strong
+ * ETags listed, space-separated ("0", which no context has, when none
+ * can match: weak or foreign tags). A malformed header is answered 400
+ * bad_http_request. */
+#define HTTP_IF_MATCH_MAX 256
+int http_if_match_or_respond(const http_req *req, char out[HTTP_IF_MATCH_MAX], int *status);
+
+/* The ETag of version v: a strong tag, "\"<v>\"". */
+void http_etag(int64_t v, char out[32]);
+
 /* Refuse fields other than allowed (NULL-terminated): typos fail loudly. */
 int http_only_fields_or_respond(const http_req *req, json_object *obj, const char *const *allowed,
                                 int *status);

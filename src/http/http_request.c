@@ -111,6 +111,40 @@ int http_id_or_respond(const http_req *req, int *status) {
     return CTXD_ERR;
 }
 
+void http_etag(int64_t v, char out[32]) { snprintf(out, 32, "\"%lld\"", (long long)v); }
+
+int http_if_match_or_respond(const http_req *req, char out[HTTP_IF_MATCH_MAX], int *status) {
+    const char *h = http_header(req, "If-Match"), *p = h;
+    size_t n = 0;
+    out[0] = '\0';
+    if (!h) return CTXD_OK;
+    while (*p == ' ' || *p == '\t') p++;
+    if (p[0] == '*' && !p[1 + strspn(p + 1, " \t")]) return CTXD_OK;
+    for (;;) { /* 1#entity-tag: [W/] DQUOTE etagc DQUOTE, comma separated */
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        if (!*p) break;
+        int weak = !strncmp(p, "W/", 2);
+        if (weak) p += 2;
+        const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
+        if (!close) goto bad;
+        size_t len = (size_t)(close - p - 1), digits = strspn(p + 1, "0123456789");
+        /* Strong comparison: a weak tag never matches, nor one not ours. */
+        if (!weak && len && digits == len && len < 20 && n + len + 2 < HTTP_IF_MATCH_MAX)
+            n += (size_t)snprintf(out + n, HTTP_IF_MATCH_MAX - n, "%s%.*s", n ? " " : "", (int)len,
+                                  p + 1);
+        p = close + 1;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p && *p != ',') goto bad;
+    }
+    if (!n) snprintf(out, HTTP_IF_MATCH_MAX, "0");
+    return CTXD_OK;
+bad:
+    *status = http_send_error(req, CTXD_E_BAD_HTTP_REQUEST,
+                              "If-Match must be \"*\" or a list of ETags as a read returned "
+                              "them, e.g. If-Match: \"7\"");
+    return CTXD_ERR;
+}
+
 /* Reject fields other than allowed (NULL-terminated): typos fail loudly. */
 int http_only_fields_or_respond(const http_req *req, json_object *obj, const char *const *allowed,
                                 int *status) {

@@ -150,6 +150,15 @@ cleanup:
     return status;
 }
 
+/* Send b with the context's version as its ETag (frees c). */
+static int send_versioned(const http_req *req, buf *b, store_context *c) {
+    char etag[32];
+    const char *h[3] = {"ETag", etag, NULL};
+    http_etag(c->version, etag);
+    store_context_free(c);
+    return http_send_json(req, 200, b, h);
+}
+
 /* Read a page of history and render it with or without the context. */
 static int send_history(const http_req *req, int full) {
     static const char *const names[] = {"limit", "before"};
@@ -173,8 +182,7 @@ static int send_history(const http_req *req, int full) {
         http_render_context(&b, &c, 1);
     else
         http_render_messages(&b, &c);
-    store_context_free(&c);
-    return http_send_json(req, 200, &b, NULL);
+    return send_versioned(req, &b, &c);
 }
 
 /* GET /mcp/context/{id} */
@@ -189,8 +197,9 @@ static int patch_context(const http_req *req) {
     store_settings st;
     store_context c;
     ctxd_error e;
+    char if_match[HTTP_IF_MATCH_MAX];
     int status;
-    if (http_id_or_respond(req, &status) ||
+    if (http_id_or_respond(req, &status) || http_if_match_or_respond(req, if_match, &status) ||
         http_required_body_or_respond(req,
                                       "Send the settings to change as a JSON object, e.g. "
                                       "{\"strategy\": \"window\", \"max_context_tokens\": 4000}",
@@ -199,15 +208,14 @@ static int patch_context(const http_req *req) {
     if (http_only_fields_or_respond(req, body, settings_fields, &status) ||
         settings_or_respond(req, body, &st, &status))
         goto cleanup;
-    if (context_change(req->w, req->id, &st, &c, &e)) {
+    if (context_change(req->w, req->id, &st, if_match, &c, &e)) {
         status = http_send_failure(req, &e);
         goto cleanup;
     }
     buf b;
     buf_init(&b);
     http_render_context(&b, &c, 0);
-    store_context_free(&c);
-    status = http_send_json(req, 200, &b, NULL);
+    status = send_versioned(req, &b, &c);
 cleanup:
     if (body) json_object_put(body);
     return status;
@@ -246,11 +254,12 @@ static int delete_context(const http_req *req) {
     return http_send_json(req, 200, &b, NULL);
 }
 
-static int send_state(const http_req *req, const store_context *c) {
+/* The state, with the context's version as its ETag (frees c). */
+static int send_state(const http_req *req, store_context *c) {
     buf b;
     buf_init(&b);
     http_render_state(&b, c);
-    return http_send_json(req, 200, &b, NULL);
+    return send_versioned(req, &b, c);
 }
 
 /* GET /mcp/context/{id}/state */
@@ -261,9 +270,7 @@ static int get_state(const http_req *req) {
     if (http_id_or_respond(req, &status)) return status;
     if (context_read(req->w, req->id, STORE_READ_STATE, 0, 0, &c, &e))
         return http_send_failure(req, &e);
-    status = send_state(req, &c);
-    store_context_free(&c);
-    return status;
+    return send_state(req, &c);
 }
 
 /* PUT and PATCH /mcp/context/{id}/state */
@@ -272,18 +279,18 @@ static int write_state(const http_req *req, int patch) {
     state_input si = {0};
     store_context c;
     ctxd_error e;
+    char if_match[HTTP_IF_MATCH_MAX];
     int status;
-    if (http_id_or_respond(req, &status) ||
+    if (http_id_or_respond(req, &status) || http_if_match_or_respond(req, if_match, &status) ||
         http_required_body_or_respond(req, "Send the state as a JSON object body", &body, NULL,
                                       &status))
         return status;
     if (state_or_respond(req, body, patch, &si, &status)) goto cleanup;
-    if (context_state_write(req->w, req->id, si.keys, si.values, si.n, patch, &c, &e)) {
+    if (context_state_write(req->w, req->id, si.keys, si.values, si.n, patch, if_match, &c, &e)) {
         status = http_send_failure(req, &e);
         goto cleanup;
     }
     status = send_state(req, &c);
-    store_context_free(&c);
 cleanup:
     state_input_free(&si);
     if (body) json_object_put(body);

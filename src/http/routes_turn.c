@@ -165,11 +165,13 @@ static int post_messages(const http_req *req) {
     const char **roles = NULL, **contents = NULL, *idem;
     size_t *lens = NULL, n = 0;
     uint64_t fp;
+    char if_match[HTTP_IF_MATCH_MAX];
     int status;
     turn_result res;
     memset(&res, 0, sizeof(res));
 
     if (http_id_or_respond(req, &status) || http_idem_key_or_respond(req, &idem, &status) ||
+        http_if_match_or_respond(req, if_match, &status) ||
         http_required_body_or_respond(req,
                                       "Send {\"messages\": [{\"role\": \"user\", "
                                       "\"content\": \"...\"}, ...]}",
@@ -219,7 +221,7 @@ static int post_messages(const http_req *req) {
         }
         roles[i] = role;
     }
-    turn_append_request ar = {req->id, roles, contents, lens, n, idem, fp};
+    turn_append_request ar = {req->id, roles, contents, lens, n, idem, fp, if_match};
     turn_append(req->w, &ar, &res);
     status = send_result(req, 201, &res);
 cleanup:

@@ -17,6 +17,12 @@ void context_store_error(ctxd_error *e, const ctxd_worker *w, const char *id) {
                        "nothing was stored, retry the request",
                        id);
         break;
+    case CTXD_E_PRECONDITION_FAILED:
+        ctxd_error_set(e, st->err,
+                       "Context %s changed since it was read: If-Match names none of its "
+                       "current version; nothing was changed (read it again for its ETag)",
+                       id);
+        break;
     case CTXD_E_CONTEXT_FULL:
         ctxd_error_set(e, st->err,
                        "Context %s is full; it may hold at most the configured "
@@ -103,21 +109,22 @@ int context_read(ctxd_worker *w, const char *id, int what, long limit, int64_t b
     return CTXD_OK;
 }
 
-int context_change(ctxd_worker *w, const char *id, const store_settings *change, store_context *out,
-                   ctxd_error *e) {
+int context_change(ctxd_worker *w, const char *id, const store_settings *change,
+                   const char *if_match, store_context *out, ctxd_error *e) {
     memset(out, 0, sizeof(*out));
-    if (store_set_settings(w->st, id, change, util_now_ms())) return store_failed(e, w, id);
+    if (store_set_settings(w->st, id, change, util_now_ms(), if_match))
+        return store_failed(e, w, id);
     return context_read(w, id, 0, 0, 0, out, e);
 }
 
 int context_state_write(ctxd_worker *w, const char *id, const store_blob *keys,
-                        const store_blob *values, size_t n, int merge, store_context *out,
-                        ctxd_error *e) {
+                        const store_blob *values, size_t n, int merge, const char *if_match,
+                        store_context *out, ctxd_error *e) {
     size_t max = w->cfg->max_state_bytes;
     int64_t now = util_now_ms();
     memset(out, 0, sizeof(*out));
-    if (merge ? store_state_patch(w->st, id, keys, values, n, max, now)
-              : store_state_put(w->st, id, keys, values, n, max, now))
+    if (merge ? store_state_patch(w->st, id, keys, values, n, max, now, if_match)
+              : store_state_put(w->st, id, keys, values, n, max, now, if_match))
         return store_failed(e, w, id);
     return context_read(w, id, STORE_READ_STATE, 0, 0, out, e);
 }

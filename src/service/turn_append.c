@@ -62,6 +62,7 @@ static int append_locked(ctxd_worker *w, const turn_append_request *req, const c
         .idem_ttl_s = cfg->idempotency_ttl_s,
         .max_messages = cfg->max_messages,
         .held_ms = turn_lock_held_ms(locked_ms),
+        .if_match = req->if_match,
     };
     if (store_append(w->st, &ar)) {
         context_store_error(&res->error, w, id);

@@ -68,7 +68,9 @@ int store_meta_fill(store_context *out, const redisReply *meta) {
         {"summary_upto", offsetof(store_context, summary_upto)},
         {"summary_tokens", offsetof(store_context, summary_tokens)},
         {"prompt_tokens", offsetof(store_context, prompt_tokens)},
+        {"version", offsetof(store_context, version)},
     };
+    out->version = 1; /* contexts made before versions: their first */
     snprintf(out->strategy, sizeof(out->strategy), "all");
     for (size_t i = 0; i + 1 < meta->elements; i += 2) {
         const char *f = meta->element[i]->str, *v = meta->element[i + 1]->str;
@@ -269,7 +271,8 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before, s
 
 /* ---- Changes ---- */
 
-int store_set_settings(store *s, const char *id, const store_settings *c, int64_t now_ms) {
+int store_set_settings(store *s, const char *id, const store_settings *c, int64_t now_ms,
+                       const char *if_match) {
     const char *fields[6], *values[6];
     char nums[3][24], now_iso[UTIL_ISO_LEN];
     const int64_t num[3] = {c->ttl_seconds, c->max_context_tokens, c->max_messages};
@@ -284,7 +287,7 @@ int store_set_settings(store *s, const char *id, const store_settings *c, int64_
         snprintf(nums[i], sizeof(nums[i]), "%" PRId64, num[i]);
         fields[n] = num_fields[i], values[n++] = nums[i];
     }
-    if (args_init(s, &a, 3 + 2 * n)) return CTXD_ERR;
+    if (args_init(s, &a, 4 + 2 * n)) return CTXD_ERR;
     util_iso8601(now_ms, now_iso);
     args_str(&a, now_iso);
     args_int(&a, now_ms);
@@ -293,6 +296,7 @@ int store_set_settings(store *s, const char *id, const store_settings *c, int64_
         args_str(&a, fields[i]);
         args_str(&a, values[i]);
     }
+    args_str(&a, if_match ? if_match : "");
     int rc = store_write_script(s, S_SETTINGS, id, &a, CTXD_E_REDIS);
     args_free(&a);
     return rc ? rc : store_index_touch(s, id, now_ms);
@@ -301,10 +305,11 @@ int store_set_settings(store *s, const char *id, const store_settings *c, int64_
 /* Shared body of state PUT and PATCH: pairs for PUT, (op, key, value)
  * triples for PATCH (op 's' sets, 'd' deletes). */
 static int state_write(store *s, const char *id, const store_blob *keys, const store_blob *values,
-                       size_t n, size_t max_bytes, int64_t now_ms, int patch) {
+                       size_t n, size_t max_bytes, int64_t now_ms, const char *if_match,
+                       int patch) {
     args a;
     char now_iso[UTIL_ISO_LEN];
-    if (args_init(s, &a, 4 + 3 * n)) return CTXD_ERR;
+    if (args_init(s, &a, 5 + 3 * n)) return CTXD_ERR;
     util_iso8601(now_ms, now_iso);
     args_str(&a, now_iso);
     args_int(&a, now_ms);
@@ -315,6 +320,7 @@ static int state_write(store *s, const char *id, const store_blob *keys, const s
         args_bin(&a, keys[i].data, keys[i].len);
         args_bin(&a, values[i].data, values[i].len);
     }
+    args_str(&a, if_match ? if_match : "");
     int rc =
         store_write_script(s, patch ? S_STATE_PATCH : S_STATE_PUT, id, &a, CTXD_E_STATE_TOO_LARGE);
     args_free(&a);
@@ -322,19 +328,19 @@ static int state_write(store *s, const char *id, const store_blob *keys, const s
 }
 
 int store_state_put(store *s, const char *id, const store_blob *keys, const store_blob *values,
-                    size_t n, size_t max_bytes, int64_t now_ms) {
+                    size_t n, size_t max_bytes, int64_t now_ms, const char *if_match) {
     size_t size = 0;
     for (size_t i = 0; i < n; i++) size += keys[i].len + values[i].len;
     if (size > max_bytes) {
         store_fail(s, CTXD_E_STATE_TOO_LARGE, "state of %zu bytes exceeds %zu", size, max_bytes);
         return CTXD_ERR;
     }
-    return state_write(s, id, keys, values, n, max_bytes, now_ms, 0);
+    return state_write(s, id, keys, values, n, max_bytes, now_ms, if_match, 0);
 }
 
 int store_state_patch(store *s, const char *id, const store_blob *keys, const store_blob *values,
-                      size_t n, size_t max_bytes, int64_t now_ms) {
-    return state_write(s, id, keys, values, n, max_bytes, now_ms, 1);
+                      size_t n, size_t max_bytes, int64_t now_ms, const char *if_match) {
+    return state_write(s, id, keys, values, n, max_bytes, now_ms, if_match, 1);
 }
 
 int store_delete(store *s, const char *id, int *deleted) {

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store_int.h"
 
@@ -42,6 +43,46 @@ int store_index_touch(store *s, const char *id, int64_t now_ms) {
 }
 
 int store_index_forget(store *s, const char *id) { return index_update(s, id, NULL); }
+
+/* "2026-12-01T04:12:10.148Z" (util_iso8601's form) in ms since the epoch;
+ * -1 when it is not one. */
+static int64_t iso_ms(const char *iso) {
+    struct tm tm;
+    int ms = 0;
+    memset(&tm, 0, sizeof(tm));
+    if (!iso || sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                       &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t < 0 ? -1 : (int64_t)t * 1000 + ms;
+}
+
+int store_index_restore(store *s, const char *id, int64_t ours_ms) {
+    ctx_keys k;
+    args a;
+    char bucket[STORE_KEY_LEN], prev[24];
+    store_keys_init(&k, s->tenant, id);
+    const char *get[3] = {"HGET", k.all[K_META], "last_updated"};
+    redisReply *r = store_read_command(s, 3, get);
+    if (!r) return CTXD_ERR;
+    int64_t prev_ms = iso_ms(r->type == REDIS_REPLY_STRING ? r->str : NULL);
+    freeReplyObject(r);
+    if (prev_ms < 0) return CTXD_OK; /* gone, or no time to go back to */
+    snprintf(prev, sizeof(prev), "%" PRId64, prev_ms);
+    store_key_index_bucket(s->tenant, store_index_bucket(id), bucket);
+    const char *keys[1] = {bucket};
+    if (args_init(s, &a, 3)) return CTXD_ERR;
+    args_str(&a, id);
+    args_int(&a, ours_ms);
+    args_str(&a, prev);
+    r = store_eval(s, S_INDEX_RESTORE, 1, keys, &a);
+    args_free(&a);
+    if (!r) return CTXD_ERR;
+    freeReplyObject(r);
+    return CTXD_OK;
+}
 
 /* ---- Listing: a merge of every bucket (and the index of 0.4) ---- */
 

@@ -71,6 +71,7 @@ enum {
     S_APIKEY_LIST,
     S_RATE,
     S_QUEUE_LEAVE,
+    S_INDEX_RESTORE,
     S_COUNT
 };
 
@@ -261,6 +262,11 @@ int store_index_touch(store *s, const char *id, int64_t now_ms);
 
 /* Take a context out of the listing. */
 int store_index_forget(store *s, const char *id);
+
+/* An append touched the index at ours_ms and was then refused: put the
+ * context back at its last write (the meta's last_updated), unless another
+ * write moved it since. */
+int store_index_restore(store *s, const char *id, int64_t ours_ms);
 
 /* The commands of a touch (score: now in ms) or a forget (score NULL), to
  * send along with another write (store_eval_then): argvs / argcs. */

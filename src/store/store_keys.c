@@ -107,7 +107,7 @@ extern const char store_lua_context[], store_lua_create[], store_lua_read[], sto
     store_lua_append[], store_lua_delete[], store_lua_renew[], store_lua_release[],
     store_lua_state_put[], store_lua_state_patch[], store_lua_settings[], store_lua_summary[],
     store_lua_apikey_put[], store_lua_apikey_revoke[], store_lua_apikey_list[], store_lua_rate[],
-    store_lua_queue[], store_lua_queue_leave[];
+    store_lua_queue[], store_lua_queue_leave[], store_lua_index_restore[];
 
 /* Each script, whether it is a context script (gets every key of one
  * context as KEYS, named by the prelude, and context.lua's helpers), and
@@ -132,6 +132,7 @@ static const struct {
     [S_APIKEY_LIST] = {store_lua_apikey_list, 0},
     [S_RATE] = {store_lua_rate, 0},
     [S_QUEUE_LEAVE] = {store_lua_queue_leave, 1, 1},
+    [S_INDEX_RESTORE] = {store_lua_index_restore, 0},
 };
 
 static char *script_texts[S_COUNT];

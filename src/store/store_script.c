@@ -257,6 +257,7 @@ int store_write_script_then(store *s, int script, const char *id, const args *a,
     } statuses[] = {{"NOT_FOUND", CTXD_E_NOT_FOUND},
                     {"LOCK_LOST", CTXD_E_LOCK_LOST},
                     {"CONFLICT", CTXD_E_CONFLICT},
+                    {"PRECONDITION", CTXD_E_PRECONDITION_FAILED},
                     {"TOO_LARGE", CTXD_E_NONE}};
     ctx_keys k;
     redisReply *rs[STORE_BATCH_MAX];

@@ -229,7 +229,7 @@ int store_turn_leave(store *s, const char *id, const char *token) {
 int store_append(store *s, const store_append_req *req) {
     args a;
     char now_iso[UTIL_ISO_LEN];
-    if (args_init(s, &a, 12 + req->n_messages)) return CTXD_ERR;
+    if (args_init(s, &a, 13 + req->n_messages)) return CTXD_ERR;
     util_iso8601(req->now_ms, now_iso);
     args_str(&a, req->token);
     args_int(&a, req->expected_next_seq);
@@ -248,9 +248,9 @@ int store_append(store *s, const store_append_req *req) {
     args_int(&a, req->held_ms);
     for (size_t i = 0; i < req->n_messages; i++)
         args_bin(&a, req->messages[i].data, req->messages[i].len);
-    /* The activity index goes along, in the same round trip (so a refused
-     * append touches it too: the context is there all the same, but for a
-     * NOT_FOUND, whose entry is taken out again). */
+    args_str(&a, req->if_match ? req->if_match : "");
+    /* The activity index goes along, in the same round trip; a refused
+     * append puts it back below. */
     char score[24];
     store_index_update u;
     snprintf(score, sizeof(score), "%lld", (long long)req->now_ms);
@@ -258,11 +258,17 @@ int store_append(store *s, const store_append_req *req) {
     int rc = store_write_script_then(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL, u.n, u.argvs,
                                      u.argcs);
     args_free(&a);
-    if (rc && s->err == CTXD_E_NOT_FOUND) {
+    if (rc && s->err != CTXD_E_REDIS && s->err != CTXD_E_NOMEM) {
+        /* Refused: the index goes back as it was (best effort: listing drops
+         * a context that is gone anyway). */
+        ctxd_err err = s->err;
         char why[sizeof(s->errstr)];
         snprintf(why, sizeof(why), "%s", s->errstr);
-        store_index_forget(s, req->id); /* best effort: listing drops it anyway */
-        store_fail(s, CTXD_E_NOT_FOUND, "%s", why);
+        if (err == CTXD_E_NOT_FOUND)
+            store_index_forget(s, req->id);
+        else
+            store_index_restore(s, req->id, req->now_ms);
+        store_fail(s, err, "%s", why);
     }
     return rc;
 }

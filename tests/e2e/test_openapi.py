@@ -812,6 +812,46 @@ class OpenApiTest(CtxdTestCase):
         self.call("GET", p, str(uuid.uuid4()), expect=404, code="context_not_found")
         self.call("GET", p, "nope", expect=404)
 
+    # ---- optimistic concurrency ----
+
+    def test_etags_and_if_match(self):
+        cid = self.new_context({"state": {"a": 1}})
+        st, ctx, msgs = "/mcp/context/{id}/state", "/mcp/context/{id}", "/mcp/context/{id}/messages"
+        tag = self.call("GET", ctx, cid, expect=200).headers["etag"]
+        self.assertEqual(self.call("GET", st, cid, expect=200).headers["etag"], tag)
+        self.assertEqual(self.call("GET", msgs, cid, expect=200).headers["etag"], tag)
+        # A write with the current tag goes through and changes the tag.
+        r = self.call("PUT", st, cid, body={"a": 2}, headers={"If-Match": tag}, expect=200)
+        new = r.headers["etag"]
+        self.assertNotEqual(new, tag)
+        # The old tag no longer matches anywhere, and nothing changes.
+        before = self.redis.snapshot()
+        for m, p, body in [("PUT", st, {"a": 3}), ("PATCH", st, {"b": 1}),
+                           ("PATCH", ctx, {"system": "x"}),
+                           ("POST", msgs, {"messages": [{"role": "user", "content": "x"}]})]:
+            with self.subTest(method=m, path=p):
+                self.call(m, p, cid, body=body, headers={"If-Match": tag}, expect=412,
+                          code="precondition_failed")
+        self.assertEqual(self.redis.snapshot(), before)
+        # A list, *, and a weak tag (never a strong match).
+        self.call("PATCH", st, cid, body={"b": 1}, headers={"If-Match": '"1", ' + new},
+                  expect=200)
+        self.call("PATCH", ctx, cid, body={"system": "y"}, headers={"If-Match": "*"}, expect=200)
+        cur = self.call("GET", ctx, cid, expect=200).headers["etag"]
+        self.call("PATCH", ctx, cid, body={"system": "z"}, headers={"If-Match": "W/" + cur},
+                  expect=412, code="precondition_failed")
+        r = self.call("POST", msgs, cid, body={"messages": [{"role": "user", "content": "m"}]},
+                      headers={"If-Match": cur}, expect=201)
+        after = self.call("GET", ctx, cid, expect=200).headers["etag"]
+        self.assertNotEqual(after, cur)
+        # A turn changes it too.
+        self.turn(cid, "hi")
+        self.assertNotEqual(self.call("GET", ctx, cid, expect=200).headers["etag"], after)
+        self.call("PUT", st, cid, body={"a": 1}, headers={"If-Match": "7"}, expect=400,
+                  code="bad_http_request")
+        self.call("PUT", st, str(uuid.uuid4()), body={"a": 1}, headers={"If-Match": "*"},
+                  expect=404, code="context_not_found")
+
     # ---- what every body-taking operation shares ----
 
     def test_every_body_taking_operation_checks_its_body(self):

@@ -3,11 +3,14 @@
 -- idempotency record and release the lock (passing it to the next waiting
 -- turn), all or nothing.
 -- ARGV: token expected_seq now_iso now_ms idem_key idem_record idem_ttl
---       hard_cap n prompt_sig prompt_tokens held_ms msg1 ... msgn
--- (held_ms: how long token has held the lock; 0: not counted.)
--- Returns 'OK', or 'NOT_FOUND', 'LOCK_LOST', 'CONFLICT', 'TOO_LARGE' with
--- nothing written (the lock is released when token owns it).
-local f = redis.call('HMGET', meta, 'next_seq', 'max_messages', 'turn_ms', 'ttl_seconds')
+--       hard_cap n prompt_sig prompt_tokens held_ms msg1 ... msgn if_match
+-- (held_ms: how long token has held the lock; 0: not counted; if_match:
+-- see context.lua.)
+-- Returns 'OK', or 'NOT_FOUND', 'LOCK_LOST', 'CONFLICT', 'PRECONDITION',
+-- 'TOO_LARGE' with nothing written (the lock is released when token owns
+-- it).
+local f = redis.call('HMGET', meta, 'next_seq', 'max_messages', 'turn_ms', 'ttl_seconds',
+  'version')
 local holder = redis.call('GET', lock)
 local function unlock()
   if holder == ARGV[1] then queue_release() end
@@ -16,6 +19,7 @@ if not f[1] and redis.call('EXISTS', meta) == 0 then unlock() return 'NOT_FOUND'
 if holder ~= ARGV[1] then return 'LOCK_LOST' end
 local seq = tonumber(f[1])
 if seq ~= tonumber(ARGV[2]) then unlock() return 'CONFLICT' end
+if ARGV[#ARGV] ~= '' and not version_matches() then unlock() return 'PRECONDITION' end
 local n = tonumber(ARGV[9])
 local keep = tonumber(f[2] or '0')
 local cap = tonumber(ARGV[8])
@@ -26,7 +30,8 @@ local len = 0
 for i = 1, n, 256 do -- one RPUSH per 256 messages (unpack's stack is bounded)
   len = redis.call('RPUSH', messages, unpack(ARGV, 12 + i, 12 + math.min(n, i + 255)))
 end
-local fields = {'next_seq', seq + n, 'last_updated', ARGV[3]}
+local fields = {'next_seq', seq + n, 'last_updated', ARGV[3],
+  'version', (tonumber(f[5]) or 1) + 1}
 if ARGV[10] ~= '' then
   fields[#fields + 1], fields[#fields + 2] = 'prompt_sig', ARGV[10]
   fields[#fields + 1], fields[#fields + 2] = 'prompt_tokens', ARGV[11]

@@ -26,3 +26,20 @@ local function msg_head(raw)
   if not ok or type(msg) ~= 'table' then return nil, nil, nil end
   return msg.role, tonumber(msg.tokens), tonumber(msg.seq)
 end
+
+-- Optimistic concurrency: the meta's version goes up with every write, and
+-- is the context's ETag. A script that honours If-Match gets, as its last
+-- ARGV, the versions the client accepts, space-separated ('' : any).
+local function version_matches()
+  local want = ARGV[#ARGV]
+  if want == '' then return true end
+  local v = redis.call('HGET', meta, 'version') or '1'
+  for w in string.gmatch(want, '%S+') do
+    if w == v then return true end
+  end
+  return false
+end
+
+local function version_bump()
+  redis.call('HINCRBY', meta, 'version', 1)
+end

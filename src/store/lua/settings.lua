@@ -1,6 +1,8 @@
 -- settings.lua: change settings in the meta hash; ttl_seconds 0 removes the expiry.
--- ARGV: now_iso now_ms n field1 value1 ... Returns 'OK' or 'NOT_FOUND'.
+-- ARGV: now_iso now_ms n field1 value1 ... if_match (context.lua).
+-- Returns 'OK', 'NOT_FOUND' or 'PRECONDITION'.
 if redis.call('EXISTS', meta) == 0 then return 'NOT_FOUND' end
+if not version_matches() then return 'PRECONDITION' end
 local n = tonumber(ARGV[3])
 for i = 0, n - 1 do
   local f, v = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
@@ -10,5 +12,6 @@ for i = 0, n - 1 do
   end
 end
 redis.call('HSET', meta, 'last_updated', ARGV[1])
+version_bump()
 touch(ARGV[2])
 return 'OK'

@@ -5,4 +5,5 @@ if redis.call('EXISTS', meta) == 0 then return 'NOT_FOUND' end
 if redis.call('HGET', meta, 'summary_upto') ~= ARGV[1] then return 'CONFLICT' end
 redis.call('HSET', meta, 'summary_upto', ARGV[2], 'summary', ARGV[3],
   'summary_tokens', ARGV[4], 'summary_updated_at', ARGV[5])
+version_bump()
 return 'OK'

@@ -208,7 +208,7 @@ TEST(test_turn_run_prompt_too_large) {
     store_context c;
     ctxd_error e;
     change.strategy = "window";
-    CHECK(context_change(w, all, &change, &c, &e) == CTXD_OK);
+    CHECK(context_change(w, all, &change, NULL, &c, &e) == CTXD_OK);
     store_context_free(&c);
     CHECK(tf_turn(w, all, "hi again", NULL, 0, &res) == CTXD_OK);
     CHECK(res.reply.text && strstr(res.reply.text, "0 earlier turns") != NULL);

@@ -52,7 +52,7 @@ TEST(test_store_conn_script_flush_falls_back_to_eval) {
     store_context_free(&c);
     store_settings change = STORE_SETTINGS_UNCHANGED;
     change.model = "m2";
-    CHECK(store_set_settings(s, id, &change, SF_NOW) == CTXD_OK);
+    CHECK(store_set_settings(s, id, &change, SF_NOW, NULL) == CTXD_OK);
     store_list_item *items;
     size_t n;
     CHECK(store_list(s, 10, 0, "", &items, &n) == CTXD_OK);

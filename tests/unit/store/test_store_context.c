@@ -140,7 +140,7 @@ TEST(test_store_context_settings_change_only_given) {
     store_settings change = STORE_SETTINGS_UNCHANGED;
     change.model = "m2";
     change.max_messages = 3;
-    CHECK(store_set_settings(s, id, &change, SF_NOW + 1000) == CTXD_OK);
+    CHECK(store_set_settings(s, id, &change, SF_NOW + 1000, NULL) == CTXD_OK);
     store_context c;
     CHECK(store_read(s, id, 0, 0, 0, &c) == CTXD_OK);
     CHECK_STR(c.system, "s1");
@@ -157,7 +157,7 @@ TEST(test_store_context_settings_change_only_given) {
     store_settings clear = STORE_SETTINGS_UNCHANGED;
     clear.system = "";
     clear.strategy = "summarize";
-    CHECK(store_set_settings(s, id, &clear, SF_NOW + 2000) == CTXD_OK);
+    CHECK(store_set_settings(s, id, &clear, SF_NOW + 2000, NULL) == CTXD_OK);
     CHECK(store_read(s, id, 0, 0, 0, &c) == CTXD_OK);
     CHECK_STR(c.system, "");
     CHECK_STR(c.model, "m2");
@@ -167,7 +167,7 @@ TEST(test_store_context_settings_change_only_given) {
 
     char missing[UTIL_UUID_LEN + 1];
     CHECK(util_uuid4(missing) == CTXD_OK);
-    CHECK(store_set_settings(s, missing, &change, SF_NOW) == CTXD_ERR);
+    CHECK(store_set_settings(s, missing, &change, SF_NOW, NULL) == CTXD_ERR);
     CHECK(s->err == CTXD_E_NOT_FOUND);
     CHECK(rf_count_keys(&rf, "ctxd:{*") == 2); /* id's meta and index bucket: nothing for missing */
     sf_stop(&rf, s);
@@ -196,7 +196,7 @@ TEST(test_store_context_settings_ttl_zero_persists) {
     }
     store_settings change = STORE_SETTINGS_UNCHANGED;
     change.ttl_seconds = 0;
-    CHECK(store_set_settings(s, id, &change, SF_NOW + 1) == CTXD_OK);
+    CHECK(store_set_settings(s, id, &change, SF_NOW + 1, NULL) == CTXD_OK);
     for (int i = 0; i < 3; i++) CHECK(rf_int(&rf, "TTL %s", k[i]) == -1);
     store_context c;
     CHECK(store_read(s, id, 0, 0, 0, &c) == CTXD_OK);
@@ -205,7 +205,7 @@ TEST(test_store_context_settings_ttl_zero_persists) {
 
     /* And back: a positive ttl sets the expiry again. */
     change.ttl_seconds = 50;
-    CHECK(store_set_settings(s, id, &change, SF_NOW + 2) == CTXD_OK);
+    CHECK(store_set_settings(s, id, &change, SF_NOW + 2, NULL) == CTXD_OK);
     for (int i = 0; i < 3; i++) {
         long long ttl = rf_int(&rf, "TTL %s", k[i]);
         CHECK(ttl > 40 && ttl <= 50);
@@ -221,8 +221,8 @@ TEST(test_store_context_state_put_replaces) {
     store_blob k2[1] = {sf_blob("c")}, v2[1] = {sf_blob("\"x\"")};
     store_settings st = sf_settings("all", 1000, 0);
     CHECK(sf_create(s, id, &st) == CTXD_OK);
-    CHECK(store_state_put(s, id, k1, v1, 2, 64, SF_NOW) == CTXD_OK);
-    CHECK(store_state_put(s, id, k2, v2, 1, 64, SF_NOW) == CTXD_OK);
+    CHECK(store_state_put(s, id, k1, v1, 2, 64, SF_NOW, NULL) == CTXD_OK);
+    CHECK(store_state_put(s, id, k2, v2, 1, 64, SF_NOW, NULL) == CTXD_OK);
     store_context c;
     CHECK(store_read(s, id, STORE_READ_STATE, 0, 0, &c) == CTXD_OK);
     CHECK(c.n_state == 1);
@@ -231,7 +231,7 @@ TEST(test_store_context_state_put_replaces) {
     store_context_free(&c);
 
     /* Over the cap: 4 bytes of keys and values > 3, refused, nothing changes. */
-    CHECK(store_state_put(s, id, k1, v1, 2, 3, SF_NOW) == CTXD_ERR);
+    CHECK(store_state_put(s, id, k1, v1, 2, 3, SF_NOW, NULL) == CTXD_ERR);
     CHECK(s->err == CTXD_E_STATE_TOO_LARGE);
     CHECK(store_read(s, id, STORE_READ_STATE, 0, 0, &c) == CTXD_OK);
     CHECK(c.n_state == 1);
@@ -240,7 +240,7 @@ TEST(test_store_context_state_put_replaces) {
 
     char missing[UTIL_UUID_LEN + 1];
     CHECK(util_uuid4(missing) == CTXD_OK);
-    CHECK(store_state_put(s, missing, k2, v2, 1, 64, SF_NOW) == CTXD_ERR);
+    CHECK(store_state_put(s, missing, k2, v2, 1, 64, SF_NOW, NULL) == CTXD_ERR);
     CHECK(s->err == CTXD_E_NOT_FOUND);
     CHECK(rf_count_keys(&rf, "*") == 3); /* meta, state, index: nothing for missing */
     sf_stop(&rf, s);
@@ -255,8 +255,8 @@ TEST(test_store_context_state_patch_merges_and_deletes) {
     store_blob v2[3] = {sf_blob("3"), sf_blob("4"), {NULL, 0}}; /* NULL deletes a */
     store_settings st = sf_settings("all", 1000, 0);
     CHECK(sf_create(s, id, &st) == CTXD_OK);
-    CHECK(store_state_put(s, id, k1, v1, 2, 64, SF_NOW) == CTXD_OK);
-    CHECK(store_state_patch(s, id, k2, v2, 3, 64, SF_NOW + 7) == CTXD_OK);
+    CHECK(store_state_put(s, id, k1, v1, 2, 64, SF_NOW, NULL) == CTXD_OK);
+    CHECK(store_state_patch(s, id, k2, v2, 3, 64, SF_NOW + 7, NULL) == CTXD_OK);
     store_context c;
     char iso[UTIL_ISO_LEN];
     CHECK(store_read(s, id, STORE_READ_STATE, 0, 0, &c) == CTXD_OK);
@@ -270,7 +270,7 @@ TEST(test_store_context_state_patch_merges_and_deletes) {
 
     char missing[UTIL_UUID_LEN + 1];
     CHECK(util_uuid4(missing) == CTXD_OK);
-    CHECK(store_state_patch(s, missing, k2, v2, 3, 64, SF_NOW) == CTXD_ERR);
+    CHECK(store_state_patch(s, missing, k2, v2, 3, 64, SF_NOW, NULL) == CTXD_ERR);
     CHECK(s->err == CTXD_E_NOT_FOUND);
     sf_stop(&rf, s);
 }
@@ -283,12 +283,12 @@ TEST(test_store_context_state_patch_cap_on_merged_result) {
     store_blob k1[1] = {sf_blob("big")}, v1[1] = {sf_blob("\"12345678\"")};
     store_settings st = sf_settings("all", 1000, 0);
     CHECK(sf_create(s, id, &st) == CTXD_OK);
-    CHECK(store_state_put(s, id, k1, v1, 1, 20, SF_NOW) == CTXD_OK);
+    CHECK(store_state_put(s, id, k1, v1, 1, 20, SF_NOW, NULL) == CTXD_OK);
 
     /* Merged: 13 + 11 = 24 > 20: refused, nothing changed. */
     store_blob k2[2] = {sf_blob("x"), sf_blob("big")},
                v2[2] = {sf_blob("\"abcdefgh\""), sf_blob("1")};
-    CHECK(store_state_patch(s, id, k2, v2, 1, 20, SF_NOW + 1) == CTXD_ERR);
+    CHECK(store_state_patch(s, id, k2, v2, 1, 20, SF_NOW + 1, NULL) == CTXD_ERR);
     CHECK(s->err == CTXD_E_STATE_TOO_LARGE);
     store_context c;
     char iso[UTIL_ISO_LEN];
@@ -301,7 +301,7 @@ TEST(test_store_context_state_patch_cap_on_merged_result) {
 
     /* The same new key while big shrinks: 11 + 4 = 15 <= 20, though the
      * patch's own bytes plus the old state would not fit. */
-    CHECK(store_state_patch(s, id, k2, v2, 2, 20, SF_NOW + 2) == CTXD_OK);
+    CHECK(store_state_patch(s, id, k2, v2, 2, 20, SF_NOW + 2, NULL) == CTXD_OK);
     CHECK(store_read(s, id, STORE_READ_STATE, 0, 0, &c) == CTXD_OK);
     CHECK(c.n_state == 2);
     CHECK_STR(state_value(&c, "big"), "1");
@@ -472,7 +472,7 @@ TEST(test_store_context_list_reads_the_index_of_0_4) {
     store_list_free(items, n);
     CHECK(rf_int(&rf, "ZCARD ctxd:index") == 1); /* gone was dropped */
     store_blob key = {(char *)"k", 1}, val = {(char *)"1", 1};
-    CHECK(store_state_put(s, old, &key, &val, 1, 1000, SF_NOW + 4000) == CTXD_OK);
+    CHECK(store_state_put(s, old, &key, &val, 1, 1000, SF_NOW + 4000, NULL) == CTXD_OK);
     CHECK(rf_int(&rf, "EXISTS ctxd:index") == 0); /* moved to its bucket */
     CHECK(store_list(s, 10, 0, "", &items, &n) == CTXD_OK);
     CHECK(n == 2 && !strcmp(items[0].id, old) && items[0].activity_ms == SF_NOW + 4000);
