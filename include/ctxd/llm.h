@@ -11,6 +11,8 @@ typedef struct llm_message {
     const char *role; /* "user" or "assistant" */
     const char *content;
     size_t content_len;
+    int content_json; /* content is the JSON text of an array of content blocks
+                         (Anthropic's shape); each provider translates them */
 } llm_message;
 
 /* Called for each piece of streamed reply text, in order. Return CTXD_OK to

@@ -13,8 +13,15 @@
 typedef struct message {
     int64_t seq;
     const char *role; /* "user" or "assistant" */
+    /* The text (a JSON string's value), or with content_json the JSON text
+     * of an array of content blocks (Anthropic's shape), as the client or
+     * the model gave them. */
     const char *content;
     size_t content_len;
+    int content_json;
+    const char *id;       /* "msg_..." (NULL: none, messages of 0.4) */
+    const char *metadata; /* JSON text of the client's object, or NULL */
+    size_t metadata_len;
     int64_t created_ms;
     int64_t tokens;
     /* Replies only (NULL / -1 otherwise). */
@@ -23,15 +30,17 @@ typedef struct message {
     int64_t input_tokens, output_tokens;
 } message;
 
-/* Append m as JSON: {"seq","role","content","created_at","tokens"} and, for
- * replies, "usage", "model", "stop_reason". Returns CTXD_OK or CTXD_ERR when
- * out of memory (b->err set). */
+/* Append m as JSON: {"seq","role","tokens","id","content","metadata",
+ * "created_at"} (id and metadata when set; content as given when
+ * content_json) and, for replies, "usage", "model", "stop_reason". Returns
+ * CTXD_OK or CTXD_ERR when out of memory (b->err set). */
 int message_encode(buf *b, const message *m);
 
 /* Decode the fields a model call needs from a stored message: role and
  * content are unescaped into arena (which must have room for len bytes from
- * *used on), seq and tokens read (-1 when absent). Other fields are
- * skipped. Returns CTXD_OK, or CTXD_ERR when json is not such an object. */
+ * *used on; an array of blocks is copied as it is, content_json set), seq
+ * and tokens read (-1 when absent). Other fields are skipped. Returns
+ * CTXD_OK, or CTXD_ERR when json is not such an object. */
 int message_decode(const char *json, size_t len, char *arena, size_t *used, message *out);
 
 /* The one token estimate, for text no upstream has counted: a message costs
@@ -42,5 +51,16 @@ int message_decode(const char *json, size_t len, char *arena, size_t *used, mess
 #define MESSAGE_TOKEN_OVERHEAD 4
 int64_t message_tokens(size_t bytes);
 int64_t message_system_tokens(size_t bytes);
+
+/* The estimate for content: message_tokens for text; for blocks the sum of
+ * each block's (text, thinking, tool input and results by their bytes as
+ * above, an image MESSAGE_IMAGE_TOKENS, a document by its bytes) plus the
+ * overhead. */
+#define MESSAGE_IMAGE_TOKENS 1600
+int64_t message_content_tokens(const char *content, size_t len, int content_json);
+
+/* The text of content: itself, or its text blocks joined with "\n" (other
+ * blocks as "[image]", "[tool_use name]" ... placeholders), appended to b. */
+void message_content_text(buf *b, const char *content, size_t len, int content_json);
 
 #endif

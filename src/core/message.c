@@ -15,8 +15,20 @@ int message_encode(buf *b, const message *m) {
      * lua/context.lua). */
     buf_printf(b, "{\"seq\":%" PRId64 ",\"role\":", m->seq);
     buf_put_json_string(b, m->role, strlen(m->role));
-    buf_printf(b, ",\"tokens\":%" PRId64 ",\"content\":", m->tokens);
-    buf_put_json_string(b, m->content, m->content_len);
+    buf_printf(b, ",\"tokens\":%" PRId64, m->tokens);
+    if (m->id) {
+        buf_puts(b, ",\"id\":");
+        buf_put_json_string(b, m->id, strlen(m->id));
+    }
+    buf_puts(b, ",\"content\":");
+    if (m->content_json)
+        buf_putn(b, m->content, m->content_len);
+    else
+        buf_put_json_string(b, m->content, m->content_len);
+    if (m->metadata) {
+        buf_puts(b, ",\"metadata\":");
+        buf_putn(b, m->metadata, m->metadata_len);
+    }
     buf_printf(b, ",\"created_at\":\"%s\"", iso);
     if (m->model || m->stop_reason || m->input_tokens >= 0 || m->output_tokens >= 0) {
         buf_puts(b, ",\"usage\":{\"input_tokens\":");
@@ -193,7 +205,18 @@ int message_decode(const char *json, size_t len, char *arena, size_t *used, mess
         skip_ws(&r);
         int is_role = klen == 4 && !memcmp(key, "role", 4);
         int is_content = klen == 7 && !memcmp(key, "content", 7);
-        if (is_role || is_content) {
+        if (is_content && r.p < r.end && *r.p == '[') {
+            /* Content blocks: kept as JSON text. */
+            const char *start = r.p;
+            if (skip_value(&r)) return CTXD_ERR;
+            char *dst = arena + *used;
+            size_t n = (size_t)(r.p - start);
+            while (n && strchr(" \n\r\t", start[n - 1])) n--;
+            memcpy(dst, start, n);
+            dst[n] = '\0';
+            *used += n + 1;
+            out->content = dst, out->content_len = n, out->content_json = 1;
+        } else if (is_role || is_content) {
             char *dst = arena + *used;
             size_t n;
             if (read_string(&r, dst, &n)) return CTXD_ERR;

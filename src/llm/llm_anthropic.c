@@ -18,7 +18,7 @@ static json_object *anthropic_body(const ctxd_config *cfg, const llm_request *re
     if (!o) return NULL;
     if (req->system && *req->system)
         json_object_object_add(o, "system", json_object_new_string(req->system));
-    if (llm_json_add_messages(o, req, NULL)) {
+    if (llm_json_add_messages(o, req, NULL, 0)) {
         json_object_put(o);
         return NULL;
     }

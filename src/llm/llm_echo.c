@@ -38,7 +38,15 @@ static int contains_ci(const char *hay, size_t len, const char *needle) {
 
 /* Build the reply text; returns a malloc'd string or NULL (out of memory). */
 static char *echo_reply(const llm_request *req) {
-    const llm_message *last = &req->messages[req->n_messages - 1];
+    const llm_message *said = &req->messages[req->n_messages - 1];
+    /* Blocks: their text is what was said. */
+    buf said_text;
+    buf_init(&said_text);
+    message_content_text(&said_text, said->content, said->content_len, said->content_json);
+    if (said_text.err) return NULL;
+    llm_message text_only = {said->role, said_text.data ? said_text.data : "", said_text.len, 0};
+    const llm_message *last = said->content_json ? &text_only : said;
+    char *out = NULL;
     int flight = 0;
     long earlier = 0;
     for (size_t i = 0; i < req->n_messages; i++) {
@@ -54,7 +62,10 @@ static char *echo_reply(const llm_request *req) {
     else if (flight && contains_ci(last->content, last->content_len, "window seat"))
         fixed = "A window seat, noted. Is there anything else you'd like to add "
                 "to your flight preferences?";
-    if (fixed) return strdup(fixed);
+    if (fixed) {
+        out = strdup(fixed);
+        goto cleanup;
+    }
 
 #define ECHO_FMT                                                                                   \
     "Acknowledged: '%.*s'. How can I further assist you with the context "                         \
@@ -63,11 +74,11 @@ static char *echo_reply(const llm_request *req) {
     const char *sys = req->system && *req->system ? "; I have a system prompt" : "";
     int n = snprintf(NULL, 0, ECHO_FMT, (int)last->content_len, last->content, cid, earlier,
                      earlier == 1 ? "" : "s", sys);
-    if (n < 0) return NULL;
-    char *out = malloc((size_t)n + 1);
-    if (!out) return NULL;
-    snprintf(out, (size_t)n + 1, ECHO_FMT, (int)last->content_len, last->content, cid, earlier,
-             earlier == 1 ? "" : "s", sys);
+    if (n >= 0 && (out = malloc((size_t)n + 1)))
+        snprintf(out, (size_t)n + 1, ECHO_FMT, (int)last->content_len, last->content, cid, earlier,
+                 earlier == 1 ? "" : "s", sys);
+cleanup:
+    buf_free(&said_text);
     return out;
 }
 

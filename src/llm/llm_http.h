@@ -160,11 +160,22 @@ void llm_copy_str(char *out, size_t cap, const char *s);
 json_object *llm_json_body_new(const ctxd_config *cfg, const llm_request *req,
                                const char *max_tokens_key);
 
-/* Add "messages" to body: a {"role","content"} object per message of req,
- * after a "system" one when system is not NULL. Returns CTXD_OK, or CTXD_ERR
- * when out of memory (body is then left without "messages"; still the
- * caller's to put). */
-int llm_json_add_messages(json_object *body, const llm_request *req, const char *system);
+/* Add req's messages to body as "messages" (system first, as a message,
+ * when given: OpenAI's way). Content blocks go as they are for Anthropic
+ * (openai 0), translated for OpenAI (openai 1: llm_blocks.c). CTXD_ERR when
+ * out of memory or a block cannot be read. */
+int llm_json_add_messages(json_object *body, const llm_request *req, const char *system,
+                          int openai);
+
+/* Append {"role": role, "content": text} to msgs. */
+int llm_json_add_text(json_object *msgs, const char *role, const char *content, size_t len);
+
+/* A message whose content is blocks (m->content_json), appended to msgs:
+ * as they are (Anthropic), or translated (OpenAI: text and image parts,
+ * tool_use as the assistant's tool_calls, each tool_result as a "tool"
+ * message; thinking blocks, which OpenAI takes no input of, are left out). */
+int llm_blocks_anthropic(json_object *msgs, const llm_message *m);
+int llm_blocks_openai(json_object *msgs, const llm_message *m);
 
 /* Take the token counts parent.usage[in_key] and parent.usage[out_key] into
  * resp when they are integers; parent may be NULL. */

@@ -54,7 +54,7 @@ json_object *llm_json_body_new(const ctxd_config *cfg, const llm_request *req,
 }
 
 /* Append {"role": role, "content": content[0..len)} to the array msgs. */
-static int add_message(json_object *msgs, const char *role, const char *content, size_t len) {
+int llm_json_add_text(json_object *msgs, const char *role, const char *content, size_t len) {
     json_object *jm = json_object_new_object();
     if (!jm || json_object_array_add(msgs, jm)) {
         json_object_put(jm);
@@ -65,12 +65,15 @@ static int add_message(json_object *msgs, const char *role, const char *content,
     return CTXD_OK;
 }
 
-int llm_json_add_messages(json_object *body, const llm_request *req, const char *system) {
+int llm_json_add_messages(json_object *body, const llm_request *req, const char *system,
+                          int openai) {
     json_object *msgs = json_object_new_array();
-    if (!msgs || (system && add_message(msgs, "system", system, strlen(system)))) goto oom;
+    if (!msgs || (system && llm_json_add_text(msgs, "system", system, strlen(system)))) goto oom;
     for (size_t i = 0; i < req->n_messages; i++) {
         const llm_message *m = &req->messages[i];
-        if (add_message(msgs, m->role, m->content, m->content_len)) goto oom;
+        if (m->content_json ? (openai ? llm_blocks_openai(msgs, m) : llm_blocks_anthropic(msgs, m))
+                            : llm_json_add_text(msgs, m->role, m->content, m->content_len))
+            goto oom;
     }
     json_object_object_add(body, "messages", msgs);
     return CTXD_OK;

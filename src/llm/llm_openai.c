@@ -19,7 +19,7 @@ static const char *max_tokens_field(const ctxd_config *cfg) {
 /* Build the request body. Returns a new json_object or NULL (out of memory). */
 static json_object *openai_body(const ctxd_config *cfg, const llm_request *req) {
     json_object *o = llm_json_body_new(cfg, req, max_tokens_field(cfg));
-    if (!o || llm_json_add_messages(o, req, req->system && *req->system ? req->system : NULL))
+    if (!o || llm_json_add_messages(o, req, req->system && *req->system ? req->system : NULL, 1))
         goto oom;
     if (req->on_delta) {
         json_object *so = json_object_new_object();

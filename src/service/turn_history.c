@@ -38,8 +38,11 @@ int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs,
         lm->role = m.role;
         lm->content = m.content;
         lm->content_len = m.content_len;
+        lm->content_json = m.content_json;
         h->seqs[h->n++] = m.seq;
-        int64_t t = m.tokens >= 0 ? m.tokens : message_tokens(m.content_len);
+        int64_t t = m.tokens >= 0
+                        ? m.tokens
+                        : message_content_tokens(m.content, m.content_len, m.content_json);
         h->tokens += t;
         h->last_reply_tokens = strcmp(m.role, "assistant") ? -1 : t;
     }
@@ -98,14 +101,15 @@ int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *
         for (size_t i = 0; i < h.n; i++) {
             upto = h.seqs[i];
             buf_printf(&b, "[seq %" PRId64 "] %s: ", upto, h.msgs[i].role);
-            buf_putn(&b, h.msgs[i].content, h.msgs[i].content_len);
+            message_content_text(&b, h.msgs[i].content, h.msgs[i].content_len,
+                                 h.msgs[i].content_json);
             buf_puts(&b, "\n");
         }
         /* The summary must fit its share of the context's budget. */
         buf_printf(&b, "\nKeep the updated summary under %" PRId64 " tokens.\n", max_tokens);
     }
     if (b.err || (!condense && h.n == 0) || (condense && !c->summary[0])) goto cleanup;
-    llm_message prompt = {"user", b.data, b.len};
+    llm_message prompt = {"user", b.data, b.len, 0};
     llm_request lr = {.context_id = c->id,
                       .system = SUMMARY_SYSTEM,
                       .model = w->cfg->summary_model[0] ? w->cfg->summary_model

@@ -13,7 +13,7 @@ static char *reply(const llm_message *m, size_t n, const char *system) {
 }
 
 #define MSG(role, text)                                                                            \
-    { role, text, sizeof(text) - 1 }
+    { role, text, sizeof(text) - 1, 0 }
 
 TEST(test_llm_echo_guide_lines) {
     llm_message hello[] = {MSG("user", "Hello, can you help me plan a trip?")};
@@ -58,7 +58,7 @@ TEST(test_llm_echo_tokens_add_up) {
 TEST(test_llm_echo_summary_keeps_old_and_adds_new) {
     const char p[] = "Current summary:\nold facts\n\nNew messages:\n[seq 3] user: hi\n"
                      "[seq 4] assistant: hello\n";
-    llm_message m[] = {{"user", p, sizeof(p) - 1}};
+    llm_message m[] = {{"user", p, sizeof(p) - 1, 0}};
     llm_request req = {.messages = m, .n_messages = 1, .summarize = 1};
     llm_response r;
     llm_response_init(&r);

@@ -24,9 +24,9 @@ static int on_delta(void *arg, const char *t, size_t len) {
 }
 
 static const llm_message history[] = {
-    {"user", "first question", 14},
-    {"assistant", "first answer", 12},
-    {"user", "second question", 15},
+    {"user", "first question", 14, 0},
+    {"assistant", "first answer", 12, 0},
+    {"user", "second question", 15, 0},
 };
 
 static void config(ctxd_config *cfg, const char *url, const char *key) {
