@@ -11,7 +11,8 @@
 
 typedef struct turn_request {
     const char *context_id; /* validated by the caller */
-    const char *message;    /* user text, valid UTF-8, borrowed */
+    const char *message;    /* user text, valid UTF-8, or with message_json the JSON
+                            text of content blocks; borrowed */
     size_t message_len;
     const char *idem_key; /* Idempotency-Key or NULL */
     uint64_t fingerprint; /* of the request, to spot a reused key */
@@ -20,6 +21,9 @@ typedef struct turn_request {
     void (*on_start)(void *arg);
     llm_delta_fn on_delta;
     void *stream_arg;
+    int message_json;     /* message is content blocks */
+    const char *metadata; /* the client's metadata for the message (JSON text), or NULL */
+    size_t metadata_len;
 } turn_request;
 
 /* Messages appended without a model call (POST .../messages). */
@@ -29,6 +33,9 @@ typedef struct turn_append_request {
     const char *const *contents;
     const size_t *content_lens;
     size_t n;
+    const int *content_json;      /* per message: contents[i] is blocks; NULL: none */
+    const char *const *metadatas; /* per message: JSON text or NULL; NULL: none */
+    const size_t *metadata_lens;
     const char *idem_key;
     uint64_t fingerprint;
     const char *if_match; /* NULL, or the context versions the client accepts */

@@ -155,6 +155,34 @@ int http_id_or_respond(const http_req *req, int *status);
 #define HTTP_IF_MATCH_MAX 256
 int http_if_match_or_respond(const http_req *req, char out[HTTP_IF_MATCH_MAX], int *status);
 
+/* ---- A message's content and metadata (http_blocks.c) ---- */
+
+/* content: text (a JSON string's value, borrowed from the body) or, with
+ * json, the JSON text of content blocks (owned); metadata: the JSON text of
+ * the client's object (owned), NULL when none. */
+typedef struct http_content {
+    const char *text;
+    size_t len;
+    int json;
+    char *owned;
+    char *metadata;
+    size_t metadata_len;
+} http_content;
+
+/* v as a message's content: a string, or an array of content blocks in
+ * Anthropic's shape (text, image, document, tool_use, tool_result, thinking,
+ * redacted_thinking, where role may hold them), kept as given, unknown
+ * fields too. where names it in answers ("messages[2].content"). A bad
+ * block is answered 400 invalid_field naming its index and field; over
+ * max_bytes 413 field_too_large. Free out with http_content_free. */
+int http_content_or_respond(const http_req *req, json_object *v, const char *where,
+                            const char *role, size_t max_bytes, http_content *out, int *status);
+
+/* msg's optional "metadata": a JSON object of at most 4 KiB, into out. */
+int http_metadata_or_respond(const http_req *req, json_object *msg, const char *where,
+                             http_content *out, int *status);
+void http_content_free(http_content *c);
+
 /* The ETag of version v: a strong tag, "\"<v>\"". */
 void http_etag(int64_t v, char out[32]);
 

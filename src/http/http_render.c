@@ -101,13 +101,19 @@ static void put_preview(buf *b, const store_blob *m) {
         free(arena);
         return;
     }
-    size_t n = msg.content_len, cut = n > PREVIEW_BYTES ? PREVIEW_BYTES : n;
-    while (cut < n && cut > 0 && ((unsigned char)msg.content[cut] & 0xc0) == 0x80) cut--;
+    buf text; /* blocks: their text */
+    buf_init(&text);
+    if (msg.content_json) message_content_text(&text, msg.content, msg.content_len, 1);
+    const char *t = msg.content_json ? (text.data ? text.data : "") : msg.content;
+    size_t n = msg.content_json ? text.len : msg.content_len;
+    size_t cut = n > PREVIEW_BYTES ? PREVIEW_BYTES : n;
+    while (cut < n && cut > 0 && ((unsigned char)t[cut] & 0xc0) == 0x80) cut--;
     buf_puts(b, "{\"role\":");
     buf_put_json_string(b, msg.role, strlen(msg.role));
     buf_puts(b, ",\"text\":");
-    buf_put_json_string(b, msg.content, cut);
+    buf_put_json_string(b, t, cut);
     buf_printf(b, ",\"truncated\":%s}", cut < n ? "true" : "false");
+    buf_free(&text);
     free(arena);
 }
 

@@ -1,5 +1,6 @@
 /* routes_turn.c: the turn routes: a message to the model (plain or streamed) and appends. */
 #include <json-c/json.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,10 +111,10 @@ static int wants_stream(const http_req *req, json_object *body, int *stream, int
 
 /* POST /mcp/context/{id}/message */
 static int post_message(const http_req *req) {
-    static const char *const allowed[] = {"message", "stream", NULL};
-    json_object *body = NULL;
-    const char *idem, *text;
-    size_t len;
+    static const char *const allowed[] = {"message", "stream", "metadata", NULL};
+    json_object *body = NULL, *msg = NULL;
+    const char *idem;
+    http_content c = {0};
     uint64_t fp;
     int status, stream = 0;
     turn_result res;
@@ -126,25 +127,36 @@ static int post_message(const http_req *req) {
                                       &body, &fp, &status))
         return status;
     if (http_only_fields_or_respond(req, body, allowed, &status) ||
-        http_string_field_or_respond(req, body, "message", req->cfg->max_message_bytes, &text, &len,
-                                     &status) ||
         wants_stream(req, body, &stream, &status))
         goto cleanup;
-    if (!text || len == 0) {
+    if (!json_object_object_get_ex(body, "message", &msg) || !msg ||
+        (json_object_is_type(msg, json_type_string) && !json_object_get_string_len(msg))) {
         status = http_send_error(req, CTXD_E_MISSING_FIELD,
                                  "Message content is required: 'message' must be a "
-                                 "non-empty string");
+                                 "non-empty string or an array of content blocks");
         goto cleanup;
     }
+    if (http_content_or_respond(req, msg, "message", "user", req->cfg->max_message_bytes, &c,
+                                &status) ||
+        http_metadata_or_respond(req, body, "message", &c, &status))
+        goto cleanup;
     ctxd_error e;
     if (auth_rate_tokens_check(req->w, req->who, NULL, &e)) { /* before the model is called */
         status = http_send_failure(req, &e);
         goto cleanup;
     }
     stream_state ss = {req, 0, 0};
-    turn_request tr = {
-        req->id, text, len, idem, fp, stream ? stream_start : NULL, stream ? stream_delta : NULL,
-        &ss};
+    turn_request tr = {.context_id = req->id,
+                       .message = c.text,
+                       .message_len = c.len,
+                       .idem_key = idem,
+                       .fingerprint = fp,
+                       .on_start = stream ? stream_start : NULL,
+                       .on_delta = stream ? stream_delta : NULL,
+                       .stream_arg = &ss,
+                       .message_json = c.json,
+                       .metadata = c.metadata,
+                       .metadata_len = c.metadata_len};
     turn_run(req->w, &tr, &res);
     status = stream ? stream_finish(req, &ss, &res) : send_result(req, 200, &res);
     if (res.error.err == CTXD_E_NONE && !res.replayed) /* the tokens this reply used */
@@ -152,6 +164,7 @@ static int post_message(const http_req *req) {
                                 (res.reply.input_tokens > 0 ? res.reply.input_tokens : 0) +
                                     (res.reply.output_tokens > 0 ? res.reply.output_tokens : 0));
 cleanup:
+    http_content_free(&c);
     turn_result_free(&res);
     if (body) json_object_put(body);
     return status;
@@ -160,10 +173,12 @@ cleanup:
 /* POST /mcp/context/{id}/messages */
 static int post_messages(const http_req *req) {
     static const char *const allowed[] = {"messages", NULL};
-    static const char *const msg_allowed[] = {"role", "content", NULL};
+    static const char *const msg_allowed[] = {"role", "content", "metadata", NULL};
     json_object *body = NULL, *arr;
-    const char **roles = NULL, **contents = NULL, *idem;
-    size_t *lens = NULL, n = 0;
+    const char **roles = NULL, **contents = NULL, **metas = NULL, *idem;
+    size_t *lens = NULL, *meta_lens = NULL, n = 0;
+    int *json = NULL;
+    http_content *cs = NULL;
     uint64_t fp;
     char if_match[HTTP_IF_MATCH_MAX];
     int status;
@@ -190,7 +205,11 @@ static int post_messages(const http_req *req) {
     roles = calloc(n, sizeof(*roles));
     contents = calloc(n, sizeof(*contents));
     lens = calloc(n, sizeof(*lens));
-    if (!roles || !contents || !lens) {
+    metas = calloc(n, sizeof(*metas));
+    meta_lens = calloc(n, sizeof(*meta_lens));
+    json = calloc(n, sizeof(*json));
+    cs = calloc(n, sizeof(*cs));
+    if (!roles || !contents || !lens || !metas || !meta_lens || !json || !cs) {
         status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -202,10 +221,10 @@ static int post_messages(const http_req *req) {
                 http_send_error(req, CTXD_E_INVALID_FIELD, "messages[%zu] must be an object", i);
             goto cleanup;
         }
+        json_object *content = NULL;
+        char where[48];
         if (http_only_fields_or_respond(req, m, msg_allowed, &status) ||
-            http_string_field_or_respond(req, m, "role", MAX_ENUM_LEN, &role, NULL, &status) ||
-            http_string_field_or_respond(req, m, "content", req->cfg->max_message_bytes,
-                                         &contents[i], &lens[i], &status))
+            http_string_field_or_respond(req, m, "role", MAX_ENUM_LEN, &role, NULL, &status))
             goto cleanup;
         if (!role || (strcmp(role, "user") && strcmp(role, "assistant"))) {
             status = http_send_error(req, CTXD_E_INVALID_FIELD,
@@ -214,21 +233,46 @@ static int post_messages(const http_req *req) {
                                      i);
             goto cleanup;
         }
-        if (!contents[i]) {
+        if (!json_object_object_get_ex(m, "content", &content) || !content) {
             status = http_send_error(req, CTXD_E_MISSING_FIELD,
-                                     "messages[%zu].content must be a string", i);
+                                     "messages[%zu].content must be a string or an array of "
+                                     "content blocks",
+                                     i);
             goto cleanup;
         }
+        snprintf(where, sizeof(where), "messages[%zu].content", i);
+        if (http_content_or_respond(req, content, where, role, req->cfg->max_message_bytes, &cs[i],
+                                    &status))
+            goto cleanup;
+        snprintf(where, sizeof(where), "messages[%zu]", i);
+        if (http_metadata_or_respond(req, m, where, &cs[i], &status)) goto cleanup;
         roles[i] = role;
+        contents[i] = cs[i].text, lens[i] = cs[i].len, json[i] = cs[i].json;
+        metas[i] = cs[i].metadata, meta_lens[i] = cs[i].metadata_len;
     }
-    turn_append_request ar = {req->id, roles, contents, lens, n, idem, fp, if_match};
+    turn_append_request ar = {.context_id = req->id,
+                              .roles = roles,
+                              .contents = contents,
+                              .content_lens = lens,
+                              .n = n,
+                              .content_json = json,
+                              .metadatas = metas,
+                              .metadata_lens = meta_lens,
+                              .idem_key = idem,
+                              .fingerprint = fp,
+                              .if_match = if_match};
     turn_append(req->w, &ar, &res);
     status = send_result(req, 201, &res);
 cleanup:
     turn_result_free(&res);
+    for (size_t i = 0; cs && i < n; i++) http_content_free(&cs[i]);
+    free(cs);
     free(roles);
     free(contents);
     free(lens);
+    free(metas);
+    free(meta_lens);
+    free(json);
     if (body) json_object_put(body);
     return status;
 }

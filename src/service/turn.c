@@ -186,10 +186,13 @@ static int commit(ctxd_worker *w, const turn_request *req, const char *token, in
     int64_t now = util_now_ms();
     int64_t reply_tokens = r->output_tokens >= 0 ? r->output_tokens : message_tokens(r->text_len);
     prompt_sig(sig_after, sizeof(sig_after), ctx, ctx->next_seq + 2);
-    blobs[0].data = turn_message_json(ctx->next_seq, "user", req->message, req->message_len, now,
+    turn_content user = {req->message, req->message_len, req->message_json, req->metadata,
+                         req->metadata_len},
+                 reply = {r->text, r->text_len, 0, NULL, 0};
+    blobs[0].data = turn_message_json(ctx->next_seq, "user", &user, now,
                                       user_tokens(ctx, h, r, user_estimate), NULL, &blobs[0].len);
-    blobs[1].data = turn_message_json(ctx->next_seq + 1, "assistant", r->text, r->text_len, now,
-                                      reply_tokens, r, &blobs[1].len);
+    blobs[1].data = turn_message_json(ctx->next_seq + 1, "assistant", &reply, now, reply_tokens, r,
+                                      &blobs[1].len);
     take_reply(res, r);
     if (req->idem_key)
         rec =
@@ -258,6 +261,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
     h.msgs[h.n].role = "user";
     h.msgs[h.n].content = req->message;
     h.msgs[h.n].content_len = req->message_len;
+    h.msgs[h.n].content_json = req->message_json;
     llm_request lr = {
         .context_id = id,
         .system = system[0] ? system : NULL,
@@ -296,7 +300,7 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
     int64_t locked_ms;
     /* The new message is estimated; the read script adds the system
      * prompt's share and the summary's known count. */
-    int64_t estimate = message_tokens(req->message_len);
+    int64_t estimate = message_content_tokens(req->message, req->message_len, req->message_json);
     int rc = turn_lock_begin(w, req->context_id, req->idem_key, req->fingerprint, STORE_TURN_WINDOW,
                              estimate, token, &ctx, &locked_ms, res);
     if (rc != CTXD_OK || res->replayed) return rc;

@@ -16,9 +16,12 @@ static int encode_all(const turn_append_request *req, int64_t first_seq, int64_t
     if (!*out) return CTXD_ERR;
     for (size_t i = 0; i < req->n; i++) {
         store_blob *b = &(*out)[i];
-        b->data = turn_message_json(first_seq + (int64_t)i, req->roles[i], req->contents[i],
-                                    req->content_lens[i], now, message_tokens(req->content_lens[i]),
-                                    NULL, &b->len);
+        turn_content c = {req->contents[i], req->content_lens[i],
+                          req->content_json ? req->content_json[i] : 0,
+                          req->metadatas ? req->metadatas[i] : NULL,
+                          req->metadata_lens ? req->metadata_lens[i] : 0};
+        b->data = turn_message_json(first_seq + (int64_t)i, req->roles[i], &c, now,
+                                    message_content_tokens(c.text, c.len, c.json), NULL, &b->len);
         if (!b->data) return CTXD_ERR;
     }
     return CTXD_OK;

@@ -49,12 +49,18 @@ int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs,
     return CTXD_OK;
 }
 
-char *turn_message_json(int64_t seq, const char *role, const char *content, size_t len,
-                        int64_t now_ms, int64_t tokens, const llm_response *r, size_t *out_len) {
+char *turn_message_json(int64_t seq, const char *role, const turn_content *c, int64_t now_ms,
+                        int64_t tokens, const llm_response *r, size_t *out_len) {
+    char id[4 + 33] = "msg_";
+    if (util_token(id + 4)) return NULL;
     message m = {.seq = seq,
                  .role = role,
-                 .content = content,
-                 .content_len = len,
+                 .content = c->text,
+                 .content_len = c->len,
+                 .content_json = c->json,
+                 .id = id,
+                 .metadata = c->metadata,
+                 .metadata_len = c->metadata_len,
                  .created_ms = now_ms,
                  .tokens = tokens,
                  .input_tokens = -1,

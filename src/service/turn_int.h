@@ -63,11 +63,22 @@ typedef struct turn_history {
     int64_t last_reply_tokens; /* the newest message's, if an assistant's; else -1 */
 } turn_history;
 
-/* The stored form of one message (see message.h): a JSON text of *out_len
- * bytes (caller frees), or NULL when out of memory. r: a reply's figures
- * (model, stop reason, usage), or NULL for a message the client wrote. */
-char *turn_message_json(int64_t seq, const char *role, const char *content, size_t len,
-                        int64_t now_ms, int64_t tokens, const llm_response *r, size_t *out_len);
+/* What one new message holds (borrowed): text, or the JSON text of content
+ * blocks (json 1), and the client's metadata (JSON text, or NULL). */
+typedef struct turn_content {
+    const char *text;
+    size_t len;
+    int json;
+    const char *metadata;
+    size_t metadata_len;
+} turn_content;
+
+/* The stored form of one message (see message.h) with a new id: a JSON
+ * text of *out_len bytes (caller frees), or NULL when out of memory or
+ * randomness. r: a reply's figures (model, stop reason, usage), or NULL
+ * for a message the client wrote. */
+char *turn_message_json(int64_t seq, const char *role, const turn_content *c, int64_t now_ms,
+                        int64_t tokens, const llm_response *r, size_t *out_len);
 
 /* Decode stored message JSON into h (unreadable ones are skipped and
  * logged). CTXD_ERR when out of memory. Free with turn_history_free either

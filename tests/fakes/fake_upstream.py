@@ -455,6 +455,29 @@ class Handler(BaseHTTPRequestHandler):
             if m.get("role") not in ("system", "developer", "user", "assistant", "tool"):
                 raise Refusal(400, "Invalid value: '%s'. Supported values are: 'system', "
                               "'assistant', 'user', 'tool', 'developer'." % m.get("role"))
+            calls = m.get("tool_calls")
+            if m.get("role") == "assistant" and calls is not None:
+                # Chat Completions: an assistant's tool calls, content optional.
+                if not isinstance(calls, list) or not calls or not all(
+                        isinstance(c, dict) and c.get("type") == "function"
+                        and isinstance(c.get("id"), str)
+                        and isinstance((c.get("function") or {}).get("name"), str)
+                        and isinstance((c.get("function") or {}).get("arguments"), str)
+                        for c in calls):
+                    raise Refusal(400, "messages[%d].tool_calls: each needs id, type "
+                                  "'function' and function.name / function.arguments (a "
+                                  "string)" % i)
+                if m.get("content") is not None and not isinstance(m["content"], (str, list)):
+                    raise Refusal(400, "messages[%d].content: expected a string" % i)
+                continue
+            if m.get("role") == "tool":
+                k = i - 1
+                while k >= 0 and msgs[k].get("role") == "tool":
+                    k -= 1
+                prev = [c.get("id") for c in (msgs[k].get("tool_calls") or [])] if k >= 0 else []
+                if not isinstance(m.get("tool_call_id"), str) or m["tool_call_id"] not in prev:
+                    raise Refusal(400, "Invalid parameter: messages with role 'tool' must be a "
+                                  "response to a preceeding message with 'tool_calls'.")
             if not isinstance(m.get("content"), (str, list)):
                 raise Refusal(400, "messages[%d].content: expected a string" % i)
         for f in ("max_tokens", "max_completion_tokens"):

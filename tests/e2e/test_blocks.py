@@ -1,0 +1,222 @@
+"""Lossless transcripts: messages of content blocks (Anthropic's shape) are
+stored and read back as given, with an id and the client's metadata;
+malformed blocks are refused naming the block and field, storing nothing;
+turns send blocks to each provider in its own shape."""
+import copy
+import json
+import unittest
+
+from harness import Ctxd, FakeUpstream, Redis, main
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+PDF = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoKdHJhaWxlcgo8PC9Sb290IDEgMCBSPj4KJSVFT0YK"
+
+USER_BLOCKS = [
+    {"type": "text", "text": "What is in these?", "cache_control": {"type": "ephemeral"}},
+    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                    "data": PDF}, "title": "a.pdf", "citations": {"enabled": True}},
+    {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                    "data": "plain words"}},
+]
+ASSISTANT_BLOCKS = [
+    {"type": "thinking", "thinking": "The user wants the weather.",
+     "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"},
+    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIw"},
+    {"type": "text", "text": "Let me check."},
+    {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9",
+     "name": "get_weather", "input": {"location": "Paris", "unit": "celsius", "deep": {"a": [1, 2.5, None, True]}}},
+]
+RESULT_BLOCKS = [
+    {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+     "content": [{"type": "text", "text": "15 degrees"},
+                 {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                              "data": PNG}}]},
+    {"type": "tool_result", "tool_use_id": "toolu_other", "content": "failed", "is_error": True},
+    {"type": "text", "text": "Thanks, go on \u00e9\u4e2d\U0001f600 \"quoted\" \\\\ /slash"},
+]
+
+
+class BlocksTest(unittest.TestCase):
+    PROVIDER = "anthropic"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis().start()
+        cls.fake = FakeUpstream()
+        env = {"CTXD_PROVIDER": cls.PROVIDER, "CTXD_UPSTREAM_MAX_RETRIES": "0",
+               "CTXD_MAX_MESSAGE_BYTES": "100000"}
+        if cls.PROVIDER == "anthropic":
+            env.update({"ANTHROPIC_API_KEY": "test-key", "CTXD_ANTHROPIC_URL": cls.fake.url})
+        else:
+            env.update({"OPENAI_API_KEY": "test-key", "CTXD_OPENAI_URL": cls.fake.url + "/v1",
+                        "CTXD_MODEL": "gpt-4o"})
+        cls.ctxd = Ctxd(cls.redis.url, env=env).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            assert cls.ctxd.stop() == 0, cls.ctxd.log()[-3000:]
+        finally:
+            cls.ctxd.cleanup()
+            cls.fake.stop()
+            cls.redis.cleanup()
+
+    def req(self, method, path, body=None, headers=None):
+        return self.ctxd.request(method, path, body, headers)
+
+    def create(self):
+        r = self.req("POST", "/mcp/context", {})
+        self.assertEqual(r.status, 201, r)
+        return r.json()["context_id"]
+
+    def append(self, cid, messages, expect=201):
+        r = self.req("POST", "/mcp/context/%s/messages" % cid, {"messages": messages})
+        self.assertEqual(r.status, expect, r)
+        return r
+
+    def stored(self, cid):
+        r = self.req("GET", "/mcp/context/%s/messages" % cid)
+        self.assertEqual(r.status, 200, r)
+        return r.json()["messages"]
+
+
+class AnthropicBlocksTest(BlocksTest):
+    def test_every_block_type_round_trips(self):
+        cid = self.create()
+        sent = [{"role": "user", "content": USER_BLOCKS, "metadata": {"client_id": "u-1",
+                                                                       "tags": ["a", "b"]}},
+                {"role": "assistant", "content": ASSISTANT_BLOCKS},
+                {"role": "user", "content": RESULT_BLOCKS, "metadata": {"n": 3}},
+                {"role": "assistant", "content": "plain text still works"}]
+        self.append(cid, copy.deepcopy(sent))
+        got = self.stored(cid)
+        self.assertEqual(len(got), 4)
+        for s, g in zip(sent, got):
+            self.assertEqual(g["content"], s["content"])  # JSON-equal, unknown fields kept
+            self.assertEqual(g.get("metadata"), s.get("metadata"))
+            self.assertRegex(g["id"], r"^msg_[0-9a-f]{32}$")
+            self.assertEqual(g["role"], s["role"])
+        self.assertEqual(len({g["id"] for g in got}), 4)
+        self.assertEqual([g["id"] for g in self.stored(cid)], [g["id"] for g in got])  # stable
+        full = self.req("GET", "/mcp/context/" + cid).json()["messages"]
+        self.assertEqual(full, got)
+        # Token estimates cover blocks: the image costs its fixed estimate.
+        self.assertGreaterEqual(got[0]["tokens"], 2 * 1600)
+        # The listing's preview shows text, not JSON.
+        self.append(cid, [{"role": "user", "content": [{"type": "text", "text": "see this"},
+                                                       USER_BLOCKS[2]]}])
+        items = self.req("GET", "/mcp/contexts?limit=50").json()["contexts"]
+        preview = [c for c in items if c["id"] == cid][0]["preview"]
+        self.assertEqual(preview, {"role": "user", "text": "see this\n[image]",
+                                   "truncated": False})
+
+    def test_malformed_blocks_are_refused_and_nothing_is_stored(self):
+        cid = self.create()
+        self.append(cid, [{"role": "user", "content": "first"}])
+        before = self.redis.snapshot()
+        bad = [
+            ("user", [{"type": "text"}], "messages[0].content[0].text"),
+            ("user", [{"type": "text", "text": "ok"}, {"type": "video"}], "messages[0].content[1].type"),
+            ("user", [{"type": "image", "source": {"type": "base64", "media_type": "image/bmp",
+                                                   "data": "x"}}],
+             "messages[0].content[0].source.media_type"),
+            ("user", [{"type": "image", "source": {"type": "url"}}], "messages[0].content[0].source.url"),
+            ("user", [{"type": "image"}], "messages[0].content[0].source"),
+            ("user", [{"type": "document", "source": {"type": "base64", "media_type": "image/png",
+                                                      "data": "x"}}],
+             "messages[0].content[0].source.media_type"),
+            ("assistant", [{"type": "tool_use", "id": "t", "name": "f", "input": "x"}],
+             "messages[0].content[0].input"),
+            ("assistant", [{"type": "tool_use", "name": "f", "input": {}}], "messages[0].content[0].id"),
+            ("user", [{"type": "tool_result", "tool_use_id": "t", "content": 5}],
+             "messages[0].content[0].content"),
+            ("user", [{"type": "tool_result", "tool_use_id": "t", "is_error": "yes"}],
+             "messages[0].content[0].is_error"),
+            ("user", [{"type": "tool_result", "tool_use_id": "t",
+                       "content": [{"type": "tool_use", "id": "x", "name": "y", "input": {}}]}],
+             "messages[0].content[0].content[0]"),
+            ("assistant", [{"type": "thinking", "thinking": "hm"}], "messages[0].content[0].signature"),
+            ("user", [{"type": "tool_use", "id": "t", "name": "f", "input": {}}], "messages[0].content[0]"),
+            ("assistant", [{"type": "tool_result", "tool_use_id": "t"}], "messages[0].content[0]"),
+            ("user", [], "messages[0].content"),
+            ("user", ["text"], "messages[0].content[0]"),
+            ("user", {"type": "text", "text": "x"}, "messages[0].content"),
+        ]
+        for role, content, where in bad:
+            with self.subTest(where=where, content=content):
+                r = self.append(cid, [{"role": role, "content": content}], expect=400)
+                self.assertEqual(r.json()["code"], "invalid_field", r)
+                self.assertIn(where, r.json()["error"])
+        r = self.append(cid, [{"role": "user", "content": "x", "metadata": [1]}], expect=400)
+        self.assertIn("messages[0].metadata", r.json()["error"])
+        r = self.append(cid, [{"role": "user", "content": "x", "metadata": {"k": "v" * 5000}}],
+                        expect=413)
+        self.assertEqual(r.json()["code"], "field_too_large")
+        r = self.req("POST", "/mcp/context/%s/message" % cid,
+                     {"message": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("message[0]", r.json()["error"])
+        self.assertEqual(self.redis.snapshot(), before)
+
+    def test_a_turn_with_blocks_reaches_anthropic_as_given(self):
+        cid = self.create()
+        self.fake.reset()
+        self.append(cid, [{"role": "user", "content": USER_BLOCKS},
+                          {"role": "assistant", "content": ASSISTANT_BLOCKS},
+                          {"role": "user", "content": RESULT_BLOCKS},
+                          {"role": "assistant", "content": "The weather is mild."}])
+        msg = [{"type": "text", "text": "and tomorrow?"},
+               {"type": "image", "source": {"type": "url", "url": "https://example.com/sky.png"}}]
+        r = self.req("POST", "/mcp/context/%s/message" % cid,
+                     {"message": msg, "metadata": {"client_msg": "m-9"}})
+        self.assertEqual(r.status, 200, r)
+        self.assertIsInstance(r.json()["ai_response"], str)
+        self.assertIn("and tomorrow?", r.json()["ai_response"])
+        body = self.fake.requests()[-1]["body"]
+        self.assertEqual([m["content"] for m in body["messages"]],
+                         [USER_BLOCKS, ASSISTANT_BLOCKS, RESULT_BLOCKS, "The weather is mild.", msg])
+        got = self.stored(cid)
+        self.assertEqual(got[-2]["content"], msg)
+        self.assertEqual(got[-2]["metadata"], {"client_msg": "m-9"})
+        self.assertRegex(got[-1]["id"], r"^msg_")
+
+
+class OpenAIBlocksTest(BlocksTest):
+    PROVIDER = "openai"
+
+    def test_blocks_are_translated_for_openai(self):
+        cid = self.create()
+        self.fake.reset()
+        self.append(cid, [{"role": "user", "content": USER_BLOCKS[:3]},
+                          {"role": "assistant", "content": ASSISTANT_BLOCKS},
+                          {"role": "user", "content": RESULT_BLOCKS[:1] + RESULT_BLOCKS[2:]},
+                          {"role": "assistant", "content": "Mild."}])
+        r = self.req("POST", "/mcp/context/%s/message" % cid, {"message": "and tomorrow?"})
+        self.assertEqual(r.status, 200, r)
+        msgs = self.fake.requests()[-1]["body"]["messages"]
+        self.assertEqual(msgs[0], {"role": "user", "content": [
+            {"type": "text", "text": "What is in these?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]})
+        self.assertEqual(msgs[1]["role"], "assistant")
+        self.assertEqual(msgs[1]["content"], "Let me check.")  # thinking is not sent to OpenAI
+        self.assertEqual(msgs[1]["tool_calls"], [{
+            "id": "toolu_01A09q90qw90lq917835lq9", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps(
+                ASSISTANT_BLOCKS[3]["input"], separators=(",", ":"))}}])
+        self.assertEqual(json.loads(msgs[1]["tool_calls"][0]["function"]["arguments"]),
+                         ASSISTANT_BLOCKS[3]["input"])
+        self.assertEqual(msgs[2], {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9",
+                                   "content": "15 degrees"})
+        self.assertEqual(msgs[3], {"role": "user", "content": [
+            {"type": "text", "text": RESULT_BLOCKS[2]["text"]}]})
+        self.assertEqual(msgs[4:], [{"role": "assistant", "content": "Mild."},
+                                    {"role": "user", "content": "and tomorrow?"}])
+        # The stored form stays the neutral one.
+        self.assertEqual(self.stored(cid)[1]["content"], ASSISTANT_BLOCKS)
+
+
+if __name__ == "__main__":
+    main()
