@@ -19,6 +19,7 @@ typedef struct message {
     const char *content;
     size_t content_len;
     int content_json;
+    int tool_result;      /* a user message answering tool calls (see message_encode) */
     const char *id;       /* "msg_..." (NULL: none, messages of 0.4) */
     const char *metadata; /* JSON text of the client's object, or NULL */
     size_t metadata_len;
@@ -32,8 +33,11 @@ typedef struct message {
 
 /* Append m as JSON: {"seq","role","tokens","id","content","metadata",
  * "created_at"} (id and metadata when set; content as given when
- * content_json) and, for replies, "usage", "model", "stop_reason". Returns
- * CTXD_OK or CTXD_ERR when out of memory (b->err set). */
+ * content_json) and, for replies, "usage", "model", "stop_reason". A user
+ * message holding tool results gets "tool_result":true right after
+ * "tokens": windows and trims (store_window.c, lua/context.lua) read that
+ * prefix and never start a unit there, so a tool_use and its result stay
+ * together. Returns CTXD_OK or CTXD_ERR when out of memory (b->err set). */
 int message_encode(buf *b, const message *m);
 
 /* Decode the fields a model call needs from a stored message: role and
@@ -62,5 +66,8 @@ int64_t message_content_tokens(const char *content, size_t len, int content_json
 /* The text of content: itself, or its text blocks joined with "\n" (other
  * blocks as "[image]", "[tool_use name]" ... placeholders), appended to b. */
 void message_content_text(buf *b, const char *content, size_t len, int content_json);
+
+/* 1 when content (blocks) holds a tool_result block. */
+int message_has_tool_result(const char *content, size_t len, int content_json);
 
 #endif

@@ -16,6 +16,7 @@ int message_encode(buf *b, const message *m) {
     buf_printf(b, "{\"seq\":%" PRId64 ",\"role\":", m->seq);
     buf_put_json_string(b, m->role, strlen(m->role));
     buf_printf(b, ",\"tokens\":%" PRId64, m->tokens);
+    if (m->tool_result) buf_puts(b, ",\"tool_result\":true");
     if (m->id) {
         buf_puts(b, ",\"id\":");
         buf_put_json_string(b, m->id, strlen(m->id));

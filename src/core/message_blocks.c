@@ -111,6 +111,17 @@ static void blocks_text(buf *b, json_object *arr, int *first) {
     }
 }
 
+int message_has_tool_result(const char *content, size_t len, int content_json) {
+    json_object *arr = content_json ? parse_blocks(content, len) : NULL;
+    int found = 0;
+    for (size_t i = 0; arr && i < json_object_array_length(arr) && !found; i++) {
+        const char *type = str_of(json_object_array_get_idx(arr, i), "type", NULL);
+        found = type && !strcmp(type, "tool_result");
+    }
+    if (arr) json_object_put(arr);
+    return found;
+}
+
 void message_content_text(buf *b, const char *content, size_t len, int content_json) {
     json_object *arr = content_json ? parse_blocks(content, len) : NULL;
     int first = 1;

@@ -58,6 +58,8 @@ char *turn_message_json(int64_t seq, const char *role, const turn_content *c, in
                  .content = c->text,
                  .content_len = c->len,
                  .content_json = c->json,
+                 .tool_result =
+                     !strcmp(role, "user") && message_has_tool_result(c->text, c->len, c->json),
                  .id = id,
                  .metadata = c->metadata,
                  .metadata_len = c->metadata_len,

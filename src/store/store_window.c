@@ -41,6 +41,8 @@ int store_msg_head(const char *raw, size_t len, char role[16], int64_t *tokens, 
         if (skip(&p, end, "\",\"tokens\":") && read_int(&p, end, tokens) && skip(&p, end, ",")) {
             memcpy(role, r, rl);
             role[rl] = '\0';
+            /* A user message of tool results starts no unit. */
+            if (skip(&p, end, "\"tool_result\":true,")) snprintf(role, 16, "tool_result");
             return CTXD_OK;
         }
     }

@@ -183,6 +183,63 @@ class AnthropicBlocksTest(BlocksTest):
         self.assertRegex(got[-1]["id"], r"^msg_")
 
 
+def exchange(i, pad):
+    """A user question, a tool call, its (long) result and the answer."""
+    tid = "toolu_%04d" % i
+    return [{"role": "user", "content": "question %d" % i},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "looking"},
+                {"type": "tool_use", "id": tid, "name": "lookup",
+                 "input": {"q": i, "notes": "y" * (700 - pad // 3)}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": tid, "content": "x" * pad}]},
+            {"role": "assistant", "content": "answer %d" % i}]
+
+
+def is_tool_result(m):
+    return m["role"] == "user" and isinstance(m["content"], list) and any(
+        b.get("type") == "tool_result" for b in m["content"])
+
+
+class ToolWindowTest(BlocksTest):
+    def check_pairs(self, msgs):
+        """No tool_result without its tool_use just before it; the first
+        message a plain user message."""
+        self.assertFalse(is_tool_result(msgs[0]), msgs[0])
+        self.assertEqual(msgs[0]["role"], "user")
+        for k, m in enumerate(msgs):
+            if is_tool_result(m):
+                prev = msgs[k - 1]
+                ids = {b["id"] for b in prev["content"] if b.get("type") == "tool_use"}
+                self.assertTrue(ids >= {b["tool_use_id"] for b in m["content"]
+                                        if b.get("type") == "tool_result"}, (prev, m))
+
+    def test_windows_never_split_a_tool_exchange(self):
+        r = self.req("POST", "/mcp/context", {"strategy": "window", "max_context_tokens": 900})
+        cid = r.json()["context_id"]
+        self.fake.reset()
+        for i in range(12):
+            # Results of varying length make every window edge land somewhere else.
+            self.append(cid, exchange(i, 200 + (i * 397) % 1400))
+            r = self.req("POST", "/mcp/context/%s/message" % cid, {"message": "go on %d" % i})
+            self.assertEqual(r.status, 200, r)
+        sent = [q["body"]["messages"] for q in self.fake.requests()
+                if q["path"] == "/v1/messages"]
+        self.assertEqual(len(sent), 12)
+        self.assertTrue(any(len(m) < 6 for m in sent), "no window ever dropped anything")
+        for msgs in sent:
+            self.check_pairs(msgs)
+
+    def test_trimming_keeps_tool_exchanges_whole(self):
+        r = self.req("POST", "/mcp/context", {"max_messages": 6})
+        cid = r.json()["context_id"]
+        for i in range(5):
+            self.append(cid, exchange(i, 50))
+            kept = self.stored(cid)
+            self.assertLessEqual(len(kept), 6)
+            self.check_pairs(kept)
+
+
 class OpenAIBlocksTest(BlocksTest):
     PROVIDER = "openai"
 

@@ -18,10 +18,15 @@ end
 -- A stored message's role, tokens and seq, read from the prefix
 -- message_encode writes first ({"seq":N,"role":"R","tokens":T,...) without
 -- decoding the message; a message in another field order (ctxd 0.4 and
--- before) is decoded. nil for what it lacks.
+-- before) is decoded. nil for what it lacks. A user message of tool results
+-- ("tool_result":true next) has the role 'tool_result': it starts no unit.
 local function msg_head(raw)
-  local seq, role, tokens = string.match(raw, '^{"seq":(%d+),"role":"(%a+)","tokens":(%d+),')
-  if seq then return role, tonumber(tokens), tonumber(seq) end
+  local seq, role, tokens, at =
+    string.match(raw, '^{"seq":(%d+),"role":"(%a+)","tokens":(%d+),()')
+  if seq then
+    if string.sub(raw, at, at + 18) == '"tool_result":true,' then role = 'tool_result' end
+    return role, tonumber(tokens), tonumber(seq)
+  end
   local ok, msg = pcall(cjson.decode, raw)
   if not ok or type(msg) ~= 'table' then return nil, nil, nil end
   return msg.role, tonumber(msg.tokens), tonumber(msg.seq)
