@@ -36,6 +36,11 @@ typedef struct llm_request {
     int summarize;       /* a summary fold, not a conversation turn (echo tells them apart) */
     llm_tick_fn on_tick; /* may be NULL */
     void *on_tick_arg;
+    /* Tools the model may call (JSON text of an array in Anthropic's shape:
+     * name, description, input_schema) and how (tool_choice: {"type":
+     * "auto"|"any"|"tool"|"none"[, "name"]}); NULL: none. */
+    const char *tools_json;
+    const char *tool_choice_json;
 } llm_request;
 
 typedef enum {
@@ -54,6 +59,10 @@ typedef enum {
 typedef struct llm_response {
     char *text; /* reply text, NUL-terminated, owned (llm_response_free) */
     size_t text_len;
+    /* The reply's content blocks in Anthropic's shape (JSON text, owned) when
+     * it holds more than text (tool_use, thinking); NULL otherwise. */
+    char *content_json;
+    size_t content_json_len;
     char stop_reason[64];
     char model[128];
     long input_tokens;  /* -1 when the upstream did not say */

@@ -21,8 +21,10 @@ typedef struct turn_request {
     void (*on_start)(void *arg);
     llm_delta_fn on_delta;
     void *stream_arg;
-    int message_json;     /* message is content blocks */
-    const char *metadata; /* the client's metadata for the message (JSON text), or NULL */
+    int message_json;             /* message is content blocks */
+    const char *tools_json;       /* tools the model may call (Anthropic's shape), or NULL */
+    const char *tool_choice_json; /* or NULL */
+    const char *metadata;         /* the client's metadata for the message (JSON text), or NULL */
     size_t metadata_len;
 } turn_request;
 
@@ -45,6 +47,9 @@ typedef struct turn_append_request {
 typedef struct turn_reply {
     char *text; /* owned, NUL-terminated */
     size_t text_len;
+    char *content_json; /* owned: the reply's blocks when not only text (tool_use, thinking) */
+    size_t content_json_len;
+    char stop_reason[64]; /* "" when not known (a replay of 0.4's record) */
     char model[128];
     int64_t input_tokens;  /* -1 when the upstream did not say */
     int64_t output_tokens; /* -1 when the upstream did not say */

@@ -211,3 +211,62 @@ int http_metadata_or_respond(const http_req *req, json_object *msg, const char *
     out->metadata_len = len;
     return CTXD_OK;
 }
+
+static char *json_text(json_object *v) {
+    const char *s =
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    return s ? strdup(s) : NULL;
+}
+
+int http_tools_or_respond(const http_req *req, json_object *body, char **tools, char **choice,
+                          int *status) {
+    static const char *const choices[] = {"auto", "any", "tool", "none", NULL};
+    json_object *t = NULL, *c = NULL;
+    why w = {""};
+    *tools = *choice = NULL;
+    json_object_object_get_ex(body, "tools", &t);
+    json_object_object_get_ex(body, "tool_choice", &c);
+    if (t) {
+        size_t n = json_object_is_type(t, json_type_array) ? json_object_array_length(t) : 0;
+        if (!n || n > 128)
+            snprintf(w.text, sizeof(w.text), "tools must be an array of 1 to 128 tools");
+        for (size_t i = 0; i < n && !w.text[0]; i++) {
+            json_object *tool = json_object_array_get_idx(t, i);
+            const char *name = json_object_get_string(field(tool, "name", json_type_string));
+            size_t len = name ? strlen(name) : 0;
+            if (!json_object_is_type(tool, json_type_object))
+                snprintf(w.text, sizeof(w.text), "tools[%zu] must be an object", i);
+            else if (!len || len > 64 ||
+                     strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                                  "QRSTUVWXYZ0123456789_-") != len)
+                snprintf(w.text, sizeof(w.text),
+                         "tools[%zu].name must be 1 to 64 letters, digits, _ or -", i);
+            else if (!field(tool, "input_schema", json_type_object))
+                snprintf(w.text, sizeof(w.text),
+                         "tools[%zu].input_schema must be a JSON Schema "
+                         "object",
+                         i);
+        }
+    }
+    if (!w.text[0] && c) {
+        const char *type = json_object_get_string(field(c, "type", json_type_string));
+        if (!json_object_is_type(c, json_type_object) || !one_of(type, choices))
+            snprintf(w.text, sizeof(w.text),
+                     "tool_choice.type must be \"auto\", \"any\", \"tool\" or \"none\"");
+        else if (!strcmp(type, "tool") && !field(c, "name", json_type_string))
+            snprintf(w.text, sizeof(w.text), "tool_choice.name must name a tool");
+        else if (!t)
+            snprintf(w.text, sizeof(w.text), "tool_choice needs tools");
+    }
+    if (w.text[0]) {
+        *status = http_send_error(req, CTXD_E_INVALID_FIELD, "%s", w.text);
+        return CTXD_ERR;
+    }
+    if ((t && !(*tools = json_text(t))) || (c && !(*choice = json_text(c)))) {
+        free(*tools);
+        *tools = NULL;
+        *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}

@@ -183,6 +183,13 @@ int http_metadata_or_respond(const http_req *req, json_object *msg, const char *
                              http_content *out, int *status);
 void http_content_free(http_content *c);
 
+/* body's optional "tools" (an array of {"name", "description",
+ * "input_schema"} objects, Anthropic's shape) and "tool_choice" ({"type":
+ * "auto"|"any"|"tool"|"none"}, "tool" with a "name"), as JSON text (owned,
+ * NULL when absent). */
+int http_tools_or_respond(const http_req *req, json_object *body, char **tools, char **choice,
+                          int *status);
+
 /* The ETag of version v: a strong tag, "\"<v>\"". */
 void http_etag(int64_t v, char out[32]);
 

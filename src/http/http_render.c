@@ -148,6 +148,14 @@ void http_render_reply(buf *b, const char *id, const turn_reply *r) {
         buf_puts(b, ",\"model\":");
         buf_put_json_string(b, r->model, strlen(r->model));
     }
+    if (r->stop_reason[0]) {
+        buf_puts(b, ",\"stop_reason\":");
+        buf_put_json_string(b, r->stop_reason, strlen(r->stop_reason));
+    }
+    if (r->content_json) { /* tool_use or thinking blocks: the reply whole */
+        buf_puts(b, ",\"content\":");
+        buf_putn(b, r->content_json, r->content_json_len);
+    }
     buf_puts(b, "}");
 }
 

@@ -111,7 +111,9 @@ static int wants_stream(const http_req *req, json_object *body, int *stream, int
 
 /* POST /mcp/context/{id}/message */
 static int post_message(const http_req *req) {
-    static const char *const allowed[] = {"message", "stream", "metadata", NULL};
+    static const char *const allowed[] = {"message", "stream",      "metadata",
+                                          "tools",   "tool_choice", NULL};
+    char *tools = NULL, *tool_choice = NULL;
     json_object *body = NULL, *msg = NULL;
     const char *idem;
     http_content c = {0};
@@ -138,8 +140,15 @@ static int post_message(const http_req *req) {
     }
     if (http_content_or_respond(req, msg, "message", "user", req->cfg->max_message_bytes, &c,
                                 &status) ||
-        http_metadata_or_respond(req, body, "message", &c, &status))
+        http_metadata_or_respond(req, body, "message", &c, &status) ||
+        http_tools_or_respond(req, body, &tools, &tool_choice, &status))
         goto cleanup;
+    if (tools && stream) {
+        status = http_send_error(req, CTXD_E_INVALID_FIELD,
+                                 "'tools' cannot be used with 'stream' yet: send the turn "
+                                 "without streaming");
+        goto cleanup;
+    }
     ctxd_error e;
     if (auth_rate_tokens_check(req->w, req->who, NULL, &e)) { /* before the model is called */
         status = http_send_failure(req, &e);
@@ -156,7 +165,9 @@ static int post_message(const http_req *req) {
                        .stream_arg = &ss,
                        .message_json = c.json,
                        .metadata = c.metadata,
-                       .metadata_len = c.metadata_len};
+                       .metadata_len = c.metadata_len,
+                       .tools_json = tools,
+                       .tool_choice_json = tool_choice};
     turn_run(req->w, &tr, &res);
     status = stream ? stream_finish(req, &ss, &res) : send_result(req, 200, &res);
     if (res.error.err == CTXD_E_NONE && !res.replayed) /* the tokens this reply used */
@@ -165,6 +176,8 @@ static int post_message(const http_req *req) {
                                     (res.reply.output_tokens > 0 ? res.reply.output_tokens : 0));
 cleanup:
     http_content_free(&c);
+    free(tools);
+    free(tool_choice);
     turn_result_free(&res);
     if (body) json_object_put(body);
     return status;

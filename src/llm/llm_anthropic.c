@@ -18,7 +18,8 @@ static json_object *anthropic_body(const ctxd_config *cfg, const llm_request *re
     if (!o) return NULL;
     if (req->system && *req->system)
         json_object_object_add(o, "system", json_object_new_string(req->system));
-    if (llm_json_add_messages(o, req, NULL, 0)) {
+    if (llm_json_add_messages(o, req, NULL, 0) || llm_json_add_raw(o, "tools", req->tools_json) ||
+        llm_json_add_raw(o, "tool_choice", req->tool_choice_json)) {
         json_object_put(o);
         return NULL;
     }
@@ -101,6 +102,12 @@ static int anthropic_parse_message(llm_http *h, const char *body, size_t len, ll
         json_object *block = json_object_array_get_idx(content, i);
         const char *bt = llm_json_str(block, "type");
         if (bt && !strcmp(bt, "text")) rc = llm_http_emit_str(h, block, "text");
+    }
+    /* tool_use and thinking blocks are kept whole: they go back as they
+     * came (ids, signatures). */
+    if (rc == CTXD_OK && llm_json_keep_blocks(resp, content)) {
+        llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "out of memory keeping the reply's blocks");
+        rc = CTXD_ERR;
     }
     llm_copy_str(resp->stop_reason, sizeof(resp->stop_reason), llm_json_str(o, "stop_reason"));
     llm_copy_str(resp->model, sizeof(resp->model), llm_json_str(o, "model"));

@@ -167,3 +167,84 @@ cleanup:
     json_object_put(calls);
     return rc;
 }
+
+/* A tool's Anthropic tool_choice as OpenAI's. */
+static json_object *openai_choice(json_object *c) {
+    const char *type = str_of(c, "type"), *name = str_of(c, "name");
+    if (!type || !strcmp(type, "auto")) return json_object_new_string("auto");
+    if (!strcmp(type, "any")) return json_object_new_string("required");
+    if (!strcmp(type, "none")) return json_object_new_string("none");
+    json_object *o = json_object_new_object(), *f = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string("function"));
+    json_object_object_add(f, "name", json_object_new_string(or_empty(name)));
+    json_object_object_add(o, "function", f);
+    return o;
+}
+
+int llm_blocks_openai_tools(json_object *body, const llm_request *req) {
+    json_object *tools = req->tools_json ? llm_json_parse(req->tools_json, strlen(req->tools_json))
+                                         : NULL,
+                *out = NULL, *choice = NULL;
+    int rc = CTXD_ERR;
+    if (!req->tools_json) return CTXD_OK;
+    if (!tools || !json_object_is_type(tools, json_type_array) || !(out = json_object_new_array()))
+        goto cleanup;
+    for (size_t i = 0; i < json_object_array_length(tools); i++) {
+        json_object *t = json_object_array_get_idx(tools, i), *schema;
+        json_object *o = json_object_new_object(), *f = json_object_new_object();
+        json_object_object_add(o, "type", json_object_new_string("function"));
+        json_object_object_add(f, "name", json_object_new_string(or_empty(str_of(t, "name"))));
+        if (str_of(t, "description"))
+            json_object_object_add(f, "description",
+                                   json_object_new_string(str_of(t, "description")));
+        if (json_object_object_get_ex(t, "input_schema", &schema))
+            json_object_object_add(f, "parameters", json_object_get(schema));
+        json_object_object_add(o, "function", f);
+        if (json_object_array_add(out, o)) goto cleanup;
+    }
+    json_object_object_add(body, "tools", out);
+    out = NULL;
+    if (req->tool_choice_json) {
+        if (!(choice = llm_json_parse(req->tool_choice_json, strlen(req->tool_choice_json))))
+            goto cleanup;
+        json_object_object_add(body, "tool_choice", openai_choice(choice));
+    }
+    rc = CTXD_OK;
+cleanup:
+    json_object_put(tools);
+    json_object_put(out);
+    json_object_put(choice);
+    return rc;
+}
+
+int llm_blocks_from_openai(llm_response *resp, json_object *message) {
+    json_object *blocks = json_object_new_array(), *calls, *content;
+    int rc = CTXD_ERR;
+    if (!blocks) return CTXD_ERR;
+    if (json_object_object_get_ex(message, "content", &content) &&
+        json_object_is_type(content, json_type_string) && json_object_get_string_len(content)) {
+        json_object *t = json_object_new_object();
+        json_object_object_add(t, "type", json_object_new_string("text"));
+        json_object_object_add(t, "text", json_object_get(content));
+        json_object_array_add(blocks, t);
+    }
+    json_object_object_get_ex(message, "tool_calls", &calls);
+    for (size_t i = 0; i < json_object_array_length(calls); i++) {
+        json_object *c = json_object_array_get_idx(calls, i), *f = NULL, *input;
+        json_object_object_get_ex(c, "function", &f);
+        const char *args = str_of(f, "arguments");
+        if (!str_of(c, "id") || !str_of(f, "name") ||
+            !(input = llm_json_parse(args ? args : "{}", args ? strlen(args) : 2)))
+            goto cleanup;
+        json_object *u = json_object_new_object();
+        json_object_object_add(u, "type", json_object_new_string("tool_use"));
+        json_object_object_add(u, "id", json_object_new_string(str_of(c, "id")));
+        json_object_object_add(u, "name", json_object_new_string(str_of(f, "name")));
+        json_object_object_add(u, "input", input);
+        json_object_array_add(blocks, u);
+    }
+    rc = llm_json_keep_blocks(resp, blocks);
+cleanup:
+    json_object_put(blocks);
+    return rc;
+}

@@ -167,6 +167,13 @@ json_object *llm_json_body_new(const ctxd_config *cfg, const llm_request *req,
 int llm_json_add_messages(json_object *body, const llm_request *req, const char *system,
                           int openai);
 
+/* body[key] = the JSON value json (text); nothing when json is NULL.
+ * CTXD_ERR when it is not JSON or memory ran out. */
+int llm_json_add_raw(json_object *body, const char *key, const char *json);
+
+/* Keep the blocks of a reply in resp->content_json when any is not text. */
+int llm_json_keep_blocks(llm_response *resp, json_object *content);
+
 /* Append {"role": role, "content": text} to msgs. */
 int llm_json_add_text(json_object *msgs, const char *role, const char *content, size_t len);
 
@@ -176,6 +183,14 @@ int llm_json_add_text(json_object *msgs, const char *role, const char *content, 
  * message; thinking blocks, which OpenAI takes no input of, are left out). */
 int llm_blocks_anthropic(json_object *msgs, const llm_message *m);
 int llm_blocks_openai(json_object *msgs, const llm_message *m);
+
+/* OpenAI's "tools" and "tool_choice" from the Anthropic-shaped ones of req,
+ * added to body. */
+int llm_blocks_openai_tools(json_object *body, const llm_request *req);
+
+/* An OpenAI reply's message with tool_calls as Anthropic-shaped blocks (a
+ * text block, then a tool_use block per call) in resp->content_json. */
+int llm_blocks_from_openai(llm_response *resp, json_object *message);
 
 /* Take the token counts parent.usage[in_key] and parent.usage[out_key] into
  * resp when they are integers; parent may be NULL. */

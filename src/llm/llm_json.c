@@ -1,6 +1,7 @@
 /* llm_json.c: JSON the providers share: strict parsing, typed reads, request and usage fields. */
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "llm_http.h"
@@ -80,6 +81,29 @@ int llm_json_add_messages(json_object *body, const llm_request *req, const char 
 oom:
     json_object_put(msgs);
     return CTXD_ERR;
+}
+
+int llm_json_add_raw(json_object *body, const char *key, const char *json) {
+    if (!json) return CTXD_OK;
+    json_object *v = llm_json_parse(json, strlen(json));
+    if (!v) return CTXD_ERR;
+    json_object_object_add(body, key, v);
+    return CTXD_OK;
+}
+
+int llm_json_keep_blocks(llm_response *resp, json_object *content) {
+    int other = 0;
+    for (size_t i = 0; i < json_object_array_length(content); i++) {
+        const char *t = llm_json_str(json_object_array_get_idx(content, i), "type");
+        other |= !t || strcmp(t, "text");
+    }
+    if (!other) return CTXD_OK;
+    const char *s = json_object_to_json_string_ext(content, JSON_C_TO_STRING_PLAIN |
+                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
+    free(resp->content_json);
+    resp->content_json = s ? strdup(s) : NULL;
+    resp->content_json_len = resp->content_json ? strlen(resp->content_json) : 0;
+    return resp->content_json ? CTXD_OK : CTXD_ERR;
 }
 
 void llm_json_usage(llm_response *resp, json_object *parent, const char *in_key,

@@ -19,7 +19,8 @@ static const char *max_tokens_field(const ctxd_config *cfg) {
 /* Build the request body. Returns a new json_object or NULL (out of memory). */
 static json_object *openai_body(const ctxd_config *cfg, const llm_request *req) {
     json_object *o = llm_json_body_new(cfg, req, max_tokens_field(cfg));
-    if (!o || llm_json_add_messages(o, req, req->system && *req->system ? req->system : NULL, 1))
+    if (!o || llm_json_add_messages(o, req, req->system && *req->system ? req->system : NULL, 1) ||
+        llm_blocks_openai_tools(o, req))
         goto oom;
     if (req->on_delta) {
         json_object *so = json_object_new_object();
@@ -99,8 +100,18 @@ static int openai_parse_completion(llm_http *h, const char *body, size_t len, ll
         return CTXD_ERR;
     }
     int rc = llm_http_emit_str(h, msg, "content");
-    llm_copy_str(resp->stop_reason, sizeof(resp->stop_reason),
-                 llm_json_str(choice, "finish_reason"));
+    const char *fr = llm_json_str(choice, "finish_reason");
+    json_object *calls;
+    if (rc == CTXD_OK && json_object_object_get_ex(msg, "tool_calls", &calls) &&
+        json_object_is_type(calls, json_type_array) && json_object_array_length(calls)) {
+        /* Kept in the neutral (Anthropic) shape: tool_use blocks. */
+        if (llm_blocks_from_openai(resp, msg)) {
+            llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "the upstream's tool_calls are malformed");
+            rc = CTXD_ERR;
+        }
+        if (fr && !strcmp(fr, "tool_calls")) fr = "tool_use";
+    }
+    llm_copy_str(resp->stop_reason, sizeof(resp->stop_reason), fr);
     llm_copy_str(resp->model, sizeof(resp->model), llm_json_str(o, "model"));
     llm_json_usage(resp, o, "prompt_tokens", "completion_tokens");
     json_object_put(o);

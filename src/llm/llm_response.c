@@ -16,8 +16,10 @@ void llm_response_init(llm_response *resp) {
 void llm_response_free(llm_response *resp) {
     if (!resp) return;
     free(resp->text);
+    free(resp->content_json);
     resp->text = NULL;
-    resp->text_len = 0;
+    resp->content_json = NULL;
+    resp->text_len = resp->content_json_len = 0;
 }
 
 void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...) {

@@ -16,7 +16,9 @@
 void turn_result_free(turn_result *res) {
     if (!res) return;
     free(res->reply.text);
+    free(res->reply.content_json);
     res->reply.text = NULL;
+    res->reply.content_json = NULL;
 }
 
 /* What a prompt was made of: a later turn whose prompt extends it exactly
@@ -166,7 +168,11 @@ static void take_reply(turn_result *res, llm_response *r) {
     turn_reply *out = &res->reply;
     out->text = r->text;
     out->text_len = r->text_len;
+    out->content_json = r->content_json;
+    out->content_json_len = r->content_json_len;
     r->text = NULL;
+    r->content_json = NULL;
+    snprintf(out->stop_reason, sizeof(out->stop_reason), "%s", r->stop_reason);
     snprintf(out->model, sizeof(out->model), "%s", r->model);
     out->input_tokens = r->input_tokens;
     out->output_tokens = r->output_tokens;
@@ -188,7 +194,9 @@ static int commit(ctxd_worker *w, const turn_request *req, const char *token, in
     prompt_sig(sig_after, sizeof(sig_after), ctx, ctx->next_seq + 2);
     turn_content user = {req->message, req->message_len, req->message_json, req->metadata,
                          req->metadata_len},
-                 reply = {r->text, r->text_len, 0, NULL, 0};
+                 reply = {r->content_json ? r->content_json : r->text,
+                          r->content_json ? r->content_json_len : r->text_len,
+                          r->content_json != NULL, NULL, 0};
     blobs[0].data = turn_message_json(ctx->next_seq, "user", &user, now,
                                       user_tokens(ctx, h, r, user_estimate), NULL, &blobs[0].len);
     blobs[1].data = turn_message_json(ctx->next_seq + 1, "assistant", &reply, now, reply_tokens, r,
@@ -272,6 +280,8 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         .on_delta_arg = req->stream_arg,
         .on_tick = turn_lock_tick,
         .on_tick_arg = &keeper,
+        .tools_json = req->tools_json,
+        .tool_choice_json = req->tool_choice_json,
     };
     if (req->on_start) {
         req->on_start(req->stream_arg);

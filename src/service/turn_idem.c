@@ -10,8 +10,11 @@
 
 /* A record is "<expires_ms> <fingerprint:016x> <kind> <fields>", where the
  * store reads only the leading expiry:
- *   R <input_tokens> <output_tokens> <model_len> <text_len> <model><text>
+ *   B <input_tokens> <output_tokens> <model_len> <text_len> <content_len>
+ *     <stop_reason_len> <model><text><content blocks JSON><stop_reason>
  *   A <appended> <first_seq>
+ * and, written by ctxd 0.4 and still replayed (without a stop reason):
+ *   R <input_tokens> <output_tokens> <model_len> <text_len> <model><text>
  * Records written by ctxd 0.3.0 carry "<status> <answer JSON>" after the
  * fingerprint instead; they are still replayed until they expire. */
 
@@ -19,6 +22,22 @@ static int64_t expires(int ttl_s) { return util_now_ms() + (int64_t)ttl_s * 1000
 
 char *turn_idem_record_reply(int ttl_s, uint64_t fp, const turn_reply *reply, size_t *len) {
     size_t ml = strlen(reply->model), n = reply->text_len + ml + 128;
+    if (reply->content_json || reply->stop_reason[0]) {
+        /* B: the blocks (if any) and the stop reason follow the text */
+        size_t sl = strlen(reply->stop_reason), cl = reply->content_json_len;
+        char *r = malloc(n + cl + sl + 48);
+        if (!r) return NULL;
+        int head = snprintf(
+            r, n + 48, "%" PRId64 " %016" PRIx64 " B %" PRId64 " %" PRId64 " %zu %zu %zu %zu %s",
+            expires(ttl_s), fp, reply->input_tokens, reply->output_tokens, ml, reply->text_len, cl,
+            sl, reply->model);
+        memcpy(r + head, reply->text, reply->text_len);
+        if (cl) memcpy(r + head + reply->text_len, reply->content_json, cl);
+        memcpy(r + head + reply->text_len + cl, reply->stop_reason, sl);
+        *len = (size_t)head + reply->text_len + cl + sl;
+        r[*len] = '\0';
+        return r;
+    }
     char *r = malloc(n);
     if (!r) return NULL;
     int head = snprintf(r, n, "%" PRId64 " %016" PRIx64 " R %" PRId64 " %" PRId64 " %zu %zu %s",
@@ -108,7 +127,27 @@ int turn_idem_replay(const store_blob *rec, int append, uint64_t fp, const char 
     int n = 0;
     /* The model follows the lengths after exactly one space, then the text. */
     int status = 0;
-    if (kind == 'R' || kind == 'A') {
+    size_t cl, sl;
+    if (kind == 'B' && !append &&
+        sscanf(p, " %lld %lld %zu %zu %zu %zu%n", &in, &out, &ml, &tl, &cl, &sl, &n) == 6 &&
+        p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl + cl + sl) {
+        p += n + 1;
+        rc = set_reply(res, p, ml, p + ml, tl, in, out);
+        turn_reply *r = &res->reply;
+        if (rc == CTXD_OK && cl && !(r->content_json = malloc(cl + 1)))
+            rc = ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
+        if (rc == CTXD_OK) {
+            if (cl) {
+                memcpy(r->content_json, p + ml + tl, cl);
+                r->content_json[cl] = '\0';
+                r->content_json_len = cl;
+            }
+            snprintf(r->stop_reason, sizeof(r->stop_reason), "%.*s", (int)sl, p + ml + tl + cl);
+        }
+    } else if (kind == 'B') {
+        if (append) return reused(res, key);
+        rc = ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
+    } else if (kind == 'R' || kind == 'A') {
         if (kind != (append ? 'A' : 'R')) return reused(res, key); /* a turn's key on an append */
         if (kind == 'R' && sscanf(p, " %lld %lld %zu %zu%n", &in, &out, &ml, &tl, &n) == 4 &&
             p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl) {

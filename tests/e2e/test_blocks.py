@@ -27,6 +27,7 @@ ASSISTANT_BLOCKS = [
     {"type": "text", "text": "Let me check."},
     {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9",
      "name": "get_weather", "input": {"location": "Paris", "unit": "celsius", "deep": {"a": [1, 2.5, None, True]}}},
+    {"type": "tool_use", "id": "toolu_other", "name": "get_time", "input": {}},
 ]
 RESULT_BLOCKS = [
     {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
@@ -262,7 +263,9 @@ class OpenAIBlocksTest(BlocksTest):
         self.assertEqual(msgs[1]["tool_calls"], [{
             "id": "toolu_01A09q90qw90lq917835lq9", "type": "function",
             "function": {"name": "get_weather", "arguments": json.dumps(
-                ASSISTANT_BLOCKS[3]["input"], separators=(",", ":"))}}])
+                ASSISTANT_BLOCKS[3]["input"], separators=(",", ":"))}},
+            {"id": "toolu_other", "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}}])
         self.assertEqual(json.loads(msgs[1]["tool_calls"][0]["function"]["arguments"]),
                          ASSISTANT_BLOCKS[3]["input"])
         self.assertEqual(msgs[2], {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9",
@@ -273,6 +276,155 @@ class OpenAIBlocksTest(BlocksTest):
                                     {"role": "user", "content": "and tomorrow?"}])
         # The stored form stays the neutral one.
         self.assertEqual(self.stored(cid)[1]["content"], ASSISTANT_BLOCKS)
+
+
+TOOLS = [{"name": "get_weather", "description": "The weather in a city",
+          "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"]}}]
+
+
+class ToolLoopTest(unittest.TestCase):
+    """A tool loop through turns: the model calls a tool, the client sends the
+    result, the model answers; on Anthropic, on OpenAI, and switching from
+    one to the other mid-conversation (two ctxd processes, one Redis)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis().start()
+        cls.fake = FakeUpstream()
+        base = {"CTXD_UPSTREAM_MAX_RETRIES": "0"}
+        cls.anthropic = Ctxd(cls.redis.url, env=dict(base, CTXD_PROVIDER="anthropic",
+                                                     ANTHROPIC_API_KEY="test-key",
+                                                     CTXD_ANTHROPIC_URL=cls.fake.url)).start()
+        cls.openai = Ctxd(cls.redis.url, env=dict(base, CTXD_PROVIDER="openai",
+                                                  OPENAI_API_KEY="test-key", CTXD_MODEL="gpt-4o",
+                                                  CTXD_OPENAI_URL=cls.fake.url + "/v1")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            for c in (cls.anthropic, cls.openai):
+                assert c.stop() == 0, c.log()[-3000:]
+        finally:
+            for c in (cls.anthropic, cls.openai):
+                c.cleanup()
+            cls.fake.stop()
+            cls.redis.cleanup()
+
+    def turn(self, ctxd, cid, body, headers=None):
+        r = ctxd.request("POST", "/mcp/context/%s/message" % cid, body, headers)
+        self.assertEqual(r.status, 200, r)
+        return r.json()
+
+    def new(self, ctxd):
+        return ctxd.request("POST", "/mcp/context", {}).json()["context_id"]
+
+    def stored(self, cid):
+        return self.anthropic.request("GET", "/mcp/context/%s/messages" % cid).json()["messages"]
+
+    def last_body(self):
+        return self.fake.requests()[-1]["body"]
+
+    def test_anthropic_tool_loop_with_thinking(self):
+        cid = self.new(self.anthropic)
+        self.fake.reset()
+        self.fake.script({"tool_use": {"name": "get_weather", "input": {"city": "Paris"}},
+                          "thinking": "The user wants the weather; call the tool."})
+        key = {"Idempotency-Key": "tool-" + cid}
+        j = self.turn(self.anthropic, cid, {"message": "Weather in Paris?", "tools": TOOLS,
+                                            "tool_choice": {"type": "auto"}}, key)
+        self.assertEqual(j["stop_reason"], "tool_use")
+        self.assertEqual([b["type"] for b in j["content"]], ["thinking", "text", "tool_use"])
+        call = j["content"][2]
+        self.assertEqual((call["name"], call["input"]), ("get_weather", {"city": "Paris"}))
+        self.assertEqual(j["ai_response"], j["content"][1]["text"])
+        self.assertEqual(self.last_body()["tools"], TOOLS)
+        self.assertEqual(self.last_body()["tool_choice"], {"type": "auto"})
+        self.assertEqual(self.stored(cid)[-1]["content"], j["content"])
+        # A retry with the same key replays the whole reply, blocks included.
+        again = self.turn(self.anthropic, cid, {"message": "Weather in Paris?", "tools": TOOLS,
+                                                "tool_choice": {"type": "auto"}}, key)
+        self.assertEqual(again, j)
+        # The client runs the tool and sends the result.
+        result = [{"type": "tool_result", "tool_use_id": call["id"], "content": "15 C, sunny"}]
+        j2 = self.turn(self.anthropic, cid, {"message": result, "tools": TOOLS})
+        self.assertEqual(j2["stop_reason"], "end_turn")
+        self.assertNotIn("content", j2)
+        sent = self.last_body()["messages"]
+        self.assertEqual([m["role"] for m in sent], ["user", "assistant", "user"])
+        self.assertEqual(sent[1]["content"], j["content"])  # thinking and its signature unchanged
+        self.assertEqual(sent[2]["content"], result)
+        self.assertEqual(len(self.stored(cid)), 4)
+
+    def test_openai_tool_loop(self):
+        cid = self.new(self.openai)
+        self.fake.reset()
+        self.fake.script({"tool_use": {"name": "get_weather", "input": {"city": "Oslo"}}})
+        j = self.turn(self.openai, cid, {"message": "Weather in Oslo?", "tools": TOOLS,
+                                         "tool_choice": {"type": "tool", "name": "get_weather"}})
+        body = self.last_body()
+        self.assertEqual(body["tools"], [{"type": "function", "function": {
+            "name": "get_weather", "description": "The weather in a city",
+            "parameters": TOOLS[0]["input_schema"]}}])
+        self.assertEqual(body["tool_choice"], {"type": "function",
+                                               "function": {"name": "get_weather"}})
+        self.assertEqual(j["stop_reason"], "tool_use")
+        self.assertEqual(j["content"], [{"type": "tool_use", "id": "call_fake_1" if False else
+                                         j["content"][0]["id"], "name": "get_weather",
+                                         "input": {"city": "Oslo"}}])
+        self.assertTrue(j["content"][0]["id"].startswith("call_fake_"))
+        result = [{"type": "tool_result", "tool_use_id": j["content"][0]["id"],
+                   "content": [{"type": "text", "text": "-3 C"}]}]
+        j2 = self.turn(self.openai, cid, {"message": result, "tools": TOOLS})
+        self.assertEqual(j2["stop_reason"], "stop")
+        sent = self.last_body()["messages"]
+        self.assertEqual(sent[1]["tool_calls"][0]["id"], j["content"][0]["id"])
+        self.assertEqual(json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]),
+                         {"city": "Oslo"})
+        self.assertEqual(sent[2], {"role": "tool", "tool_call_id": j["content"][0]["id"],
+                                   "content": "-3 C"})
+        # Stored in the neutral shape.
+        self.assertEqual(self.stored(cid)[1]["content"], j["content"])
+        self.assertEqual(self.stored(cid)[2]["content"], result)
+
+    def test_a_context_switches_provider_mid_tool_loop(self):
+        cid = self.new(self.anthropic)
+        self.fake.reset()
+        self.fake.script({"tool_use": {"name": "get_weather", "input": {"city": "Rome"}}})
+        j = self.turn(self.anthropic, cid, {"message": "Weather in Rome?", "tools": TOOLS})
+        tid = j["content"][-1]["id"]
+        # The result goes through the OpenAI-configured process.
+        j2 = self.turn(self.openai, cid, {"message": [
+            {"type": "tool_result", "tool_use_id": tid, "content": "20 C"}], "tools": TOOLS})
+        self.assertIn("fake-openai reply", j2["ai_response"])
+        sent = self.last_body()["messages"]
+        self.assertEqual(sent[0], {"role": "user", "content": "Weather in Rome?"})
+        self.assertEqual(sent[1]["tool_calls"][0]["id"], tid)
+        self.assertEqual(sent[2], {"role": "tool", "tool_call_id": tid, "content": "20 C"})
+        # And back to Anthropic: the history still means the same.
+        self.turn(self.anthropic, cid, {"message": "thanks"})
+        sent = self.last_body()["messages"]
+        self.assertEqual(sent[1]["content"], j["content"])
+        self.assertEqual(sent[2]["content"][0]["tool_use_id"], tid)
+
+    def test_tools_are_checked(self):
+        cid = self.new(self.anthropic)
+        before = self.redis.snapshot()
+        for body, where in [({"message": "x", "tools": []}, "tools must be an array"),
+                            ({"message": "x", "tools": [{"name": "a b", "input_schema": {}}]},
+                             "tools[0].name"),
+                            ({"message": "x", "tools": [{"name": "a"}]}, "tools[0].input_schema"),
+                            ({"message": "x", "tools": TOOLS, "tool_choice": {"type": "all"}},
+                             "tool_choice.type"),
+                            ({"message": "x", "tools": TOOLS, "tool_choice": {"type": "tool"}},
+                             "tool_choice.name"),
+                            ({"message": "x", "tool_choice": {"type": "auto"}}, "needs tools"),
+                            ({"message": "x", "tools": TOOLS, "stream": True}, "stream")]:
+            with self.subTest(body=body):
+                r = self.anthropic.request("POST", "/mcp/context/%s/message" % cid, body)
+                self.assertEqual(r.status, 400, r)
+                self.assertIn(where, r.json()["error"])
+        self.assertEqual(self.redis.snapshot(), before)
 
 
 if __name__ == "__main__":

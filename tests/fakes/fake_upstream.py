@@ -59,6 +59,13 @@ Admin API (same port)
       no_done           OpenAI: omit the final "data: [DONE]"
       content_type      content type of a 200 answer (e.g. to answer a stream
                         request with plain JSON)
+      tool_use          {"name": ..., "input": {...}}: answer (not streamed) with a
+                        call of that tool: Anthropic a tool_use block (id
+                        "toolu_fake_<n>") after the text, stop_reason "tool_use";
+                        OpenAI the assistant's tool_calls (id "call_fake_<n>",
+                        arguments a JSON string), finish_reason "tool_calls"
+      thinking          Anthropic: a thinking block with this text (and a
+                        signature) before the others
   GET  /_admin/requests  {"requests": [{"method", "path", "headers" (names in
                          lower case), "body" (parsed JSON, or text), "time",
                          "client_port" (same port: a kept-alive connection)}]}
@@ -354,6 +361,10 @@ class Handler(BaseHTTPRequestHandler):
             etype, msg = ANTHROPIC_ERRORS.get(st, ("api_error", "error %d" % st))
             return self.anthropic_error(st, b.get("error_type", etype), b.get("message", msg),
                                         b.get("headers"), b.get("error_body"))
+        try:
+            self.anthropic_tools_check(body)
+        except Refusal as r:
+            return self.anthropic_error(r.status, r.kind or "invalid_request_error", r.message)
         n = next_id()
         model = body["model"]
         system = text_of(body.get("system")) if body.get("system") else ""
@@ -371,6 +382,14 @@ class Handler(BaseHTTPRequestHandler):
             msg["content"] = [{"type": "text", "text": text}]
             msg["stop_reason"] = "end_turn"
             msg["usage"]["output_tokens"] = otok
+            if b.get("thinking"):
+                msg["content"].insert(0, {"type": "thinking", "thinking": b["thinking"],
+                                          "signature": "sig_fake_%d" % n})
+            if b.get("tool_use"):
+                msg["content"].append({"type": "tool_use", "id": "toolu_fake_%d" % n,
+                                       "name": b["tool_use"]["name"],
+                                       "input": b["tool_use"].get("input", {})})
+                msg["stop_reason"] = "tool_use"
             if b.get("content_type"):
                 return self.send_raw(200, b["content_type"], json.dumps(msg).encode(), headers)
             return self.send_json(200, msg, headers)
@@ -380,6 +399,33 @@ class Handler(BaseHTTPRequestHandler):
             msg["usage"]["output_tokens"] = otok
             return self.send_raw(200, b["content_type"], json.dumps(msg).encode(), headers)
         self.anthropic_stream(b, headers, msg, text, otok)
+
+    def anthropic_tools_check(self, body):
+        """What the Messages API refuses about tools: a malformed tool, or a
+        tool_result whose tool_use is not in the assistant message just
+        before it."""
+        for i, t in enumerate(body.get("tools") or []):
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or \
+                    not isinstance(t.get("input_schema"), dict):
+                raise Refusal(400, "tools.%d: name and input_schema are required" % i)
+        msgs = body["messages"]
+        for i, m in enumerate(msgs):
+            c = m.get("content")
+            if not isinstance(c, list):
+                continue
+            results = [b.get("tool_use_id") for b in c
+                       if isinstance(b, dict) and b.get("type") == "tool_result"]
+            if not results:
+                continue
+            prev = msgs[i - 1].get("content") if i else None
+            uses = {b.get("id") for b in prev if isinstance(b, dict)
+                    and b.get("type") == "tool_use"} if isinstance(prev, list) else set()
+            for r in results:
+                if r not in uses:
+                    raise Refusal(400, "messages.%d.content: unexpected `tool_use_id` found in "
+                                  "`tool_result` blocks: %s. Each `tool_result` block must have "
+                                  "a corresponding `tool_use` block in the previous message."
+                                  % (i, r))
 
     def anthropic_stream(self, b, headers, msg, text, otok):
         delay = b.get("chunk_delay_ms", 0) / 1000.0
@@ -514,11 +560,24 @@ class Handler(BaseHTTPRequestHandler):
         headers = {"x-request-id": "req_fake_%d" % n, "openai-processing-ms": "1"}
         headers.update(b.get("headers") or {})
         cid, created = "chatcmpl-fake%d" % n, int(time.time())
+        for i, t in enumerate(body.get("tools") or []):
+            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(
+                    (t.get("function") or {}).get("name"), str):
+                return self.openai_error(400, "invalid_request_error", None,
+                                         "Invalid 'tools[%d]': a function needs a name" % i)
         if not body.get("stream") or b.get("content_type"):
+            message = {"role": "assistant", "content": text, "refusal": None}
+            finish = "stop"
+            if b.get("tool_use"):
+                message["tool_calls"] = [{"id": "call_fake_%d" % n, "type": "function",
+                                          "function": {"name": b["tool_use"]["name"],
+                                                       "arguments": json.dumps(
+                                                           b["tool_use"].get("input", {}))}}]
+                message["content"] = None
+                finish = "tool_calls"
             obj = {"id": cid, "object": "chat.completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                        "refusal": None},
-                                "logprobs": None, "finish_reason": "stop"}],
+                   "choices": [{"index": 0, "message": message,
+                                "logprobs": None, "finish_reason": finish}],
                    "usage": usage, "system_fingerprint": "fp_fake"}
             if b.get("no_usage"):
                 del obj["usage"]
