@@ -143,12 +143,6 @@ static int post_message(const http_req *req) {
         http_metadata_or_respond(req, body, "message", &c, &status) ||
         http_tools_or_respond(req, body, &tools, &tool_choice, &status))
         goto cleanup;
-    if (tools && stream) {
-        status = http_send_error(req, CTXD_E_INVALID_FIELD,
-                                 "'tools' cannot be used with 'stream' yet: send the turn "
-                                 "without streaming");
-        goto cleanup;
-    }
     ctxd_error e;
     if (auth_rate_tokens_check(req->w, req->who, NULL, &e)) { /* before the model is called */
         status = http_send_failure(req, &e);

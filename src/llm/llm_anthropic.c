@@ -1,16 +1,66 @@
 /* llm_anthropic.c: the Anthropic Messages API (POST /v1/messages), plain and streamed. */
 #include <string.h>
 
+#include "ctxd/buf.h"
 #include "llm_http.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
 
-/* Parse state of one attempt. */
+/* Parse state of one attempt. A streamed reply's blocks are put together
+ * from their events: blocks holds the finished ones, cur the one open (its
+ * content_block_start), with its text, partial JSON input or signature. */
 typedef struct anthropic_state {
     llm_response *resp;
     int started; /* message_start seen */
     int stopped; /* message_stop seen */
+    json_object *blocks, *cur;
+    buf text, json, sig;
 } anthropic_state;
+
+static void blocks_reset(anthropic_state *st) {
+    json_object_put(st->blocks);
+    json_object_put(st->cur);
+    st->blocks = st->cur = NULL;
+    buf_free(&st->text);
+    buf_free(&st->json);
+    buf_free(&st->sig);
+}
+
+/* content_block_stop: the open block, finished, onto blocks. */
+static int block_stop(anthropic_state *st) {
+    json_object *b = st->cur;
+    const char *type = llm_json_str(b, "type");
+    if (!b) return CTXD_OK;
+    st->cur = NULL;
+    if (!st->blocks && !(st->blocks = json_object_new_array())) {
+        json_object_put(b);
+        return CTXD_ERR;
+    }
+    if (type && !strcmp(type, "text"))
+        json_object_object_add(
+            b, "text",
+            json_object_new_string_len(st->text.data ? st->text.data : "", (int)st->text.len));
+    if (type && !strcmp(type, "thinking")) {
+        json_object_object_add(
+            b, "thinking",
+            json_object_new_string_len(st->text.data ? st->text.data : "", (int)st->text.len));
+        json_object_object_add(
+            b, "signature",
+            json_object_new_string_len(st->sig.data ? st->sig.data : "", (int)st->sig.len));
+    }
+    if (type && !strcmp(type, "tool_use") && st->json.len) {
+        json_object *input = llm_json_parse(st->json.data, st->json.len);
+        if (!input) {
+            json_object_put(b);
+            return CTXD_ERR;
+        }
+        json_object_object_add(b, "input", input);
+    }
+    buf_free(&st->text);
+    buf_free(&st->json);
+    buf_free(&st->sig);
+    return json_object_array_add(st->blocks, b) ? CTXD_ERR : CTXD_OK;
+}
 
 /* Build the request body. Returns a new json_object or NULL (out of memory). */
 static json_object *anthropic_body(const ctxd_config *cfg, const llm_request *req) {
@@ -47,6 +97,7 @@ static void stream_error(llm_http *h, json_object *o) {
 static void anthropic_begin(void *arg) {
     anthropic_state *st = arg;
     st->started = st->stopped = 0;
+    blocks_reset(st);
 }
 
 /* One streamed event: message_start, content_block_*, message_delta, ... */
@@ -67,10 +118,28 @@ static int anthropic_event(void *arg, llm_http *h, const char *event, const char
         json_object_object_get_ex(o, "message", &msg);
         llm_copy_str(st->resp->model, sizeof(st->resp->model), llm_json_str(msg, "model"));
         llm_json_usage(st->resp, msg, "input_tokens", "output_tokens");
+    } else if (!strcmp(type, "content_block_start")) {
+        json_object_object_get_ex(o, "content_block", &v);
+        json_object_put(st->cur);
+        st->cur = v ? json_object_get(v) : NULL;
     } else if (!strcmp(type, "content_block_delta")) {
         json_object_object_get_ex(o, "delta", &v);
-        const char *dt = llm_json_str(v, "type");
-        if (dt && !strcmp(dt, "text_delta")) rc = llm_http_emit_str(h, v, "text");
+        const char *dt = llm_json_str(v, "type"), *s;
+        if (dt && !strcmp(dt, "text_delta")) {
+            rc = llm_http_emit_str(h, v, "text");
+            if ((s = llm_json_str(v, "text"))) buf_puts(&st->text, s);
+        } else if (dt && !strcmp(dt, "thinking_delta") && (s = llm_json_str(v, "thinking"))) {
+            buf_puts(&st->text, s);
+        } else if (dt && !strcmp(dt, "signature_delta") && (s = llm_json_str(v, "signature"))) {
+            buf_puts(&st->sig, s);
+        } else if (dt && !strcmp(dt, "input_json_delta") && (s = llm_json_str(v, "partial_json"))) {
+            buf_puts(&st->json, s);
+        }
+    } else if (!strcmp(type, "content_block_stop")) {
+        if (block_stop(st)) {
+            llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "the upstream streamed a malformed block");
+            rc = CTXD_ERR;
+        }
     } else if (!strcmp(type, "message_delta")) {
         json_object_object_get_ex(o, "delta", &v);
         llm_copy_str(st->resp->stop_reason, sizeof(st->resp->stop_reason),
@@ -78,6 +147,11 @@ static int anthropic_event(void *arg, llm_http *h, const char *event, const char
         llm_json_usage(st->resp, o, "input_tokens", "output_tokens");
     } else if (!strcmp(type, "message_stop")) {
         st->stopped = 1;
+        /* tool_use and thinking blocks are kept whole, as when not streamed */
+        if (st->blocks && llm_json_keep_blocks(st->resp, st->blocks)) {
+            llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "out of memory keeping the reply's blocks");
+            rc = CTXD_ERR;
+        }
     } else if (!strcmp(type, "error")) {
         stream_error(h, o);
         rc = CTXD_ERR;
@@ -141,11 +215,15 @@ int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg, const llm_reques
         LLM_HTTP_KEY_SLOT, "anthropic-version: " ANTHROPIC_VERSION,
         "content-type: application/json",
         req->on_delta ? "accept: text/event-stream" : "accept: application/json", NULL};
-    anthropic_state st = {resp, 0, 0};
+    anthropic_state st;
+    memset(&st, 0, sizeof(st));
+    st.resp = resp;
     llm_http_call call = {.base_url = cfg->anthropic_url,
                           .headers = headers,
                           .secret = cfg->anthropic_key,
                           .ops = &anthropic_ops,
                           .arg = &st};
-    return llm_http_post(h, cfg, req, &call, anthropic_body(cfg, req), resp);
+    int rc = llm_http_post(h, cfg, req, &call, anthropic_body(cfg, req), resp);
+    blocks_reset(&st);
+    return rc;
 }

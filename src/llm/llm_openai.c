@@ -1,4 +1,6 @@
 /* llm_openai.c: OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, gateways). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "llm_http.h"
@@ -6,9 +8,44 @@
 /* Parse state of one attempt. */
 typedef struct openai_state {
     llm_response *resp;
-    int finished; /* a finish_reason was seen */
-    int done;     /* data: [DONE] was seen */
+    int finished;       /* a finish_reason was seen */
+    int done;           /* data: [DONE] was seen */
+    json_object *calls; /* streamed tool_calls, put together by index */
 } openai_state;
+
+/* Append s to the string o[key]. */
+static void append_str(json_object *o, const char *key, const char *s) {
+    const char *old = llm_json_str(o, key);
+    size_t a = old ? strlen(old) : 0, b = strlen(s);
+    char *both = malloc(a + b + 1);
+    if (!both) return;
+    memcpy(both, old ? old : "", a);
+    memcpy(both + a, s, b + 1);
+    json_object_object_add(o, key, json_object_new_string(both));
+    free(both);
+}
+
+/* One streamed delta of tool_calls, merged into st->calls by "index". */
+static void merge_calls(openai_state *st, json_object *deltas) {
+    if (!st->calls && !(st->calls = json_object_new_array())) return;
+    for (size_t i = 0; i < json_object_array_length(deltas); i++) {
+        json_object *d = json_object_array_get_idx(deltas, i), *v, *f = NULL;
+        size_t idx = json_object_object_get_ex(d, "index", &v) ? (size_t)json_object_get_int(v) : i;
+        if (idx > 127) continue;
+        while (json_object_array_length(st->calls) <= idx) {
+            json_object *c = json_object_new_object(), *fn = json_object_new_object();
+            json_object_object_add(c, "type", json_object_new_string("function"));
+            json_object_object_add(c, "function", fn);
+            json_object_array_add(st->calls, c);
+        }
+        json_object *call = json_object_array_get_idx(st->calls, idx), *fn = NULL;
+        json_object_object_get_ex(call, "function", &fn);
+        if (llm_json_str(d, "id")) append_str(call, "id", llm_json_str(d, "id"));
+        json_object_object_get_ex(d, "function", &f);
+        if (llm_json_str(f, "name")) append_str(fn, "name", llm_json_str(f, "name"));
+        if (llm_json_str(f, "arguments")) append_str(fn, "arguments", llm_json_str(f, "arguments"));
+    }
+}
 
 /* OpenAI itself wants max_completion_tokens (reasoning models refuse
  * max_tokens); compatible servers mostly know only max_tokens. */
@@ -55,6 +92,8 @@ static void stream_error(llm_http *h, const char *data, size_t len) {
 static void openai_begin(void *arg) {
     openai_state *st = arg;
     st->finished = st->done = 0;
+    json_object_put(st->calls);
+    st->calls = NULL;
 }
 
 /* One data-only SSE chunk: a chat.completion.chunk, or [DONE]. */
@@ -77,8 +116,13 @@ static int openai_event(void *arg, llm_http *h, const char *event, const char *d
     llm_copy_str(st->resp->model, sizeof(st->resp->model), llm_json_str(o, "model"));
     llm_json_usage(st->resp, o, "prompt_tokens", "completion_tokens");
     json_object *choice = first_choice(o);
-    if (choice && json_object_object_get_ex(choice, "delta", &v))
+    if (choice && json_object_object_get_ex(choice, "delta", &v)) {
+        json_object *calls;
         rc = llm_http_emit_str(h, v, "content");
+        if (json_object_object_get_ex(v, "tool_calls", &calls) &&
+            json_object_is_type(calls, json_type_array))
+            merge_calls(st, calls);
+    }
     const char *fr = llm_json_str(choice, "finish_reason");
     if (fr) {
         llm_copy_str(st->resp->stop_reason, sizeof(st->resp->stop_reason), fr);
@@ -127,6 +171,22 @@ static int openai_finish(void *arg, llm_http *h, const char *body, size_t len, l
                       "the upstream stream ended before a finish_reason or [DONE]");
         return CTXD_ERR;
     }
+    if (st->calls && json_object_array_length(st->calls)) {
+        /* As when not streamed: the calls as tool_use blocks. */
+        json_object *msg = json_object_new_object();
+        if (resp->text_len)
+            json_object_object_add(msg, "content",
+                                   json_object_new_string_len(resp->text, (int)resp->text_len));
+        json_object_object_add(msg, "tool_calls", json_object_get(st->calls));
+        int rc = llm_blocks_from_openai(resp, msg);
+        json_object_put(msg);
+        if (rc) {
+            llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "the upstream's tool_calls are malformed");
+            return CTXD_ERR;
+        }
+        if (!strcmp(resp->stop_reason, "tool_calls"))
+            snprintf(resp->stop_reason, sizeof(resp->stop_reason), "tool_use");
+    }
     return CTXD_OK;
 }
 
@@ -141,12 +201,14 @@ int llm_openai_complete(llm_http *h, const ctxd_config *cfg, const llm_request *
                              req->on_delta ? "Accept: text/event-stream"
                                            : "Accept: application/json",
                              LLM_HTTP_KEY_SLOT, NULL};
-    openai_state st = {resp, 0, 0};
+    openai_state st = {resp, 0, 0, NULL};
     const char *key = cfg->openai_key && *cfg->openai_key ? cfg->openai_key : NULL;
     llm_http_call call = {.base_url = cfg->openai_url,
                           .headers = headers,
                           .secret = key,
                           .ops = &openai_ops,
                           .arg = &st};
-    return llm_http_post(h, cfg, req, &call, openai_body(cfg, req), resp);
+    int rc = llm_http_post(h, cfg, req, &call, openai_body(cfg, req), resp);
+    json_object_put(st.calls);
+    return rc;
 }

@@ -6,7 +6,7 @@ import copy
 import json
 import unittest
 
-from harness import Ctxd, FakeUpstream, Redis, main
+from harness import Ctxd, FakeUpstream, Redis, main, sse_events
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 PDF = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoKdHJhaWxlcgo8PC9Sb290IDEgMCBSPj4KJSVFT0YK"
@@ -407,6 +407,52 @@ class ToolLoopTest(unittest.TestCase):
         self.assertEqual(sent[1]["content"], j["content"])
         self.assertEqual(sent[2]["content"][0]["tool_use_id"], tid)
 
+    def stream_turn(self, ctxd, cid, body):
+        r = ctxd.request("POST", "/mcp/context/%s/message" % cid, dict(body, stream=True))
+        self.assertEqual(r.status, 200, r)
+        events = sse_events(r.body)
+        done = [d for e, d in events if e == "done"]
+        self.assertEqual(len(done), 1, events)
+        text = "".join(d["text"] for e, d in events if e == "delta")
+        return done[0], text
+
+    def test_streamed_tool_loops(self):
+        for name, ctxd, thinking in (("anthropic", self.anthropic, "Think first."),
+                                     ("openai", self.openai, None)):
+            with self.subTest(provider=name):
+                cid = self.new(ctxd)
+                self.fake.reset()
+                b = {"tool_use": {"name": "get_weather", "input": {"city": "Lima", "days": [1, 2]}}}
+                if thinking:
+                    b["thinking"] = thinking
+                self.fake.script(b)
+                done, text = self.stream_turn(ctxd, cid, {"message": "Weather in Lima?",
+                                                          "tools": TOOLS})
+                self.assertTrue(self.last_body()["stream"])
+                self.assertEqual(done["stop_reason"], "tool_use")
+                call = done["content"][-1]
+                self.assertEqual((call["type"], call["name"], call["input"]),
+                                 ("tool_use", "get_weather", {"city": "Lima", "days": [1, 2]}))
+                if thinking:
+                    self.assertEqual(done["content"][0], {"type": "thinking",
+                                                          "thinking": thinking,
+                                                          "signature": done["content"][0]
+                                                          ["signature"]})
+                    self.assertTrue(done["content"][0]["signature"].startswith("sig_fake_"))
+                    self.assertEqual(text, done["content"][1]["text"])
+                self.assertEqual(self.stored(cid)[-1]["content"], done["content"])
+                result = [{"type": "tool_result", "tool_use_id": call["id"], "content": "9 C"}]
+                done2, _ = self.stream_turn(ctxd, cid, {"message": result, "tools": TOOLS})
+                self.assertNotEqual(done2["stop_reason"], "tool_use")
+                sent = self.last_body()["messages"]
+                if name == "anthropic":
+                    self.assertEqual(sent[1]["content"], done["content"])  # signature as streamed
+                    self.assertEqual(sent[2]["content"], result)
+                else:
+                    self.assertEqual(sent[1]["tool_calls"][0]["id"], call["id"])
+                    self.assertEqual(sent[2], {"role": "tool", "tool_call_id": call["id"],
+                                               "content": "9 C"})
+
     def test_tools_are_checked(self):
         cid = self.new(self.anthropic)
         before = self.redis.snapshot()
@@ -418,8 +464,7 @@ class ToolLoopTest(unittest.TestCase):
                              "tool_choice.type"),
                             ({"message": "x", "tools": TOOLS, "tool_choice": {"type": "tool"}},
                              "tool_choice.name"),
-                            ({"message": "x", "tool_choice": {"type": "auto"}}, "needs tools"),
-                            ({"message": "x", "tools": TOOLS, "stream": True}, "stream")]:
+                            ({"message": "x", "tool_choice": {"type": "auto"}}, "needs tools")]:
             with self.subTest(body=body):
                 r = self.anthropic.request("POST", "/mcp/context/%s/message" % cid, body)
                 self.assertEqual(r.status, 400, r)

@@ -59,13 +59,17 @@ Admin API (same port)
       no_done           OpenAI: omit the final "data: [DONE]"
       content_type      content type of a 200 answer (e.g. to answer a stream
                         request with plain JSON)
-      tool_use          {"name": ..., "input": {...}}: answer (not streamed) with a
-                        call of that tool: Anthropic a tool_use block (id
-                        "toolu_fake_<n>") after the text, stop_reason "tool_use";
-                        OpenAI the assistant's tool_calls (id "call_fake_<n>",
-                        arguments a JSON string), finish_reason "tool_calls"
+      tool_use          {"name": ..., "input": {...}}: answer with a call of that
+                        tool: Anthropic a tool_use block (id "toolu_fake_<n>")
+                        after the text, stop_reason "tool_use" (streamed:
+                        content_block_start with the block, its input in
+                        input_json_delta pieces); OpenAI the assistant's
+                        tool_calls (id "call_fake_<n>", arguments a JSON
+                        string; streamed in delta.tool_calls pieces by index),
+                        finish_reason "tool_calls"
       thinking          Anthropic: a thinking block with this text (and a
-                        signature) before the others
+                        signature) before the others (streamed: thinking_delta
+                        then signature_delta)
   GET  /_admin/requests  {"requests": [{"method", "path", "headers" (names in
                          lower case), "body" (parsed JSON, or text), "time",
                          "client_port" (same port: a kept-alive connection)}]}
@@ -398,7 +402,7 @@ class Handler(BaseHTTPRequestHandler):
             msg["stop_reason"] = "end_turn"
             msg["usage"]["output_tokens"] = otok
             return self.send_raw(200, b["content_type"], json.dumps(msg).encode(), headers)
-        self.anthropic_stream(b, headers, msg, text, otok)
+        self.anthropic_stream(b, headers, msg, text, otok, n)
 
     def anthropic_tools_check(self, body):
         """What the Messages API refuses about tools: a malformed tool, or a
@@ -427,7 +431,7 @@ class Handler(BaseHTTPRequestHandler):
                                   "a corresponding `tool_use` block in the previous message."
                                   % (i, r))
 
-    def anthropic_stream(self, b, headers, msg, text, otok):
+    def anthropic_stream(self, b, headers, msg, text, otok, n=0):
         delay = b.get("chunk_delay_ms", 0) / 1000.0
 
         def event(name, data):
@@ -437,7 +441,20 @@ class Handler(BaseHTTPRequestHandler):
 
         self.start_stream(headers)
         event("message_start", {"type": "message_start", "message": msg})
-        event("content_block_start", {"type": "content_block_start", "index": 0,
+        idx = 0
+        if b.get("thinking"):
+            event("content_block_start", {"type": "content_block_start", "index": idx,
+                                          "content_block": {"type": "thinking", "thinking": ""}})
+            for piece in pieces(b["thinking"]):
+                event("content_block_delta", {"type": "content_block_delta", "index": idx,
+                                              "delta": {"type": "thinking_delta",
+                                                        "thinking": piece}})
+            event("content_block_delta", {"type": "content_block_delta", "index": idx,
+                                          "delta": {"type": "signature_delta",
+                                                    "signature": "sig_fake_%d" % n}})
+            event("content_block_stop", {"type": "content_block_stop", "index": idx})
+            idx += 1
+        event("content_block_start", {"type": "content_block_start", "index": idx,
                                       "content_block": {"type": "text", "text": ""}})
         event("ping", {"type": "ping"})
         for i, piece in enumerate(pieces(text)):
@@ -445,13 +462,28 @@ class Handler(BaseHTTPRequestHandler):
                 return self.anthropic_stream_error(b)
             if b.get("cut") and i == b.get("cut_after", 1):
                 return self.cut(b)
-            event("content_block_delta", {"type": "content_block_delta", "index": 0,
+            event("content_block_delta", {"type": "content_block_delta", "index": idx,
                                           "delta": {"type": "text_delta", "text": piece}})
         if b.get("stream_error"):
             return self.anthropic_stream_error(b)
-        event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        event("content_block_stop", {"type": "content_block_stop", "index": idx})
+        stop = "end_turn"
+        if b.get("tool_use"):
+            idx += 1
+            stop = "tool_use"
+            event("content_block_start", {"type": "content_block_start", "index": idx,
+                                          "content_block": {"type": "tool_use",
+                                                            "id": "toolu_fake_%d" % n,
+                                                            "name": b["tool_use"]["name"],
+                                                            "input": {}}})
+            args = json.dumps(b["tool_use"].get("input", {}))
+            for k in range(0, len(args), 7):
+                event("content_block_delta", {"type": "content_block_delta", "index": idx,
+                                              "delta": {"type": "input_json_delta",
+                                                        "partial_json": args[k:k + 7]}})
+            event("content_block_stop", {"type": "content_block_stop", "index": idx})
         event("message_delta", {"type": "message_delta",
-                                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                "delta": {"stop_reason": stop, "stop_sequence": None},
                                 "usage": {"output_tokens": otok}})
         if b.get("cut"):
             return self.cut(b)
@@ -604,6 +636,20 @@ class Handler(BaseHTTPRequestHandler):
 
         self.start_stream(headers)
         chunk(choice({"role": "assistant", "content": "", "refusal": None}))
+        if b.get("tool_use"):
+            args = json.dumps(b["tool_use"].get("input", {}))
+            chunk(choice({"tool_calls": [{"index": 0, "id": "call_fake_%s" % cid[13:],
+                                          "type": "function",
+                                          "function": {"name": b["tool_use"]["name"],
+                                                       "arguments": ""}}]}))
+            for k in range(0, len(args), 5):
+                chunk(choice({"tool_calls": [{"index": 0,
+                                              "function": {"arguments": args[k:k + 5]}}]}))
+            chunk(choice({}, "tool_calls"))
+            if include_usage and not b.get("no_usage"):
+                chunk([], usage=usage)
+            self.chunk("data: [DONE]\n\n")
+            return self.end_stream()
         for i, piece in enumerate(pieces(text)):
             if b.get("stream_error") and i == b.get("error_after", 0):
                 return self.openai_stream_error(b)

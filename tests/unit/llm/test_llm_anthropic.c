@@ -114,7 +114,8 @@ static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp,
     req.on_delta = on_delta;
     req.on_delta_arg = s;
     call = (llm_http_call){.stream = 1, .ops = ops, .arg = &st};
-    st = (anthropic_state){resp, 0, 0};
+    blocks_reset(&st); /* the last run's blocks */
+    st = (anthropic_state){.resp = resp};
     h->req = &req;
     h->call = &call;
     attempt_reset(h);

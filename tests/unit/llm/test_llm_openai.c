@@ -108,7 +108,8 @@ static int run_stream(const char *sse, size_t step, sink *s, llm_response *resp,
     req.on_delta = on_delta;
     req.on_delta_arg = s;
     call = (llm_http_call){.stream = 1, .ops = &openai_ops, .arg = &st};
-    st = (openai_state){resp, 0, 0};
+    json_object_put(st.calls); /* the last run's */
+    st = (openai_state){resp, 0, 0, NULL};
     h->req = &req;
     h->call = &call;
     attempt_reset(h);
