@@ -96,6 +96,7 @@ typedef struct ctxd_config {
 
     /* Model */
     ctxd_provider provider;
+    int prompt_cache; /* CTXD_PROMPT_CACHE: cache_control breakpoints (Anthropic) */
     char model[128];
     int max_tokens;
     char anthropic_url[512];

@@ -41,6 +41,9 @@ typedef struct llm_request {
      * "auto"|"any"|"tool"|"none"[, "name"]}); NULL: none. */
     const char *tools_json;
     const char *tool_choice_json;
+    /* Anthropic with CTXD_PROMPT_CACHE: cache_control breakpoints on the
+     * tools, the system prompt and the last message before the new one. */
+    int cache_prefix;
 } llm_request;
 
 typedef enum {
@@ -65,9 +68,11 @@ typedef struct llm_response {
     size_t content_json_len;
     char stop_reason[64];
     char model[128];
-    long input_tokens;  /* -1 when the upstream did not say */
-    long output_tokens; /* -1 when the upstream did not say */
-    int retries;        /* attempts beyond the first */
+    long input_tokens;                /* -1 when the upstream did not say */
+    long output_tokens;               /* -1 when the upstream did not say */
+    long cache_creation_input_tokens; /* Anthropic prompt caching; -1 when not said */
+    long cache_read_input_tokens;
+    int retries; /* attempts beyond the first */
 
     llm_err err;
     int upstream_status;          /* last HTTP status seen, 0 if none */

@@ -29,6 +29,7 @@ typedef struct message {
     const char *model;
     const char *stop_reason;
     int64_t input_tokens, output_tokens;
+    int64_t cache_creation_input_tokens, cache_read_input_tokens; /* -1: not said */
 } message;
 
 /* Append m as JSON: {"seq","role","tokens","id","content","metadata",

@@ -51,8 +51,10 @@ typedef struct turn_reply {
     size_t content_json_len;
     char stop_reason[64]; /* "" when not known (a replay of 0.4's record) */
     char model[128];
-    int64_t input_tokens;  /* -1 when the upstream did not say */
-    int64_t output_tokens; /* -1 when the upstream did not say */
+    int64_t input_tokens;                /* -1 when the upstream did not say */
+    int64_t output_tokens;               /* -1 when the upstream did not say */
+    int64_t cache_creation_input_tokens; /* prompt caching (Anthropic); -1: not said */
+    int64_t cache_read_input_tokens;
 } turn_reply;
 
 typedef struct turn_result {

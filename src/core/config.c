@@ -88,6 +88,10 @@ static const option_def options[] = {
      BY_HAND},
     {"CTXD_MODEL", "--model", OPT_STR, "", 0, 0,
      "default model (per provider: claude-sonnet-4-5, gpt-4o-mini, echo)", BY_HAND},
+    {"CTXD_PROMPT_CACHE", "--prompt-cache", OPT_STR, "on", 0, 0,
+     "on or off: Anthropic prompt caching breakpoints on the system prompt, the tools and the "
+     "history up to the last turn",
+     BY_HAND},
     {"CTXD_MAX_TOKENS", "--max-tokens", OPT_INT, "1024", 1, 1000000,
      "default max_tokens for a reply", FIELD(max_tokens)},
     {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "1048576", 1024, 1073741824LL,
@@ -275,6 +279,10 @@ static int config_apply(ctxd_config *cfg, const option_def *o, const char *value
         return set_string(e, value, cfg->tls_cert, sizeof(cfg->tls_cert), err, errlen);
     if (!strcmp(e, "CTXD_TLS_KEY"))
         return set_string(e, value, cfg->tls_key, sizeof(cfg->tls_key), err, errlen);
+    if (!strcmp(e, "CTXD_PROMPT_CACHE")) {
+        static const char *const modes[] = {"off", "on", NULL};
+        return set_choice(e, value, modes, &cfg->prompt_cache, err, errlen);
+    }
     if (!strcmp(e, "CTXD_AUTH")) {
         static const char *const modes[] = {"off", "keys", NULL};
         cfg->auth_explicit = 1;

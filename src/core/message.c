@@ -42,6 +42,11 @@ int message_encode(buf *b, const message *m) {
             buf_printf(b, "%" PRId64, m->output_tokens);
         else
             buf_puts(b, "null");
+        if (m->cache_creation_input_tokens > 0)
+            buf_printf(b, ",\"cache_creation_input_tokens\":%" PRId64,
+                       m->cache_creation_input_tokens);
+        if (m->cache_read_input_tokens > 0)
+            buf_printf(b, ",\"cache_read_input_tokens\":%" PRId64, m->cache_read_input_tokens);
         buf_puts(b, "}");
         if (m->model && *m->model) {
             buf_puts(b, ",\"model\":");

@@ -143,6 +143,10 @@ void http_render_reply(buf *b, const char *id, const turn_reply *r) {
     put_int_or_null(b, r->input_tokens);
     buf_puts(b, ",\"output_tokens\":");
     put_int_or_null(b, r->output_tokens);
+    if (r->cache_creation_input_tokens > 0)
+        buf_printf(b, ",\"cache_creation_input_tokens\":%" PRId64, r->cache_creation_input_tokens);
+    if (r->cache_read_input_tokens > 0)
+        buf_printf(b, ",\"cache_read_input_tokens\":%" PRId64, r->cache_read_input_tokens);
     buf_puts(b, "}");
     if (r->model[0]) {
         buf_puts(b, ",\"model\":");

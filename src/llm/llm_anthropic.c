@@ -62,6 +62,55 @@ static int block_stop(anthropic_state *st) {
     return json_object_array_add(st->blocks, b) ? CTXD_ERR : CTXD_OK;
 }
 
+static json_object *ephemeral(void) {
+    json_object *c = json_object_new_object();
+    json_object_object_add(c, "type", json_object_new_string("ephemeral"));
+    return c;
+}
+
+/* A cache breakpoint on a message: on its last block that may carry one
+ * (text as a string becomes one text block). */
+static void mark_message(json_object *m) {
+    json_object *content;
+    if (!json_object_object_get_ex(m, "content", &content)) return;
+    if (json_object_is_type(content, json_type_string)) {
+        json_object *arr = json_object_new_array(), *t = json_object_new_object();
+        json_object_object_add(t, "type", json_object_new_string("text"));
+        json_object_object_add(t, "text", json_object_get(content));
+        json_object_object_add(t, "cache_control", ephemeral());
+        json_object_array_add(arr, t);
+        json_object_object_add(m, "content", arr);
+        return;
+    }
+    for (size_t i = json_object_array_length(content); i-- > 0;) {
+        json_object *b = json_object_array_get_idx(content, i);
+        const char *t = llm_json_str(b, "type");
+        if (t && (!strcmp(t, "thinking") || !strcmp(t, "redacted_thinking"))) continue;
+        json_object_object_add(b, "cache_control", ephemeral());
+        return;
+    }
+}
+
+/* Prompt caching: breakpoints (3 of the 4 allowed) at the end of the tools,
+ * of the system prompt (with the summary) and of the history before the
+ * new message: what stays the same from one turn to the next. */
+static void mark_cache(json_object *o, const llm_request *req) {
+    json_object *v;
+    size_t n;
+    if (json_object_object_get_ex(o, "tools", &v) && (n = json_object_array_length(v)))
+        json_object_object_add(json_object_array_get_idx(v, n - 1), "cache_control", ephemeral());
+    if (req->system && *req->system) {
+        json_object *arr = json_object_new_array(), *t = json_object_new_object();
+        json_object_object_add(t, "type", json_object_new_string("text"));
+        json_object_object_add(t, "text", json_object_new_string(req->system));
+        json_object_object_add(t, "cache_control", ephemeral());
+        json_object_array_add(arr, t);
+        json_object_object_add(o, "system", arr);
+    }
+    if (json_object_object_get_ex(o, "messages", &v) && (n = json_object_array_length(v)) >= 2)
+        mark_message(json_object_array_get_idx(v, n - 2));
+}
+
 /* Build the request body. Returns a new json_object or NULL (out of memory). */
 static json_object *anthropic_body(const ctxd_config *cfg, const llm_request *req) {
     json_object *o = llm_json_body_new(cfg, req, "max_tokens");
@@ -73,6 +122,7 @@ static json_object *anthropic_body(const ctxd_config *cfg, const llm_request *re
         json_object_put(o);
         return NULL;
     }
+    if (req->cache_prefix && cfg->prompt_cache) mark_cache(o, req);
     if (req->on_delta) json_object_object_add(o, "stream", json_object_new_boolean(1));
     return o;
 }

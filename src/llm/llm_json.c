@@ -112,6 +112,10 @@ void llm_json_usage(llm_response *resp, json_object *parent, const char *in_key,
     if (!parent || !json_object_object_get_ex(parent, "usage", &usage)) return;
     long in = llm_json_long(usage, in_key);
     long out = llm_json_long(usage, out_key);
+    long cc = llm_json_long(usage, "cache_creation_input_tokens");
+    long cr = llm_json_long(usage, "cache_read_input_tokens");
     if (in >= 0) resp->input_tokens = in;
     if (out >= 0) resp->output_tokens = out;
+    if (cc >= 0) resp->cache_creation_input_tokens = cc;
+    if (cr >= 0) resp->cache_read_input_tokens = cr;
 }

@@ -10,6 +10,8 @@ void llm_response_init(llm_response *resp) {
     memset(resp, 0, sizeof(*resp));
     resp->input_tokens = -1;
     resp->output_tokens = -1;
+    resp->cache_creation_input_tokens = -1;
+    resp->cache_read_input_tokens = -1;
     resp->retry_after_ms = -1;
 }
 

@@ -176,6 +176,8 @@ static void take_reply(turn_result *res, llm_response *r) {
     snprintf(out->model, sizeof(out->model), "%s", r->model);
     out->input_tokens = r->input_tokens;
     out->output_tokens = r->output_tokens;
+    out->cache_creation_input_tokens = r->cache_creation_input_tokens;
+    out->cache_read_input_tokens = r->cache_read_input_tokens;
 }
 
 /* Store the user message and the reply with the idempotency record, and
@@ -282,6 +284,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         .on_tick_arg = &keeper,
         .tools_json = req->tools_json,
         .tool_choice_json = req->tool_choice_json,
+        .cache_prefix = 1,
     };
     if (req->on_start) {
         req->on_start(req->stream_arg);

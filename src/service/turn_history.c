@@ -66,12 +66,16 @@ char *turn_message_json(int64_t seq, const char *role, const turn_content *c, in
                  .created_ms = now_ms,
                  .tokens = tokens,
                  .input_tokens = -1,
-                 .output_tokens = -1};
+                 .output_tokens = -1,
+                 .cache_creation_input_tokens = -1,
+                 .cache_read_input_tokens = -1};
     if (r) {
         m.model = r->model;
         m.stop_reason = r->stop_reason;
         m.input_tokens = r->input_tokens;
         m.output_tokens = r->output_tokens;
+        m.cache_creation_input_tokens = r->cache_creation_input_tokens;
+        m.cache_read_input_tokens = r->cache_read_input_tokens;
     }
     buf b;
     buf_init(&b);

@@ -10,8 +10,9 @@
 
 /* A record is "<expires_ms> <fingerprint:016x> <kind> <fields>", where the
  * store reads only the leading expiry:
- *   B <input_tokens> <output_tokens> <model_len> <text_len> <content_len>
- *     <stop_reason_len> <model><text><content blocks JSON><stop_reason>
+ *   B <input_tokens> <output_tokens> <cache_creation> <cache_read> <model_len>
+ *     <text_len> <content_len> <stop_reason_len> <model><text><content blocks
+ *     JSON><stop_reason>
  *   A <appended> <first_seq>
  * and, written by ctxd 0.4 and still replayed (without a stop reason):
  *   R <input_tokens> <output_tokens> <model_len> <text_len> <model><text>
@@ -27,10 +28,12 @@ char *turn_idem_record_reply(int ttl_s, uint64_t fp, const turn_reply *reply, si
         size_t sl = strlen(reply->stop_reason), cl = reply->content_json_len;
         char *r = malloc(n + cl + sl + 48);
         if (!r) return NULL;
-        int head = snprintf(
-            r, n + 48, "%" PRId64 " %016" PRIx64 " B %" PRId64 " %" PRId64 " %zu %zu %zu %zu %s",
-            expires(ttl_s), fp, reply->input_tokens, reply->output_tokens, ml, reply->text_len, cl,
-            sl, reply->model);
+        int head = snprintf(r, n + 48,
+                            "%" PRId64 " %016" PRIx64 " B %" PRId64 " %" PRId64 " %" PRId64
+                            " %" PRId64 " %zu %zu %zu %zu %s",
+                            expires(ttl_s), fp, reply->input_tokens, reply->output_tokens,
+                            reply->cache_creation_input_tokens, reply->cache_read_input_tokens, ml,
+                            reply->text_len, cl, sl, reply->model);
         memcpy(r + head, reply->text, reply->text_len);
         if (cl) memcpy(r + head + reply->text_len, reply->content_json, cl);
         memcpy(r + head + reply->text_len + cl, reply->stop_reason, sl);
@@ -68,6 +71,7 @@ static int set_reply(turn_result *res, const char *model, size_t model_len, cons
     snprintf(r->model, sizeof(r->model), "%.*s", (int)model_len, model);
     r->input_tokens = in;
     r->output_tokens = out;
+    r->cache_creation_input_tokens = r->cache_read_input_tokens = -1;
     return CTXD_OK;
 }
 
@@ -128,8 +132,10 @@ int turn_idem_replay(const store_blob *rec, int append, uint64_t fp, const char 
     /* The model follows the lengths after exactly one space, then the text. */
     int status = 0;
     size_t cl, sl;
+    long long cc, cr;
     if (kind == 'B' && !append &&
-        sscanf(p, " %lld %lld %zu %zu %zu %zu%n", &in, &out, &ml, &tl, &cl, &sl, &n) == 6 &&
+        sscanf(p, " %lld %lld %lld %lld %zu %zu %zu %zu%n", &in, &out, &cc, &cr, &ml, &tl, &cl, &sl,
+               &n) == 8 &&
         p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl + cl + sl) {
         p += n + 1;
         rc = set_reply(res, p, ml, p + ml, tl, in, out);
@@ -143,6 +149,8 @@ int turn_idem_replay(const store_blob *rec, int append, uint64_t fp, const char 
                 r->content_json_len = cl;
             }
             snprintf(r->stop_reason, sizeof(r->stop_reason), "%.*s", (int)sl, p + ml + tl + cl);
+            r->cache_creation_input_tokens = cc;
+            r->cache_read_input_tokens = cr;
         }
     } else if (kind == 'B') {
         if (append) return reused(res, key);

@@ -445,8 +445,12 @@ class Ctxd:
         e = {k: v for k, v in os.environ.items()
              if not k.startswith("CTXD_") and k not in (
                  "ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
+        # Prompt caching reshapes Anthropic bodies (system and the last
+        # message as blocks with cache_control): tests that read exact bodies
+        # run without it; test_caching.py turns it on.
         e.update({"CTXD_LISTEN": "127.0.0.1:%d" % self.port,
-                  "CTXD_REDIS_URL": self.redis_url, "CTXD_LOG_LEVEL": "info"})
+                  "CTXD_REDIS_URL": self.redis_url, "CTXD_LOG_LEVEL": "info",
+                  "CTXD_PROMPT_CACHE": "off"})
         e.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
         e.update(self.extra_env)
         return e

@@ -201,8 +201,10 @@ class ReshardTest(ClusterLoad, unittest.TestCase):
         self.check_histories(clients)
         after = redirects(self.ctxd)
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        self.assertGreater(delta["moved"], 0, delta)
-        self.assertGreater(delta["ask"] + delta["retry"], 0, delta)
+        # Slots moved under the turns: they were sent elsewhere (MOVED, unless
+        # a map reload got there first, or ASK) and told to wait (TRYAGAIN).
+        self.assertGreater(delta["moved"] + delta["ask"], 0, delta)
+        self.assertGreater(delta["retry"], 0, delta)
         self.assertEqual(self.cluster.node_cli(masters[0], "CLUSTER", "COUNTKEYSINSLOT", "0"),
                          "0", out)
         print("reshard: %d slots moved one by one and 500 by redis-cli, %d turns, all 200; "

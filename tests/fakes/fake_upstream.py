@@ -78,7 +78,13 @@ Admin API (same port)
                          "You maintain a running summary") with text that
                          fills its max_tokens, like a model that honours
                          max_tokens but writes long summaries
-  POST /_admin/reset     clears the queue, the recorded requests and the mode
+  POST /_admin/reset     clears the queue, the recorded requests, the mode and
+                         the prompt cache
+
+Prompt caching (Anthropic): blocks with cache_control are breakpoints; the
+prompt up to each one is cached once sent, and usage says how much of the
+prompt was written to the cache (cache_creation_input_tokens) and read from it
+(cache_read_input_tokens), input_tokens being the rest.
   GET  /_admin/health    {"ok": true}
 """
 
@@ -170,6 +176,47 @@ def pieces(text):
 
 def tokens(text):
     return len(text) // 4 + 1
+
+
+def prompt_cache(body):
+    """Anthropic prompt caching, emulated: the prompt in cache order (tools,
+    system, messages' blocks), each block up to a cache_control breakpoint a
+    prefix that is cached once sent. Returns (cache_creation_input_tokens,
+    cache_read_input_tokens) or None when the request has no breakpoint; at
+    most 4 breakpoints are allowed (a 400 otherwise, as the API)."""
+    items, marks = [], []
+
+    def add(kind, block):
+        b = dict(block) if isinstance(block, dict) else {"type": "text", "text": block}
+        if b.pop("cache_control", None):
+            marks.append(len(items))
+        items.append([kind, b])
+
+    for t in body.get("tools") or []:
+        add("tool", t)
+    system = body.get("system")
+    for b in (system if isinstance(system, list) else [system] if system else []):
+        add("system", b)
+    for m in body["messages"]:
+        c = m.get("content")
+        for b in (c if isinstance(c, list) else [c]):
+            add(m.get("role"), b)
+    if not marks:
+        return None
+    if len(marks) > 4:
+        raise Refusal(400, "A maximum of 4 blocks with cache_control may be provided. Found %d."
+                      % len(marks))
+    read = 0
+    with LOCK:
+        cached = STATE.setdefault("cache", set())
+        for i in marks:
+            key = json.dumps(items[:i + 1], sort_keys=True)
+            if key in cached:
+                read = tokens(key)
+        last = json.dumps(items[:marks[-1] + 1], sort_keys=True)
+        for i in marks:
+            cached.add(json.dumps(items[:i + 1], sort_keys=True))
+    return (max(0, tokens(last) - read), read)
 
 
 def fill(text, max_tokens):
@@ -289,6 +336,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["script"].clear()
                 STATE["requests"].clear()
                 STATE["mode"].clear()
+                STATE["cache"] = set()
             return self.send_json(200, {"ok": True})
         body = self.record(raw)
         path = self.path.split("?", 1)[0]
@@ -377,11 +425,20 @@ class Handler(BaseHTTPRequestHandler):
             text = fill(text, body["max_tokens"])
         itok = tokens(json.dumps(body["messages"]) + system)
         otok = tokens(text)
+        try:
+            cache = prompt_cache(body)
+        except Refusal as r:
+            return self.anthropic_error(r.status, r.kind or "invalid_request_error", r.message)
+        if cache:
+            itok = max(1, itok - cache[0] - cache[1])
         headers = {"request-id": "req_fake_%d" % n, "anthropic-organization-id": "org-fake"}
         headers.update(b.get("headers") or {})
         msg = {"id": "msg_fake_%d" % n, "type": "message", "role": "assistant",
                "content": [], "model": model, "stop_reason": None,
                "stop_sequence": None, "usage": {"input_tokens": itok, "output_tokens": 1}}
+        if cache:
+            msg["usage"]["cache_creation_input_tokens"] = cache[0]
+            msg["usage"]["cache_read_input_tokens"] = cache[1]
         if not body.get("stream"):
             msg["content"] = [{"type": "text", "text": text}]
             msg["stop_reason"] = "end_turn"
