@@ -238,6 +238,69 @@ cleanup:
     return rc;
 }
 
+/* What one message of a window is: whether a unit starts there (a user
+ * message that is not tool results), its seq and tokens. CTXD_ERR when
+ * unreadable. */
+static int window_head(const store_blob *b, int *starts, int64_t *seq, int64_t *tokens) {
+    message m;
+    size_t used = 0;
+    char *arena = malloc(b->len + 1);
+    int rc =
+        arena && message_decode(b->data, b->len, arena, &used, &m) == CTXD_OK ? CTXD_OK : CTXD_ERR;
+    if (rc == CTXD_OK) {
+        *starts = !strcmp(m.role, "user") &&
+                  !message_has_tool_result(m.content, m.content_len, m.content_json);
+        *seq = m.seq;
+        *tokens = m.tokens >= 0 ? m.tokens
+                                : message_content_tokens(m.content, m.content_len, m.content_json);
+    }
+    free(arena);
+    return rc;
+}
+
+/* With prompt caching, a window slides in steps so the cached prefix stays
+ * the same for several turns: it keeps starting where the last turn's did
+ * while that still fits (the store's window reaches back to it), and when
+ * it must move on, it starts at the newest units that fill half the budget,
+ * leaving room for the turns to come. ctx's messages lose their front. */
+static void step_window(const ctxd_config *cfg, store_context *ctx, int64_t fixed) {
+    /* Only strategy window: with summarize, what the step would leave out is
+     * not in the summary yet. */
+    if (!cfg->prompt_cache || cfg->provider != CTXD_PROVIDER_ANTHROPIC ||
+        strcmp(ctx->strategy, "window") || ctx->n_messages < 2 || !ctx->prompt_sig[0])
+        return;
+    int64_t prev = strtoll(ctx->prompt_sig, NULL, 10), budget = ctx->max_context_tokens - fixed;
+    size_t n = ctx->n_messages, cut = 0, half = n;
+    int64_t tail = 0;
+    int64_t *tok = calloc(n, sizeof(*tok));
+    int *starts = calloc(n, sizeof(*starts)), found = 0;
+    if (!tok || !starts) goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        int64_t seq;
+        if (window_head(&ctx->messages[i], &starts[i], &seq, &tok[i])) goto cleanup;
+        if (starts[i] && seq == prev) found = 1, cut = i;
+    }
+    if (!found) {
+        /* A new anchor: the newest whole units within half the budget (at
+         * least the newest unit the store gave). */
+        for (size_t i = n; i-- > 0;) {
+            tail += tok[i];
+            if (!starts[i]) continue;
+            if (tail > budget / 2 && half < n) break;
+            half = i;
+        }
+        cut = half < n ? half : 0;
+    }
+    if (!cut) goto cleanup;
+    for (size_t i = 0; i < cut; i++) free(ctx->messages[i].data);
+    memmove(ctx->messages, ctx->messages + cut, (n - cut) * sizeof(*ctx->messages));
+    ctx->n_messages = n - cut;
+    ctx->window_start_seq += (int64_t)cut;
+cleanup:
+    free(tok);
+    free(starts);
+}
+
 /* Everything after the lock is held (since locked_ms) and ctx read
  * (run_locked frees it). */
 static int run_locked(ctxd_worker *w, const turn_request *req, const char *token, int64_t locked_ms,
@@ -254,6 +317,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
     turn_lock_keeper_init(&keeper, w, id, token);
     if (fold_if_needed(w, req, token, &keeper, user_estimate, &ctx, res)) goto cleanup;
     int64_t fixed = user_estimate + message_system_tokens(strlen(ctx.system));
+    step_window(cfg, &ctx, fixed);
     if (ctx.total_messages + 2 > cfg->max_messages && ctx.max_messages == 0) {
         ctxd_error_set(&res->error, CTXD_E_CONTEXT_FULL,
                        "Context %s holds %" PRId64 " messages; at most %ld are allowed "

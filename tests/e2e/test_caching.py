@@ -87,6 +87,29 @@ class CachingTest(unittest.TestCase):
         # The stored history has no cache_control: it is only on the wire.
         self.assertNotIn("cache_control", str(msgs))
 
+    def test_a_window_slides_in_steps(self):
+        r = self.ctxd.request("POST", "/mcp/context", {"strategy": "window",
+                                                       "max_context_tokens": 700,
+                                                       "system": "Be brief."})
+        cid = r.json()["context_id"]
+        starts, reads = [], 0
+        for i in range(16):
+            r = self.ctxd.request("POST", "/mcp/context/%s/message" % cid,
+                                  {"message": "turn %d: %s" % (i, "words " * 20)})
+            self.assertEqual(r.status, 200, r)
+            body = self.fake.requests()[-1]["body"]
+            first = body["messages"][0]["content"]
+            starts.append(first if isinstance(first, str) else first[0]["text"])
+            reads += r.json()["usage"].get("cache_read_input_tokens", 0) > 0
+            # Within the budget, by the same estimate the window uses.
+            self.assertLessEqual(sum(len(str(m["content"])) // 4 + 4 for m in body["messages"]),
+                                 700 * 1.2)
+        moves = sum(1 for a, b in zip(starts, starts[1:]) if a != b)
+        self.assertGreater(moves, 0, "the window never had to move")
+        # A window sliding by one pair would move on every turn once full.
+        self.assertLessEqual(moves, 5, starts)
+        self.assertGreaterEqual(reads, 10, "turns that read the cache")
+
 
 if __name__ == "__main__":
     main()

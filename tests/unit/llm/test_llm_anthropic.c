@@ -235,9 +235,13 @@ TEST(test_llm_anthropic_parse_message) {
     CHECK_STR(resp.stop_reason, "max_tokens");
     CHECK_STR(resp.model, "claude-y");
     CHECK(resp.input_tokens == 10 && resp.output_tokens == 20);
+    /* A tool_use among them: the blocks are kept whole, as they came. */
+    CHECK(resp.content_json != NULL);
+    CHECK(strstr(resp.content_json, "\"type\":\"tool_use\",\"id\":\"t\"") != NULL);
     CHECK(anthropic_parse_message(h, "{\"type\":\"message\"}", 18, &resp) == CTXD_ERR);
     CHECK(h->f_err == LLM_ERR_UPSTREAM);
     CHECK(anthropic_parse_message(h, "not json", 8, &resp) == CTXD_ERR);
+    llm_response_free(&resp);
     llm_http_free(h);
 }
 
