@@ -42,10 +42,14 @@ typedef struct store_settings {
     int64_t ttl_seconds;  /* 0: no expiry */
     int64_t max_context_tokens;
     int64_t max_messages; /* 0: keep everything (up to the hard cap) */
+    /* Tools a turn offers the model unless it brings its own (JSON text,
+     * Anthropic's shape), and tool_choice; "" or NULL: none. */
+    const char *tools;
+    const char *tool_choice;
 } store_settings;
 
 #define STORE_SETTINGS_UNCHANGED                                                                   \
-    { NULL, NULL, NULL, -1, -1, -1 }
+    { NULL, NULL, NULL, -1, -1, -1, NULL, NULL }
 
 typedef struct store_context {
     char id[UTIL_UUID_LEN + 1];
@@ -61,6 +65,8 @@ typedef struct store_context {
     int64_t max_context_tokens;
     int64_t max_messages; /* 0: keep everything (up to the hard cap) */
     char *summary;        /* owned, "" when none */
+    char *tools;          /* owned JSON text, "" when none (see store_settings) */
+    char *tool_choice;    /* owned JSON text, "" when none */
     int64_t summary_upto; /* the summary covers seqs <= this */
     int64_t summary_tokens;
     char prompt_sig[64];   /* what the last turn sent, see turn.c */

@@ -62,6 +62,14 @@ void http_render_context(buf *b, const store_context *c, int with_messages) {
     }
     buf_puts(b, ",\"system\":");
     put_string_or_null(b, c->system);
+    if (c->tools && c->tools[0]) {
+        buf_puts(b, ",\"tools\":");
+        buf_puts(b, c->tools);
+    }
+    if (c->tool_choice && c->tool_choice[0]) {
+        buf_puts(b, ",\"tool_choice\":");
+        buf_puts(b, c->tool_choice);
+    }
     buf_puts(b, ",\"model\":");
     put_string_or_null(b, c->model);
     buf_printf(b,

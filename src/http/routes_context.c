@@ -14,7 +14,33 @@
 #define MAX_ENUM_LEN 1024 /* longer than any allowed value: a wrong one is a 400 */
 
 static const char *const settings_fields[] = {
-    "system", "model", "ttl_seconds", "strategy", "max_context_tokens", "max_messages", NULL};
+    "system",       "model", "ttl_seconds", "strategy", "max_context_tokens",
+    "max_messages", "tools", "tool_choice", NULL};
+
+/* body's "tools" and "tool_choice" as settings (JSON text borrowed from
+ * body): checked as a turn's; "tools": [] takes both away. */
+static int tools_setting_or_respond(const http_req *req, json_object *body, store_settings *st,
+                                    int *status) {
+    json_object *t = NULL, *c = NULL;
+    char *tools = NULL, *choice = NULL;
+    json_object_object_get_ex(body, "tools", &t);
+    json_object_object_get_ex(body, "tool_choice", &c);
+    if (t && json_object_is_type(t, json_type_array) && !json_object_array_length(t) && !c) {
+        st->tools = st->tool_choice = "";
+        return CTXD_OK;
+    }
+    if (http_tools_or_respond(req, body, &tools, &choice, status)) return CTXD_ERR;
+    free(tools);
+    free(choice);
+    if (t)
+        st->tools = json_object_to_json_string_ext(t, JSON_C_TO_STRING_PLAIN |
+                                                          JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (c)
+        st->tool_choice = json_object_to_json_string_ext(c, JSON_C_TO_STRING_PLAIN |
+                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (t && !c) st->tool_choice = ""; /* new tools: the choice of the old ones goes */
+    return CTXD_OK;
+}
 
 /* A state object: keys and serialized values (borrowed from obj). Null
  * values are kept with data NULL (PATCH deletes them, PUT skips them). */
@@ -92,7 +118,8 @@ static int settings_or_respond(const http_req *req, json_object *body, store_set
         http_int_field_or_respond(req, body, "max_context_tokens", 64, 100000000,
                                   &st->max_context_tokens, status) ||
         http_int_field_or_respond(req, body, "max_messages", 0, cfg->max_messages,
-                                  &st->max_messages, status))
+                                  &st->max_messages, status) ||
+        tools_setting_or_respond(req, body, st, status))
         return CTXD_ERR;
     if (st->strategy && strcmp(st->strategy, "all") && strcmp(st->strategy, "window") &&
         strcmp(st->strategy, "summarize")) {
@@ -120,9 +147,9 @@ static int send_created(const http_req *req, const char *id, int replayed) {
 
 /* POST /mcp/context */
 static int create_context(const http_req *req) {
-    static const char *const allowed[] = {"system",       "model",    "ttl_seconds",
-                                          "state",        "strategy", "max_context_tokens",
-                                          "max_messages", NULL};
+    static const char *const allowed[] = {
+        "system",       "model", "ttl_seconds", "state", "strategy", "max_context_tokens",
+        "max_messages", "tools", "tool_choice", NULL};
     json_object *body = NULL, *v;
     state_input si = {0};
     store_settings st = STORE_SETTINGS_UNCHANGED;

@@ -86,6 +86,8 @@ int context_create(ctxd_worker *w, const store_settings *given, const store_blob
                 .max_context_tokens = given->max_context_tokens >= 0 ? given->max_context_tokens
                                                                      : cfg->context_tokens,
                 .max_messages = given->max_messages >= 0 ? given->max_messages : 0,
+                .tools = given->tools,
+                .tool_choice = given->tool_choice,
             },
         .state_keys = state_keys,
         .state_values = state_values,

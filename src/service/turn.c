@@ -346,8 +346,13 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         .on_delta_arg = req->stream_arg,
         .on_tick = turn_lock_tick,
         .on_tick_arg = &keeper,
-        .tools_json = req->tools_json,
-        .tool_choice_json = req->tool_choice_json,
+        /* The turn's tools, else the context's. */
+        .tools_json = req->tools_json ? req->tools_json
+                      : ctx.tools[0]  ? ctx.tools
+                                      : NULL,
+        .tool_choice_json = req->tools_json                      ? req->tool_choice_json
+                            : ctx.tools[0] && ctx.tool_choice[0] ? ctx.tool_choice
+                                                                 : NULL,
         .cache_prefix = 1,
     };
     if (req->on_start) {

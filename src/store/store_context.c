@@ -39,6 +39,8 @@ void store_context_free(store_context *c) {
     free(c->system);
     free(c->model);
     free(c->summary);
+    free(c->tools);
+    free(c->tool_choice);
     free(c->idem_record.data);
     blobs_free(c->messages, c->n_messages);
     blobs_free(c->fold, c->n_fold);
@@ -89,6 +91,10 @@ int store_meta_fill(store_context *out, const redisReply *meta) {
             return CTXD_ERR;
         else if (!strcmp(f, "summary") && dup_field(&out->summary, v))
             return CTXD_ERR;
+        else if (!strcmp(f, "tools") && dup_field(&out->tools, v))
+            return CTXD_ERR;
+        else if (!strcmp(f, "tool_choice") && dup_field(&out->tool_choice, v))
+            return CTXD_ERR;
         for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++)
             if (!strcmp(f, ints[k].name))
                 *(int64_t *)((char *)out + ints[k].off) = strtoll(v, NULL, 10);
@@ -96,6 +102,8 @@ int store_meta_fill(store_context *out, const redisReply *meta) {
     if (!out->system && dup_field(&out->system, "")) return CTXD_ERR;
     if (!out->model && dup_field(&out->model, "")) return CTXD_ERR;
     if (!out->summary && dup_field(&out->summary, "")) return CTXD_ERR;
+    if (!out->tools && dup_field(&out->tools, "")) return CTXD_ERR;
+    if (!out->tool_choice && dup_field(&out->tool_choice, "")) return CTXD_ERR;
     return CTXD_OK;
 }
 
@@ -107,7 +115,7 @@ int store_create(store *s, const store_new_context *nc) {
     args a;
     char now[UTIL_ISO_LEN];
     int rc = CTXD_ERR;
-    if (args_init(s, &a, 10 + 2 * nc->n_state)) return CTXD_ERR;
+    if (args_init(s, &a, 12 + 2 * nc->n_state)) return CTXD_ERR;
     store_keys_init(&k, s->tenant, nc->id);
     util_iso8601(nc->now_ms, now);
     args_str(&a, nc->id);
@@ -119,6 +127,8 @@ int store_create(store *s, const store_new_context *nc) {
     args_str(&a, st->strategy ? st->strategy : "all");
     args_int(&a, st->max_context_tokens);
     args_int(&a, st->max_messages);
+    args_str(&a, st->tools);
+    args_str(&a, st->tool_choice);
     args_int(&a, (int64_t)nc->n_state);
     for (size_t i = 0; i < nc->n_state; i++) {
         args_bin(&a, nc->state_keys[i].data, nc->state_keys[i].len);
@@ -273,7 +283,7 @@ int store_read(store *s, const char *id, int what, long limit, int64_t before, s
 
 int store_set_settings(store *s, const char *id, const store_settings *c, int64_t now_ms,
                        const char *if_match) {
-    const char *fields[6], *values[6];
+    const char *fields[8], *values[8];
     char nums[3][24], now_iso[UTIL_ISO_LEN];
     const int64_t num[3] = {c->ttl_seconds, c->max_context_tokens, c->max_messages};
     static const char *const num_fields[3] = {"ttl_seconds", "max_context_tokens", "max_messages"};
@@ -282,6 +292,8 @@ int store_set_settings(store *s, const char *id, const store_settings *c, int64_
     if (c->system) fields[n] = "system", values[n++] = c->system;
     if (c->model) fields[n] = "model", values[n++] = c->model;
     if (c->strategy) fields[n] = "strategy", values[n++] = c->strategy;
+    if (c->tools) fields[n] = "tools", values[n++] = c->tools;
+    if (c->tool_choice) fields[n] = "tool_choice", values[n++] = c->tool_choice;
     for (int i = 0; i < 3; i++) {
         if (num[i] < 0) continue;
         snprintf(nums[i], sizeof(nums[i]), "%" PRId64, num[i]);

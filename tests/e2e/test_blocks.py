@@ -453,6 +453,36 @@ class ToolLoopTest(unittest.TestCase):
                     self.assertEqual(sent[2], {"role": "tool", "tool_call_id": call["id"],
                                                "content": "9 C"})
 
+    def test_tools_as_a_context_setting(self):
+        r = self.anthropic.request("POST", "/mcp/context",
+                                   {"tools": TOOLS, "tool_choice": {"type": "any"}})
+        self.assertEqual(r.status, 201, r)
+        cid = r.json()["context_id"]
+        g = self.anthropic.request("GET", "/mcp/context/" + cid).json()
+        self.assertEqual((g["tools"], g["tool_choice"]), (TOOLS, {"type": "any"}))
+        self.fake.reset()
+        self.turn(self.anthropic, cid, {"message": "hi"})
+        body = self.last_body()
+        self.assertEqual((body["tools"], body["tool_choice"]), (TOOLS, {"type": "any"}))
+        # A turn's own tools win over the context's.
+        own = [dict(TOOLS[0], name="other")]
+        self.turn(self.anthropic, cid, {"message": "again", "tools": own})
+        self.assertEqual(self.last_body()["tools"], own)
+        self.assertNotIn("tool_choice", self.last_body())
+        # OpenAI gets them too, translated.
+        self.turn(self.openai, cid, {"message": "and you?"})
+        self.assertEqual(self.last_body()["tools"][0]["function"]["name"], "get_weather")
+        self.assertEqual(self.last_body()["tool_choice"], "required")
+        # PATCH "tools": [] takes them away.
+        r = self.anthropic.request("PATCH", "/mcp/context/" + cid, {"tools": []})
+        self.assertEqual(r.status, 200, r)
+        self.assertNotIn("tools", r.json())
+        self.turn(self.anthropic, cid, {"message": "bye"})
+        self.assertNotIn("tools", self.last_body())
+        r = self.anthropic.request("PATCH", "/mcp/context/" + cid, {"tools": [{"name": "x"}]})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("tools[0].input_schema", r.json()["error"])
+
     def test_tools_are_checked(self):
         cid = self.new(self.anthropic)
         before = self.redis.snapshot()

@@ -30,7 +30,7 @@ static inline void sf_stop(redis_fixture *rf, store *s) {
 /* Settings for a new context: no system prompt, no expiry. */
 static inline store_settings sf_settings(const char *strategy, int64_t max_context_tokens,
                                          int64_t max_messages) {
-    store_settings st = {"", "", strategy, 0, max_context_tokens, max_messages};
+    store_settings st = {"", "", strategy, 0, max_context_tokens, max_messages, NULL, NULL};
     return st;
 }
 
