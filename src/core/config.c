@@ -94,8 +94,10 @@ static const option_def options[] = {
      BY_HAND},
     {"CTXD_MAX_TOKENS", "--max-tokens", OPT_INT, "1024", 1, 1000000,
      "default max_tokens for a reply", FIELD(max_tokens)},
-    {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "1048576", 1024, 1073741824LL,
-     "largest request body accepted (413 beyond)", FIELD(max_body_bytes)},
+    {"CTXD_MAX_BODY_BYTES", "--max-body-bytes", OPT_SIZE, "33554432", 1024, 1073741824LL,
+     "largest request body accepted (413 beyond); 32 MiB, Anthropic's request limit, so images "
+     "and PDFs fit (a body takes memory only as it arrives)",
+     FIELD(max_body_bytes)},
     {"CTXD_MAX_MESSAGE_BYTES", "--max-message-bytes", OPT_SIZE, "262144", 16, 1073741824LL,
      "largest single message or system prompt (413 beyond)", FIELD(max_message_bytes)},
     {"CTXD_MAX_MESSAGES", "--max-messages", OPT_INT, "10000", 2, 100000000,

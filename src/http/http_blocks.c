@@ -7,9 +7,12 @@
 #include "http_int.h"
 
 #define METADATA_MAX_BYTES 4096
+/* An image's base64 data: Anthropic takes images of up to 5 MB. */
+#define IMAGE_MAX_BASE64 (5u * 1024 * 1024 / 3 * 4 + 4)
 
 typedef struct why {
     char text[256];
+    int too_large; /* a 413 rather than a 400 */
 } why;
 
 /* obj[key] when it has json type t (NULL: absent or another type). */
@@ -49,6 +52,13 @@ static int check_source(json_object *blk, const char *where, int image, why *w) 
         if (image && !one_of(mt, image_types)) {
             snprintf(w->text, sizeof(w->text),
                      "%s.media_type must be image/jpeg, image/png, image/gif or image/webp", at);
+            return CTXD_ERR;
+        }
+        json_object *data = field(src, "data", json_type_string);
+        if (image && data && (size_t)json_object_get_string_len(data) > IMAGE_MAX_BASE64) {
+            snprintf(w->text, sizeof(w->text),
+                     "%s.data is an image over 5 MB, the largest the providers take", at);
+            w->too_large = 1;
             return CTXD_ERR;
         }
         if (!image && (!mt || strcmp(mt, "application/pdf"))) {
@@ -151,10 +161,16 @@ int http_content_or_respond(const http_req *req, json_object *v, const char *whe
         out->text = json_object_get_string(v);
         out->len = (size_t)json_object_get_string_len(v);
     } else if (json_object_is_type(v, json_type_array)) {
+        w.too_large = 0;
         if (check_blocks(v, where, role, 0, &w)) {
-            *status = http_send_error(req, CTXD_E_INVALID_FIELD, "%s", w.text);
+            *status = http_send_error(
+                req, w.too_large ? CTXD_E_FIELD_TOO_LARGE : CTXD_E_INVALID_FIELD, "%s", w.text);
             return CTXD_ERR;
         }
+        /* Blocks carry images and documents: bounded by the body's limit
+         * (CTXD_MAX_BODY_BYTES, 32 MiB, as the providers' requests), not by
+         * the text's (CTXD_MAX_MESSAGE_BYTES). */
+        max_bytes = req->cfg->max_body_bytes;
         const char *s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
         if (!s || !(out->owned = strdup(s))) {
@@ -170,10 +186,9 @@ int http_content_or_respond(const http_req *req, json_object *v, const char *whe
         return CTXD_ERR;
     }
     if (out->len > max_bytes) {
-        *status = http_send_error(req, CTXD_E_FIELD_TOO_LARGE,
-                                  "%s is %zu bytes; at most %zu are allowed "
-                                  "(CTXD_MAX_MESSAGE_BYTES)",
-                                  where, out->len, max_bytes);
+        *status = http_send_error(
+            req, CTXD_E_FIELD_TOO_LARGE, "%s is %zu bytes; at most %zu are allowed (%s)", where,
+            out->len, max_bytes, out->json ? "CTXD_MAX_BODY_BYTES" : "CTXD_MAX_MESSAGE_BYTES");
         http_content_free(out);
         return CTXD_ERR;
     }
@@ -222,7 +237,7 @@ int http_tools_or_respond(const http_req *req, json_object *body, char **tools, 
                           int *status) {
     static const char *const choices[] = {"auto", "any", "tool", "none", NULL};
     json_object *t = NULL, *c = NULL;
-    why w = {""};
+    why w = {"", 0};
     *tools = *choice = NULL;
     json_object_object_get_ex(body, "tools", &t);
     json_object_object_get_ex(body, "tool_choice", &c);

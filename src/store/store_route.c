@@ -8,7 +8,10 @@
 #include "ctxd/metrics.h"
 #include "store_conn.h"
 
-#define REDIRECTS_MAX 16 /* MOVED, ASK, TRYAGAIN or CLUSTERDOWN answers one command follows */
+/* MOVED, ASK, TRYAGAIN or CLUSTERDOWN answers one command follows; the
+ * Redis timeout bounds them first (a slot that migrates answers ASK and
+ * TRYAGAIN by turns until it is done). */
+#define REDIRECTS_MAX 128
 
 static int same_node(const ctxd_hostport *a, const ctxd_hostport *b) {
     return a->port == b->port && !strcmp(a->host, b->host);

@@ -113,6 +113,23 @@ class AnthropicBlocksTest(BlocksTest):
         self.assertEqual(preview, {"role": "user", "text": "see this\n[image]",
                                    "truncated": False})
 
+    def test_images_up_to_the_providers_size(self):
+        # CTXD_MAX_MESSAGE_BYTES (100000 here) bounds text; blocks go up to
+        # the body's limit (32 MiB by default), an image up to 5 MB.
+        cid = self.create()
+        big = "A" * (4 * 1024 * 1024 // 3 * 4)  # a 4 MB image, base64
+        img = [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                            "data": big}}]
+        self.append(cid, [{"role": "user", "content": img}])
+        self.assertEqual(self.stored(cid)[-1]["content"], img)
+        too = [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                            "data": "A" * (6 * 1024 * 1024 // 3 * 4)}}]
+        r = self.append(cid, [{"role": "user", "content": too}], expect=413)
+        self.assertEqual(r.json()["code"], "field_too_large")
+        self.assertIn("messages[0].content[0].source.data", r.json()["error"])
+        r = self.append(cid, [{"role": "user", "content": "x" * 100001}], expect=413)
+        self.assertIn("CTXD_MAX_MESSAGE_BYTES", r.json()["error"])
+
     def test_malformed_blocks_are_refused_and_nothing_is_stored(self):
         cid = self.create()
         self.append(cid, [{"role": "user", "content": "first"}])
