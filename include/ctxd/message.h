@@ -48,6 +48,13 @@ int message_encode(buf *b, const message *m);
  * CTXD_OK, or CTXD_ERR when json is not such an object. */
 int message_decode(const char *json, size_t len, char *arena, size_t *used, message *out);
 
+/* The role ("" when unknown; "tool_result" for a user message of tool
+ * results, which starts no unit of a window), tokens and seq (-1 when
+ * absent) of a stored message, read from the prefix message_encode writes
+ * without decoding it, else decoded (messages of ctxd 0.4). CTXD_ERR only
+ * when out of memory. */
+int message_head(const char *raw, size_t len, char role[16], int64_t *tokens, int64_t *seq);
+
 /* The one token estimate, for text no upstream has counted: a message costs
  * its bytes / MESSAGE_BYTES_PER_TOKEN plus MESSAGE_TOKEN_OVERHEAD (role and
  * framing); a system prompt only its bytes / MESSAGE_BYTES_PER_TOKEN. The

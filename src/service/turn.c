@@ -238,24 +238,15 @@ cleanup:
     return rc;
 }
 
-/* What one message of a window is: whether a unit starts there (a user
- * message that is not tool results), its seq and tokens. CTXD_ERR when
- * unreadable. */
+/* What one message of a window is, read as the store's window reads it:
+ * whether a unit starts there (a user message that is not tool results),
+ * its seq and tokens. CTXD_ERR when out of memory. */
 static int window_head(const store_blob *b, int *starts, int64_t *seq, int64_t *tokens) {
-    message m;
-    size_t used = 0;
-    char *arena = malloc(b->len + 1);
-    int rc =
-        arena && message_decode(b->data, b->len, arena, &used, &m) == CTXD_OK ? CTXD_OK : CTXD_ERR;
-    if (rc == CTXD_OK) {
-        *starts = !strcmp(m.role, "user") &&
-                  !message_has_tool_result(m.content, m.content_len, m.content_json);
-        *seq = m.seq;
-        *tokens = m.tokens >= 0 ? m.tokens
-                                : message_content_tokens(m.content, m.content_len, m.content_json);
-    }
-    free(arena);
-    return rc;
+    char role[16];
+    if (message_head(b->data, b->len, role, tokens, seq)) return CTXD_ERR;
+    *starts = !strcmp(role, "user");
+    if (*tokens < 0) *tokens = message_tokens(b->len);
+    return CTXD_OK;
 }
 
 /* With prompt caching, a window slides in steps so the cached prefix stays

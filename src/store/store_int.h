@@ -281,11 +281,6 @@ void store_index_cmds(store *s, const char *id, const char *score, store_index_u
 
 /* ---- A turn's window (store_window.c) ---- */
 
-/* The role ("" when unknown), tokens and seq (-1 when absent) of a stored
- * message, from the prefix message_encode writes, else decoded. CTXD_ERR
- * only when out of memory. */
-int store_msg_head(const char *raw, size_t len, char role[16], int64_t *tokens, int64_t *seq);
-
 /* Reads one turn may make of a long window. */
 #define STORE_WINDOW_CHUNKS_MAX 24
 

@@ -11,56 +11,6 @@
  * many again (at least CHUNK): a long window costs a few round trips. */
 #define CHUNK 64
 
-/* Digits at *p into *v; advances *p. 0 when there are none. */
-static int read_int(const char **p, const char *end, int64_t *v) {
-    const char *q = *p;
-    int64_t n = 0;
-    while (q < end && *q >= '0' && *q <= '9' && q - *p < 18) n = n * 10 + (*q++ - '0');
-    if (q == *p) return 0;
-    *v = n;
-    *p = q;
-    return 1;
-}
-
-static int skip(const char **p, const char *end, const char *lit) {
-    size_t n = strlen(lit);
-    if ((size_t)(end - *p) < n || memcmp(*p, lit, n)) return 0;
-    *p += n;
-    return 1;
-}
-
-int store_msg_head(const char *raw, size_t len, char role[16], int64_t *tokens, int64_t *seq) {
-    const char *p = raw, *end = raw + len;
-    role[0] = '\0';
-    *tokens = *seq = -1;
-    /* The prefix message_encode writes: {"seq":N,"role":"R","tokens":T, */
-    if (skip(&p, end, "{\"seq\":") && read_int(&p, end, seq) && skip(&p, end, ",\"role\":\"")) {
-        const char *r = p;
-        while (p < end && *p != '"' && p - r < 15) p++;
-        size_t rl = (size_t)(p - r);
-        if (skip(&p, end, "\",\"tokens\":") && read_int(&p, end, tokens) && skip(&p, end, ",")) {
-            memcpy(role, r, rl);
-            role[rl] = '\0';
-            /* A user message of tool results starts no unit. */
-            if (skip(&p, end, "\"tool_result\":true,")) snprintf(role, 16, "tool_result");
-            return CTXD_OK;
-        }
-    }
-    /* Another field order (ctxd 0.4 and before): decode. */
-    *tokens = *seq = -1;
-    char *arena = malloc(len + 1);
-    size_t used = 0;
-    message m;
-    if (!arena) return CTXD_ERR;
-    if (message_decode(raw, len, arena, &used, &m) == CTXD_OK) {
-        snprintf(role, 16, "%s", m.role ? m.role : "");
-        *tokens = m.tokens;
-        *seq = m.seq;
-    }
-    free(arena);
-    return CTXD_OK;
-}
-
 /* The messages read so far: contiguous ranges of the list, newest first. */
 typedef struct chunks {
     redisReply *r[STORE_WINDOW_CHUNKS_MAX];
@@ -144,7 +94,7 @@ int store_window(store *s, const ctx_keys *k, redisReply *tail, int64_t len, int
             }
             char role[16];
             int64_t t, seq;
-            if (store_msg_head(e->str, e->len, role, &t, &seq)) {
+            if (message_head(e->str, e->len, role, &t, &seq)) {
                 store_fail(s, CTXD_E_NOMEM, "out of memory");
                 goto cleanup;
             }
