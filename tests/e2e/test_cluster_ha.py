@@ -21,6 +21,16 @@ def redirects(ctxd):
 class ClusterLoad:
     """Helpers shared by the two cases: contexts, clients, and the checks."""
 
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.ctxd.stop()
+            if rc != 0:
+                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+        finally:
+            cls.ctxd.cleanup()
+            cls.cluster.cleanup()
+
     def start_clients(self, n):
         cids = []
         for _ in range(n):
@@ -74,16 +84,6 @@ class FailoverTest(ClusterLoad, unittest.TestCase):
                                               "CTXD_REDIS_TIMEOUT_MS": "500",
                                               "CTXD_LOCK_TTL_MS": "1000"}).start()
 
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
-        finally:
-            cls.ctxd.cleanup()
-            cls.cluster.cleanup()
-
     def test_master_killed_under_load(self):
         clients = self.start_clients(9)
         busy = {}
@@ -131,16 +131,6 @@ class ReshardTest(ClusterLoad, unittest.TestCase):
     def setUpClass(cls):
         cls.cluster = RedisCluster(replicas=0).start()
         cls.ctxd = Ctxd(cls.cluster.url).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
-        finally:
-            cls.ctxd.cleanup()
-            cls.cluster.cleanup()
 
     def node_id(self, port):
         return self.cluster.node_cli(port, "CLUSTER", "MYID")
