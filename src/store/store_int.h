@@ -164,8 +164,10 @@ const char *store_addr(const store *s);
 redisReply *store_command(store *s, int argc, const char **argv, const size_t *lens);
 redisReply *store_read_command(store *s, int argc, const char **argv);
 
-/* Send argc commands pipelined (argvs[i] with argcs[i] words) and return the
- * last reply (caller frees), or NULL with s->err. */
+/* Send argc commands pipelined (argvs[i] with argcs[i] words) to the server
+ * of the first key, and return the last reply (caller frees), or NULL with
+ * s->err. On a cluster their keys must share a slot (store_index_cmds
+ * leaves out the other slot's command there). */
 redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs);
 
 /* Send n commands pipelined, their keys all in one hash slot, and put every

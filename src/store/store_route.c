@@ -240,29 +240,18 @@ redisReply *store_read_command(store *s, int argc, const char **argv) {
     return r;
 }
 
-redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs) {
-    store_impl *im = s->impl;
+/* The first key a pipeline names: where it goes. */
+static const char *first_key(int n, const char **const *argvs, const int *argcs) {
     const char *key = NULL;
-    int split = 0;
-    for (int i = 0; i < n; i++) {
-        const char *k = key_of(argcs[i], argvs[i]);
-        if (!k) continue;
-        if (!key) key = k;
-        split |= store_cluster_slot(k, strlen(k)) != store_cluster_slot(key, strlen(key));
-    }
-    if (!split || !store_conn_cluster(im)) return store_route_run(s, key, n, argvs, argcs, NULL);
-    /* Keys on different slots: one command at a time, each to its node. */
-    redisReply *last = NULL;
-    for (int i = 0; i < n; i++) {
-        if (last) freeReplyObject(last);
-        if (!(last = store_command(s, argcs[i], argvs[i], NULL))) return NULL;
-    }
-    return last;
+    for (int i = 0; i < n && !key; i++) key = key_of(argcs[i], argvs[i]);
+    return key;
+}
+
+redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs) {
+    return store_route_run(s, first_key(n, argvs, argcs), n, argvs, argcs, NULL);
 }
 
 int store_pipeline_all(store *s, int n, const char **const *argvs, const int *argcs,
                        redisReply **rs) {
-    const char *key = NULL;
-    for (int i = 0; i < n && !key; i++) key = key_of(argcs[i], argvs[i]);
-    return store_route_run_all(s, key, n, argvs, argcs, NULL, rs);
+    return store_route_run_all(s, first_key(n, argvs, argcs), n, argvs, argcs, NULL, rs);
 }
