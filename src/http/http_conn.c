@@ -429,8 +429,9 @@ static void on_readable(http_conn *c) {
 /* ---- HTTPS: the first bytes and the handshake ---- */
 
 /* What the first bytes on the HTTPS port are: 1 TLS (or garbage, which the
- * handshake refuses), 2 plain HTTP (an uppercase method, then a space), 0
- * none yet, -1 the client left. Peeked: the handshake reads them again. */
+ * handshake refuses), 2 plain HTTP (an uppercase method of three letters or
+ * more, then a space, or the start of one still arriving), 0 none yet, -1 the
+ * client left. Peeked: the handshake reads them again. */
 static int sniff(http_conn *c) {
     unsigned char b[16];
     ssize_t n = recv(c->fd, b, sizeof(b), MSG_PEEK);
@@ -438,7 +439,7 @@ static int sniff(http_conn *c) {
     if (n == 0) return -1;
     ssize_t i = 0;
     while (i < n && b[i] >= 'A' && b[i] <= 'Z') i++;
-    return i > 0 && (i == n || b[i] == ' ') ? 2 : 1;
+    return i > 0 && (i == n || (i >= 3 && b[i] == ' ')) ? 2 : 1;
 }
 
 /* Plain HTTP on the HTTPS port: a plain-text 400 saying so, then close. */
