@@ -22,14 +22,31 @@ missing=()
 for p in $want; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The SDK tests need npm (Debian's, or the one nodesource's nodejs carries).
+if [ "${1:-build}" = test ] && ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-  SUDO="sudo"
+install_missing() {
+  [ ${#missing[@]} -eq 0 ] && return 0
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  echo "deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+install_missing
+
+# The official SDKs (and the Node.js 22 openai 7 asks for), exactly as
+# tests/node/package-lock.json pins them; again only when the lockfile changed.
+if [ "${1:-build}" = test ]; then
+  node_dir="$(dirname "$0")/../tests/node"
+  stamp="$node_dir/node_modules/.ctxd-lock"
+  if ! cmp -s "$node_dir/package-lock.json" "$stamp"; then
+    echo "deps.sh: npm ci in tests/node" >&2
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >&2
+    cp "$node_dir/package-lock.json" "$stamp"
+  fi
 fi
-echo "deps.sh: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

