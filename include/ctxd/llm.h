@@ -19,6 +19,12 @@ typedef struct llm_message {
  * go on, CTXD_ERR to abort the call (the response then has LLM_ERR_ABORTED). */
 typedef int (*llm_delta_fn)(void *arg, const char *text, size_t len);
 
+/* Called, when streaming, with each finished block of the reply that is not
+ * text (thinking, redacted_thinking, tool_use: the JSON text of the block
+ * as stored), in the reply's order among the text deltas. Same return rule
+ * as llm_delta_fn. */
+typedef int (*llm_block_fn)(void *arg, const char *block_json, size_t len);
+
 /* Called now and then while a call is in flight (at least every second or so,
  * and during retry waits). Return CTXD_ERR to abort the call. The turn uses it
  * to keep its Redis lock alive. */
@@ -32,6 +38,7 @@ typedef struct llm_request {
     const llm_message *messages; /* history, the new user message last */
     size_t n_messages;
     llm_delta_fn on_delta; /* non-NULL: stream from the upstream */
+    llm_block_fn on_block; /* may be NULL; gets on_delta_arg */
     void *on_delta_arg;
     int summarize;       /* a summary fold, not a conversation turn (echo tells them apart) */
     llm_tick_fn on_tick; /* may be NULL */
@@ -44,6 +51,13 @@ typedef struct llm_request {
     /* Anthropic with CTXD_PROMPT_CACHE: cache_control breakpoints on the
      * tools, the system prompt and the last message before the new one. */
     int cache_prefix;
+    /* Further fields for the upstream's body (a JSON object's text, or
+     * NULL), as a client of one provider's API wrote them (extra_openai 1:
+     * OpenAI's Chat Completions, 0: Anthropic's Messages): temperature,
+     * stop_sequences, metadata, thinking... Sent as given to that provider;
+     * the other gets the ones with a counterpart (llm_json_add_extra). */
+    const char *extra_json;
+    int extra_openai;
 } llm_request;
 
 typedef enum {

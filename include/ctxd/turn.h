@@ -9,6 +9,14 @@
 #include "ctxd/llm.h"
 #include "ctxd/worker.h"
 
+/* A new message a client sends before a turn's own (routes_sdk.c). */
+typedef struct turn_message {
+    const char *role; /* "user" / "assistant" */
+    const char *content;
+    size_t len;
+    int json; /* content is the JSON text of content blocks */
+} turn_message;
+
 typedef struct turn_request {
     const char *context_id; /* validated by the caller */
     const char *message;    /* user text, valid UTF-8, or with message_json the JSON
@@ -17,15 +25,27 @@ typedef struct turn_request {
     const char *idem_key; /* Idempotency-Key or NULL */
     uint64_t fingerprint; /* of the request, to spot a reused key */
     /* Streaming: on_start runs once the turn is admitted (context found, lock
-     * held), before the model is called; on_delta gets each piece. */
-    void (*on_start)(void *arg);
+     * held), before the model is called, with the model it asks for;
+     * on_delta gets each piece of text, on_block (may be NULL) each other
+     * block, in order. */
+    void (*on_start)(void *arg, const char *model);
     llm_delta_fn on_delta;
+    llm_block_fn on_block;
     void *stream_arg;
     int message_json;             /* message is content blocks */
     const char *tools_json;       /* tools the model may call (Anthropic's shape), or NULL */
     const char *tool_choice_json; /* or NULL */
     const char *metadata;         /* the client's metadata for the message (JSON text), or NULL */
     size_t metadata_len;
+    /* What the SDK routes add (all optional, borrowed): */
+    const turn_message *lead; /* new messages before message, stored with it in order */
+    size_t n_lead;
+    const char *system;     /* this call's system prompt instead of the context's */
+    const char *model;      /* the model, unless the context names one */
+    int max_tokens;         /* <= 0: CTXD_MAX_TOKENS */
+    const char *extra_json; /* further upstream fields, see llm_request */
+    int extra_openai;
+    const char *reply_id; /* the id to store the reply under ("msg_" + 32 hex), or NULL */
 } turn_request;
 
 /* Messages appended without a model call (POST .../messages). */
@@ -45,7 +65,8 @@ typedef struct turn_append_request {
 
 /* What the model answered in a turn. */
 typedef struct turn_reply {
-    char *text; /* owned, NUL-terminated */
+    char id[40]; /* the stored reply's id; "" in a replay */
+    char *text;  /* owned, NUL-terminated */
     size_t text_len;
     char *content_json; /* owned: the reply's blocks when not only text (tool_use, thinking) */
     size_t content_json_len;

@@ -85,6 +85,7 @@ const char *http_status_reason(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 529: return "Overloaded";
     default: return "Unknown";
     }
 }
@@ -101,5 +102,43 @@ int http_error_body(buf *b, ctxd_err err, const char *msg, int with_status) {
     buf_put_json_string(b, errors[err].code, strlen(errors[err].code));
     if (with_status) buf_printf(b, ",\"status\":%d", errors[err].status);
     buf_puts(b, "}");
+    return b->err ? CTXD_ERR : CTXD_OK;
+}
+
+/* Anthropic's error type for a status (its documented ones). */
+static const char *anthropic_type(int status) {
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 529: return "overloaded_error";
+    default: return status < 500 ? "invalid_request_error" : "api_error";
+    }
+}
+
+/* OpenAI's error type for a status. */
+static const char *openai_type(int status) {
+    if (status == 401) return "authentication_error";
+    if (status == 429) return "rate_limit_error";
+    return status < 500 ? "invalid_request_error" : "server_error";
+}
+
+int http_error_body_api(buf *b, http_api api, ctxd_err err, const char *msg, int *status) {
+    err = known(err);
+    *status = errors[err].status;
+    if (err == CTXD_E_UPSTREAM_REJECTED) *status = 400; /* the request itself, as sent on */
+    if (err == CTXD_E_UPSTREAM_OVERLOADED && api == HTTP_API_ANTHROPIC) *status = 529;
+    const char *type = api == HTTP_API_ANTHROPIC ? anthropic_type(*status) : openai_type(*status);
+    if (api == HTTP_API_ANTHROPIC) {
+        buf_printf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
+        buf_put_json_string(b, msg, strlen(msg));
+        buf_puts(b, "}}");
+    } else {
+        buf_puts(b, "{\"error\":{\"message\":");
+        buf_put_json_string(b, msg, strlen(msg));
+        buf_printf(b, ",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}", type, errors[err].code);
+    }
     return b->err ? CTXD_ERR : CTXD_OK;
 }

@@ -17,6 +17,10 @@
 
 struct http_conn;
 
+/* The API a route speaks, which shapes its errors: ctxd's own, or a
+ * provider's for the SDK routes (routes_sdk.c). */
+typedef enum { HTTP_API_CTXD = 0, HTTP_API_ANTHROPIC, HTTP_API_OPENAI } http_api;
+
 /* What a handler gets besides the connection. All fields are borrowed for
  * the duration of the call. */
 typedef struct http_req {
@@ -31,6 +35,7 @@ typedef struct http_req {
     const char *cors_origin; /* an allowed Origin to answer with CORS headers, or NULL */
     auth_identity *who;      /* the caller, once http_auth_or_respond passed */
     const char *ratelimit;   /* RateLimit-Policy and RateLimit header lines, or NULL */
+    http_api api;            /* the matched route's */
 } http_req;
 
 /* A handler answers the request itself and returns the HTTP status sent. */
@@ -41,12 +46,16 @@ typedef int (*http_handler)(const http_req *req);
 /* Register a route before the server starts. pattern segments are literal
  * or "{id}". Returns CTXD_ERR when the table is full. */
 int http_route(const char *method, const char *pattern, http_handler fn);
+/* The same for a route that speaks a provider's API: its errors, auth's
+ * included, come in that provider's shape. */
+int http_route_api(const char *method, const char *pattern, http_handler fn, http_api api);
 
 /* Route groups, each in its own file; http_server_start registers them. */
 void routes_context_register(void);
 void routes_turn_register(void);
 void routes_health_register(void);
 void routes_admin_register(void);
+void routes_sdk_register(void);
 
 /* 1 while the process drains (SIGTERM): answers close their connection. */
 int http_server_draining(void);
@@ -107,6 +116,12 @@ int http_error_retry_after(ctxd_err err);
 /* The one error body: {"error": msg, "code": "<err's code>"} and, with
  * with_status, "status". CTXD_ERR when out of memory (b->err). */
 int http_error_body(buf *b, ctxd_err err, const char *msg, int with_status);
+/* The same error as a provider's API answers it (api not HTTP_API_CTXD):
+ * Anthropic's {"type":"error","error":{"type","message"}} or OpenAI's
+ * {"error":{"message","type","param","code"}} (code: ctxd's), and the
+ * status that API uses for it (*status; an overloaded upstream is
+ * Anthropic's 529, a request the upstream refused a 400). */
+int http_error_body_api(buf *b, http_api api, ctxd_err err, const char *msg, int *status);
 
 /* The one writer of error answers: err's status, the error body with msg,
  * Retry-After (retry_after_s, else the table's) and extra headers. */

@@ -81,7 +81,10 @@ int http_send_error_with(const http_req *req, ctxd_err err, int retry_after_s,
     }
     buf b;
     buf_init(&b);
-    http_error_body(&b, err, msg, 0);
+    if (req->api != HTTP_API_CTXD)
+        http_error_body_api(&b, req->api, err, msg, &status);
+    else
+        http_error_body(&b, err, msg, 0);
     buf_puts(&b, "\n");
     if (status >= 500) log_msg(LOG_WARN, "%s %s -> %d: %s", req->method, req->path, status, msg);
     if (b.err) {

@@ -20,6 +20,7 @@ typedef struct route {
     const char *method;
     const char *pattern;
     http_handler fn;
+    http_api api;
 } route;
 
 static route routes[MAX_ROUTES];
@@ -46,14 +47,19 @@ void http_server_drain(void) {
 
 long http_inflight(void) { return metrics_inflight_now(); }
 
-int http_route(const char *method, const char *pattern, http_handler fn) {
+int http_route_api(const char *method, const char *pattern, http_handler fn, http_api api) {
     if (n_routes == MAX_ROUTES) return CTXD_ERR;
     metrics_register_route(n_routes, method, pattern);
     routes[n_routes].method = method;
     routes[n_routes].pattern = pattern;
     routes[n_routes].fn = fn;
+    routes[n_routes].api = api;
     n_routes++;
     return CTXD_OK;
+}
+
+int http_route(const char *method, const char *pattern, http_handler fn) {
+    return http_route_api(method, pattern, fn, HTTP_API_CTXD);
 }
 
 /* Match path against pattern; *id gets the {id} segment (copied into idbuf). */
@@ -102,6 +108,7 @@ static int route_request(http_req *req, char *idbuf, size_t idlen, int *matched)
             continue;
         }
         req->id = id;
+        req->api = routes[i].api;
         *matched = i;
         if (atomic_load(&draining) && strcmp(routes[i].pattern, "/healthz") &&
             strcmp(routes[i].pattern, "/metrics"))
@@ -139,7 +146,8 @@ static void serve(http_conn *c, ctxd_worker *w) {
     snprintf(path, sizeof(path), "%s", strlen(h->path) < sizeof(path) ? h->path : "/");
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
-    http_req req = {h->method, path, h->query, NULL, w, server_cfg, c, rid, NULL, NULL, NULL};
+    http_req req = {h->method, path, h->query, NULL, w,    server_cfg,
+                    c,         rid,  NULL,     NULL, NULL, HTTP_API_CTXD};
 
     int status, matched = -1;
     if (strlen(h->path) >= sizeof(path))
@@ -214,6 +222,7 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     routes_turn_register();
     routes_health_register();
     routes_admin_register();
+    routes_sdk_register();
     raise_fd_limit();
     queue.threads = calloc((size_t)cfg->threads, sizeof(*queue.threads));
     if (!queue.threads) {

@@ -41,7 +41,10 @@ static void stream_begin(stream_state *ss, const char *const *headers) {
     ss->started = 1;
 }
 
-static void stream_start(void *arg) { stream_begin(arg, NULL); }
+static void stream_start(void *arg, const char *model) {
+    (void)model;
+    stream_begin(arg, NULL);
+}
 
 static int stream_delta(void *arg, const char *text, size_t len) {
     stream_state *ss = arg;

@@ -122,6 +122,10 @@ static json_object *anthropic_body(const ctxd_config *cfg, const llm_request *re
         json_object_put(o);
         return NULL;
     }
+    if (llm_json_add_extra(o, req, 0)) {
+        json_object_put(o);
+        return NULL;
+    }
     if (req->cache_prefix && cfg->prompt_cache) mark_cache(o, req);
     if (req->on_delta) json_object_object_add(o, "stream", json_object_new_boolean(1));
     return o;
@@ -186,9 +190,15 @@ static int anthropic_event(void *arg, llm_http *h, const char *event, const char
             buf_puts(&st->json, s);
         }
     } else if (!strcmp(type, "content_block_stop")) {
+        size_t had = st->blocks ? json_object_array_length(st->blocks) : 0;
         if (block_stop(st)) {
             llm_http_fail(h, LLM_ERR_UPSTREAM, 200, 0, "the upstream streamed a malformed block");
             rc = CTXD_ERR;
+        } else if (st->blocks && json_object_array_length(st->blocks) > had) {
+            /* A finished block that is not text goes on whole, in its place. */
+            json_object *b = json_object_array_get_idx(st->blocks, had);
+            const char *bt = llm_json_str(b, "type");
+            if (!bt || strcmp(bt, "text")) rc = llm_http_emit_block(h, b);
         }
     } else if (!strcmp(type, "message_delta")) {
         json_object_object_get_ex(o, "delta", &v);

@@ -135,6 +135,22 @@ static int emit(llm_http *h, const char *text, size_t len) {
     return CTXD_OK;
 }
 
+int llm_http_emit_block(llm_http *h, json_object *block) {
+    if (!h->req || !h->req->on_block || !h->call || !h->call->stream) return CTXD_OK;
+    const char *s = json_object_to_json_string_ext(block, JSON_C_TO_STRING_PLAIN |
+                                                              JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (!s) {
+        llm_http_fail(h, LLM_ERR_UPSTREAM, h->status, 0, "out of memory passing a block on");
+        return CTXD_ERR;
+    }
+    h->delivered = 1;
+    if (h->req->on_block(h->req->on_delta_arg, s, strlen(s))) {
+        llm_http_fail(h, LLM_ERR_ABORTED, h->status, 0, "the stream was aborted by the client");
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
+
 int llm_http_emit_str(llm_http *h, json_object *obj, const char *key) {
     json_object *v = NULL;
     if (!obj || !json_object_object_get_ex(obj, key, &v) ||

@@ -126,6 +126,8 @@ int llm_http_post(llm_http *h, const ctxd_config *cfg, const llm_request *req, l
  * on_delta aborted (the call then ends LLM_ERR_ABORTED) or the reply outgrew
  * LLM_HTTP_MAX_BODY. */
 int llm_http_emit_str(llm_http *h, json_object *obj, const char *key);
+/* Pass a finished block that is not text to req->on_block when streaming. */
+int llm_http_emit_block(llm_http *h, json_object *block);
 
 /* Record why this attempt failed; retryable says whether another attempt may
  * help (ignored once text reached on_delta). status is the HTTP status. The
@@ -170,6 +172,12 @@ int llm_json_add_messages(json_object *body, const llm_request *req, const char 
 /* body[key] = the JSON value json (text); nothing when json is NULL.
  * CTXD_ERR when it is not JSON or memory ran out. */
 int llm_json_add_raw(json_object *body, const char *key, const char *json);
+/* Add req->extra_json's fields to body for an upstream of one API (openai 1:
+ * Chat Completions, 0: Messages): all of them when the client wrote them
+ * for that API, else those with a counterpart there (temperature, top_p,
+ * stop_sequences/stop, metadata.user_id/user). Fields body already has are
+ * kept. CTXD_ERR when out of memory or extra_json is no object. */
+int llm_json_add_extra(json_object *body, const llm_request *req, int openai);
 
 /* Keep the blocks of a reply in resp->content_json when any is not text. */
 int llm_json_keep_blocks(llm_response *resp, json_object *content);

@@ -91,6 +91,60 @@ int llm_json_add_raw(json_object *body, const char *key, const char *json) {
     return CTXD_OK;
 }
 
+/* body[key] = v (a new reference taken) unless body has key. */
+static void add_new(json_object *body, const char *key, json_object *v) {
+    if (v && !json_object_object_get_ex(body, key, NULL))
+        json_object_object_add(body, key, json_object_get(v));
+}
+
+/* The fields of one API that have a counterpart in the other. */
+static int add_translated(json_object *body, json_object *extra, int openai) {
+    json_object *v;
+    if (json_object_object_get_ex(extra, "temperature", &v)) add_new(body, "temperature", v);
+    if (json_object_object_get_ex(extra, "top_p", &v)) add_new(body, "top_p", v);
+    if (openai) { /* Messages' fields for Chat Completions */
+        if (json_object_object_get_ex(extra, "stop_sequences", &v)) add_new(body, "stop", v);
+        json_object *meta;
+        if (json_object_object_get_ex(extra, "metadata", &meta) &&
+            json_object_object_get_ex(meta, "user_id", &v))
+            add_new(body, "user", v);
+        return CTXD_OK;
+    }
+    if (json_object_object_get_ex(extra, "stop", &v) && v) { /* a string or an array */
+        json_object *arr =
+            json_object_is_type(v, json_type_array) ? json_object_get(v) : json_object_new_array();
+        if (!arr) return CTXD_ERR;
+        if (!json_object_is_type(v, json_type_array))
+            json_object_array_add(arr, json_object_get(v));
+        add_new(body, "stop_sequences", arr);
+        json_object_put(arr);
+    }
+    if (json_object_object_get_ex(extra, "user", &v) && v &&
+        !json_object_object_get_ex(body, "metadata", NULL)) {
+        json_object *meta = json_object_new_object();
+        if (!meta) return CTXD_ERR;
+        json_object_object_add(meta, "user_id", json_object_get(v));
+        json_object_object_add(body, "metadata", meta);
+    }
+    return CTXD_OK;
+}
+
+int llm_json_add_extra(json_object *body, const llm_request *req, int openai) {
+    if (!req->extra_json) return CTXD_OK;
+    json_object *extra = llm_json_parse(req->extra_json, strlen(req->extra_json));
+    int rc = CTXD_ERR;
+    if (!extra || !json_object_is_type(extra, json_type_object)) goto cleanup;
+    if (!req->extra_openai != !openai) {
+        rc = add_translated(body, extra, openai);
+        goto cleanup;
+    }
+    json_object_object_foreach(extra, key, v) add_new(body, key, v);
+    rc = CTXD_OK;
+cleanup:
+    json_object_put(extra);
+    return rc;
+}
+
 int llm_json_keep_blocks(llm_response *resp, json_object *content) {
     int other = 0;
     for (size_t i = 0; i < json_object_array_length(content); i++) {

@@ -57,7 +57,7 @@ static const char *max_tokens_field(const ctxd_config *cfg) {
 static json_object *openai_body(const ctxd_config *cfg, const llm_request *req) {
     json_object *o = llm_json_body_new(cfg, req, max_tokens_field(cfg));
     if (!o || llm_json_add_messages(o, req, req->system && *req->system ? req->system : NULL, 1) ||
-        llm_blocks_openai_tools(o, req))
+        llm_blocks_openai_tools(o, req) || llm_json_add_extra(o, req, 1))
         goto oom;
     if (req->on_delta) {
         json_object *so = json_object_new_object();
@@ -186,6 +186,15 @@ static int openai_finish(void *arg, llm_http *h, const char *body, size_t len, l
         }
         if (!strcmp(resp->stop_reason, "tool_calls"))
             snprintf(resp->stop_reason, sizeof(resp->stop_reason), "tool_use");
+        /* The calls go on to a streaming client whole, after the text. */
+        json_object *blocks = llm_json_parse(resp->content_json, resp->content_json_len);
+        for (size_t i = 0; rc == CTXD_OK && i < json_object_array_length(blocks); i++) {
+            json_object *b = json_object_array_get_idx(blocks, i);
+            const char *bt = llm_json_str(b, "type");
+            if (bt && !strcmp(bt, "tool_use")) rc = llm_http_emit_block(h, b);
+        }
+        json_object_put(blocks);
+        return rc;
     }
     return CTXD_OK;
 }

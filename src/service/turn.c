@@ -187,38 +187,54 @@ static int commit(ctxd_worker *w, const turn_request *req, const char *token, in
                   const store_context *ctx, const turn_history *h, int64_t user_estimate,
                   llm_response *r, turn_result *res) {
     const ctxd_config *cfg = w->cfg;
-    char sig_after[64];
+    char sig_after[64], reply_id[40];
     char *rec = NULL;
-    size_t rec_len = 0;
-    store_blob blobs[2] = {{NULL, 0}, {NULL, 0}};
-    int64_t now = util_now_ms();
+    size_t rec_len = 0, n = req->n_lead + 2, ok = 0;
+    store_blob *blobs = calloc(n, sizeof(*blobs));
+    int64_t now = util_now_ms(), seq = ctx->next_seq;
     int64_t reply_tokens = r->output_tokens >= 0 ? r->output_tokens : message_tokens(r->text_len);
-    prompt_sig(sig_after, sizeof(sig_after), ctx, ctx->next_seq + 2);
+    int rc = CTXD_ERR;
+    prompt_sig(sig_after, sizeof(sig_after), ctx, ctx->next_seq + (int64_t)n);
     turn_content user = {req->message, req->message_len, req->message_json, req->metadata,
                          req->metadata_len},
                  reply = {r->content_json ? r->content_json : r->text,
                           r->content_json ? r->content_json_len : r->text_len,
                           r->content_json != NULL, NULL, 0};
-    blobs[0].data = turn_message_json(ctx->next_seq, "user", &user, now,
-                                      user_tokens(ctx, h, r, user_estimate), NULL, &blobs[0].len);
-    blobs[1].data = turn_message_json(ctx->next_seq + 1, "assistant", &reply, now, reply_tokens, r,
-                                      &blobs[1].len);
+    if (req->reply_id)
+        snprintf(reply_id, sizeof(reply_id), "%s", req->reply_id);
+    else if (turn_message_id(reply_id))
+        goto oom;
+    if (!blobs) goto oom;
+    for (size_t i = 0; i < req->n_lead; i++) {
+        const turn_message *m = &req->lead[i];
+        turn_content c = {m->content, m->len, m->json, NULL, 0};
+        blobs[i].data = turn_message_json(seq + (int64_t)i, m->role, &c, now,
+                                          message_content_tokens(m->content, m->len, m->json), NULL,
+                                          NULL, &blobs[i].len);
+        ok += blobs[i].data != NULL;
+    }
+    /* The user message's exact count is known only when it is the one new. */
+    blobs[n - 2].data = turn_message_json(
+        seq + (int64_t)n - 2, "user", &user, now,
+        req->n_lead ? message_content_tokens(req->message, req->message_len, req->message_json)
+                    : user_tokens(ctx, h, r, user_estimate),
+        NULL, NULL, &blobs[n - 2].len);
+    blobs[n - 1].data = turn_message_json(seq + (int64_t)n - 1, "assistant", &reply, now,
+                                          reply_tokens, r, reply_id, &blobs[n - 1].len);
+    ok += (blobs[n - 2].data != NULL) + (blobs[n - 1].data != NULL);
     take_reply(res, r);
+    snprintf(res->reply.id, sizeof(res->reply.id), "%s", reply_id);
     if (req->idem_key)
         rec =
             turn_idem_record_reply(cfg->idempotency_ttl_s, req->fingerprint, &res->reply, &rec_len);
-    int rc = CTXD_ERR;
-    if (!blobs[0].data || !blobs[1].data || (req->idem_key && !rec)) {
-        ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
-        goto cleanup;
-    }
+    if (ok < n || (req->idem_key && !rec)) goto oom;
     store_append_req ar = {
         .id = req->context_id,
         .token = token,
         .expected_next_seq = ctx->next_seq,
         .now_ms = now,
         .messages = blobs,
-        .n_messages = 2,
+        .n_messages = n,
         .idem_key = req->idem_key,
         .idem_record = {rec, rec_len},
         .idem_ttl_s = cfg->idempotency_ttl_s,
@@ -231,9 +247,12 @@ static int commit(ctxd_worker *w, const turn_request *req, const char *token, in
         context_store_error(&res->error, w, req->context_id);
     else
         rc = CTXD_OK;
+    goto cleanup;
+oom:
+    ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
 cleanup:
-    free(blobs[0].data);
-    free(blobs[1].data);
+    for (size_t i = 0; blobs && i < n; i++) free(blobs[i].data);
+    free(blobs);
     free(rec);
     return rc;
 }
@@ -306,10 +325,20 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
 
     turn_lock_keeper keeper;
     turn_lock_keeper_init(&keeper, w, id, token);
+    if (req->system) { /* this call's own system prompt (an SDK route's "system") */
+        char *s = strdup(req->system);
+        if (!s) {
+            ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        free(ctx.system);
+        ctx.system = s;
+    }
     if (fold_if_needed(w, req, token, &keeper, user_estimate, &ctx, res)) goto cleanup;
     int64_t fixed = user_estimate + message_system_tokens(strlen(ctx.system));
     step_window(cfg, &ctx, fixed);
-    if (ctx.total_messages + 2 > cfg->max_messages && ctx.max_messages == 0) {
+    if (ctx.total_messages + 2 + (int64_t)req->n_lead > cfg->max_messages &&
+        ctx.max_messages == 0) {
         ctxd_error_set(&res->error, CTXD_E_CONTEXT_FULL,
                        "Context %s holds %" PRId64 " messages; at most %ld are allowed "
                        "(CTXD_MAX_MESSAGES); set max_messages on the context to keep only "
@@ -317,23 +346,34 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
                        id, ctx.total_messages, cfg->max_messages);
         goto cleanup;
     }
-    if (turn_history_parse(&h, id, ctx.messages, ctx.n_messages) ||
+    if (turn_history_parse(&h, id, ctx.messages, ctx.n_messages, req->n_lead + 1) ||
         !(system = system_prompt(&ctx, summary_room(&ctx, fixed)))) {
         ctxd_error_set(&res->error, CTXD_E_NOMEM, "out of memory");
         goto cleanup;
     }
     if (check_budget(&ctx, &h, fixed, res)) goto cleanup;
-    h.msgs[h.n].role = "user";
-    h.msgs[h.n].content = req->message;
-    h.msgs[h.n].content_len = req->message_len;
-    h.msgs[h.n].content_json = req->message_json;
+    size_t n = h.n;
+    for (size_t i = 0; i < req->n_lead; i++, n++) {
+        h.msgs[n].role = req->lead[i].role;
+        h.msgs[n].content = req->lead[i].content;
+        h.msgs[n].content_len = req->lead[i].len;
+        h.msgs[n].content_json = req->lead[i].json;
+    }
+    h.msgs[n].role = "user";
+    h.msgs[n].content = req->message;
+    h.msgs[n].content_len = req->message_len;
+    h.msgs[n].content_json = req->message_json;
     llm_request lr = {
         .context_id = id,
         .system = system[0] ? system : NULL,
-        .model = ctx.model[0] ? ctx.model : NULL,
+        .model = ctx.model[0] ? ctx.model : req->model,
+        .max_tokens = req->max_tokens,
         .messages = h.msgs,
-        .n_messages = h.n + 1,
+        .n_messages = n + 1,
         .on_delta = req->on_delta,
+        .on_block = req->on_block,
+        .extra_json = req->extra_json,
+        .extra_openai = req->extra_openai,
         .on_delta_arg = req->stream_arg,
         .on_tick = turn_lock_tick,
         .on_tick_arg = &keeper,
@@ -347,7 +387,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         .cache_prefix = 1,
     };
     if (req->on_start) {
-        req->on_start(req->stream_arg);
+        req->on_start(req->stream_arg, lr.model && *lr.model ? lr.model : cfg->model);
         res->started = 1;
     }
     if (llm_complete(w->llm, &lr, &r)) {
@@ -374,6 +414,9 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res) {
     /* The new message is estimated; the read script adds the system
      * prompt's share and the summary's known count. */
     int64_t estimate = message_content_tokens(req->message, req->message_len, req->message_json);
+    for (size_t i = 0; i < req->n_lead; i++)
+        estimate +=
+            message_content_tokens(req->lead[i].content, req->lead[i].len, req->lead[i].json);
     int rc = turn_lock_begin(w, req->context_id, req->idem_key, req->fingerprint, STORE_TURN_WINDOW,
                              estimate, token, &ctx, &locked_ms, res);
     if (rc != CTXD_OK || res->replayed) return rc;

@@ -20,8 +20,9 @@ static int encode_all(const turn_append_request *req, int64_t first_seq, int64_t
                           req->content_json ? req->content_json[i] : 0,
                           req->metadatas ? req->metadatas[i] : NULL,
                           req->metadata_lens ? req->metadata_lens[i] : 0};
-        b->data = turn_message_json(first_seq + (int64_t)i, req->roles[i], &c, now,
-                                    message_content_tokens(c.text, c.len, c.json), NULL, &b->len);
+        b->data =
+            turn_message_json(first_seq + (int64_t)i, req->roles[i], &c, now,
+                              message_content_tokens(c.text, c.len, c.json), NULL, NULL, &b->len);
         if (!b->data) return CTXD_ERR;
     }
     return CTXD_OK;

@@ -1,5 +1,6 @@
 /* turn_history.c: stored messages decoded for a model call, and the summary fold. */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,14 +18,15 @@ void turn_history_free(turn_history *h) {
     memset(h, 0, sizeof(*h));
 }
 
-int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs, size_t n) {
+int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs, size_t n,
+                       size_t more) {
     size_t room = 1, used = 0;
     memset(h, 0, sizeof(*h));
     h->last_reply_tokens = -1;
     for (size_t i = 0; i < n; i++) room += blobs[i].len + 2;
     h->arena = malloc(room);
-    h->msgs = calloc(n + 1, sizeof(*h->msgs));
-    h->seqs = calloc(n + 1, sizeof(*h->seqs));
+    h->msgs = calloc(n + more, sizeof(*h->msgs));
+    h->seqs = calloc(n + more, sizeof(*h->seqs));
     if (!h->arena || !h->msgs || !h->seqs) return CTXD_ERR;
     for (size_t i = 0; i < n; i++) {
         message m;
@@ -49,10 +51,19 @@ int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs,
     return CTXD_OK;
 }
 
+int turn_message_id(char out[40]) {
+    memcpy(out, "msg_", 4);
+    return util_token(out + 4);
+}
+
 char *turn_message_json(int64_t seq, const char *role, const turn_content *c, int64_t now_ms,
-                        int64_t tokens, const llm_response *r, size_t *out_len) {
-    char id[4 + 33] = "msg_";
-    if (util_token(id + 4)) return NULL;
+                        int64_t tokens, const llm_response *r, const char *given_id,
+                        size_t *out_len) {
+    char id[40];
+    if (given_id)
+        snprintf(id, sizeof(id), "%s", given_id);
+    else if (turn_message_id(id))
+        return NULL;
     message m = {.seq = seq,
                  .role = role,
                  .content = c->text,
@@ -99,7 +110,7 @@ int turn_fold_summary(ctxd_worker *w, const store_context *c, turn_lock_keeper *
     int64_t upto = c->summary_upto;
     llm_response_init(&r);
     buf_init(&b);
-    if (turn_history_parse(&h, c->id, condense ? NULL : c->fold, condense ? 0 : c->n_fold))
+    if (turn_history_parse(&h, c->id, condense ? NULL : c->fold, condense ? 0 : c->n_fold, 1))
         goto cleanup;
     buf_printf(&b, "Current summary:\n%s\n\n", c->summary[0] ? c->summary : "(none)");
     if (condense) {

@@ -73,17 +73,21 @@ typedef struct turn_content {
     size_t metadata_len;
 } turn_content;
 
-/* The stored form of one message (see message.h) with a new id: a JSON
- * text of *out_len bytes (caller frees), or NULL when out of memory or
- * randomness. r: a reply's figures (model, stop reason, usage), or NULL
- * for a message the client wrote. */
+/* The stored form of one message (see message.h) with id (NULL: a new
+ * one): a JSON text of *out_len bytes (caller frees), or NULL when out of
+ * memory or randomness. r: a reply's figures (model, stop reason, usage),
+ * or NULL for a message the client wrote. */
 char *turn_message_json(int64_t seq, const char *role, const turn_content *c, int64_t now_ms,
-                        int64_t tokens, const llm_response *r, size_t *out_len);
+                        int64_t tokens, const llm_response *r, const char *id, size_t *out_len);
+/* A new message id, "msg_" and 32 hex digits, into out. CTXD_ERR when no
+ * randomness. */
+int turn_message_id(char out[40]);
 
-/* Decode stored message JSON into h (unreadable ones are skipped and
- * logged). CTXD_ERR when out of memory. Free with turn_history_free either
+/* Decode stored message JSON into h, with room for that many more
+ * messages after them (unreadable ones are skipped and logged). CTXD_ERR when out of memory. Free with turn_history_free either
  * way. */
-int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs, size_t n);
+int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs, size_t n,
+                       size_t room);
 void turn_history_free(turn_history *h);
 
 /* Fold the messages that left the window (c->fold) into the summary, or

@@ -264,7 +264,10 @@ typedef struct stream_sink {
     int starts, deltas;
 } stream_sink;
 
-static void on_start(void *arg) { ((stream_sink *)arg)->starts++; }
+static void on_start(void *arg, const char *model) {
+    (void)model;
+    ((stream_sink *)arg)->starts++;
+}
 
 static int on_delta(void *arg, const char *t, size_t len) {
     stream_sink *s = arg;
