@@ -152,9 +152,13 @@ void http_conn_refusal(buf *b, ctxd_err err, const char *msg, const http_conn *c
     char rid[64];
     request_id(c, rid);
     int status = http_error_status(err), ra = http_error_retry_after(err);
+    http_api api = c && c->head.method ? http_path_api(c->head.path) : HTTP_API_CTXD;
     buf body;
     buf_init(&body);
-    http_error_body(&body, err, msg, 0);
+    if (api != HTTP_API_CTXD)
+        http_error_body_api(&body, api, err, msg, &status);
+    else
+        http_error_body(&body, err, msg, 0);
     buf_puts(&body, "\n");
     buf_printf(b,
                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"

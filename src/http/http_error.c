@@ -134,7 +134,7 @@ int http_error_body_api(buf *b, http_api api, ctxd_err err, const char *msg, int
     if (api == HTTP_API_ANTHROPIC) {
         buf_printf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
         buf_put_json_string(b, msg, strlen(msg));
-        buf_puts(b, "}}");
+        buf_printf(b, ",\"code\":\"%s\"}}", errors[err].code);
     } else {
         buf_puts(b, "{\"error\":{\"message\":");
         buf_put_json_string(b, msg, strlen(msg));

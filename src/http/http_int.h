@@ -57,6 +57,10 @@ void routes_health_register(void);
 void routes_admin_register(void);
 void routes_sdk_register(void);
 
+/* The API of the routes at path (whatever the method): its errors' shape
+ * from the first answer on, refusals of the connection's loop included. */
+http_api http_path_api(const char *path);
+
 /* 1 while the process drains (SIGTERM): answers close their connection. */
 int http_server_draining(void);
 
@@ -117,7 +121,7 @@ int http_error_retry_after(ctxd_err err);
  * with_status, "status". CTXD_ERR when out of memory (b->err). */
 int http_error_body(buf *b, ctxd_err err, const char *msg, int with_status);
 /* The same error as a provider's API answers it (api not HTTP_API_CTXD):
- * Anthropic's {"type":"error","error":{"type","message"}} or OpenAI's
+ * Anthropic's {"type":"error","error":{"type","message","code"}} or OpenAI's
  * {"error":{"message","type","param","code"}} (code: ctxd's), and the
  * status that API uses for it (*status; an overloaded upstream is
  * Anthropic's 529, a request the upstream refused a 400). */

@@ -86,6 +86,14 @@ static int match(const char *pattern, const char *path, char *idbuf, size_t idle
     return *p == '\0' && *s == '\0';
 }
 
+http_api http_path_api(const char *path) {
+    char idbuf[128];
+    const char *id;
+    for (int i = 0; path && i < n_routes; i++)
+        if (match(routes[i].pattern, path, idbuf, sizeof(idbuf), &id)) return routes[i].api;
+    return HTTP_API_CTXD;
+}
+
 /* Add method to the Allow list (HEAD goes with GET). */
 static void allow_add(char *allow, size_t cap, const char *method) {
     if (strstr(allow, method)) return;
@@ -147,7 +155,7 @@ static void serve(http_conn *c, ctxd_worker *w) {
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
     http_req req = {h->method, path, h->query, NULL, w,    server_cfg,
-                    c,         rid,  NULL,     NULL, NULL, HTTP_API_CTXD};
+                    c,         rid,  NULL,     NULL, NULL, http_path_api(path)};
 
     int status, matched = -1;
     if (strlen(h->path) >= sizeof(path))

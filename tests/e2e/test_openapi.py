@@ -98,6 +98,18 @@ def bearer(key):
     return {"Authorization": "Bearer " + key["key"]}
 
 
+def error_code(doc):
+    """ctxd's code in an error body: its own shape, or a provider's (the SDK
+    routes: error.code)."""
+    if isinstance(doc.get("error"), dict):
+        return doc["error"].get("code")
+    return doc.get("code")
+
+
+def error_text(doc):
+    return doc["error"]["message"] if isinstance(doc.get("error"), dict) else doc["error"]
+
+
 def ok_status(method, template):
     """The one success status of an operation."""
     return int(next(s for s in OPS[(method, template)]["responses"] if s.startswith("2")))
@@ -234,7 +246,7 @@ def source_text():
 def source_routes():
     out = set()
     for text in source_text().values():
-        for m, path in re.findall(r'http_route\(\s*"([A-Z]+)"\s*,\s*"([^"]+)"', text):
+        for m, path in re.findall(r'http_route(?:_api)?\(\s*"([A-Z]+)"\s*,\s*"([^"]+)"', text):
             out.add((m, path))
     return out
 
@@ -343,7 +355,7 @@ class OpenApiTest(CtxdTestCase):
                 self.fail("%s: body is not JSON: %r" % (what, r))
             validate_at(doc, sptr, what)
             if code is not None:
-                self.assertEqual(doc.get("code"), code, "%s: %r" % (what, r))
+                self.assertEqual(error_code(doc), code, "%s: %r" % (what, r))
         else:
             validate_at(r.text, sptr, what)
         if r.status < 300:
@@ -377,6 +389,13 @@ class OpenApiTest(CtxdTestCase):
                         "%s event #%d (%s)" % (what, i, name))
             OBSERVED_EVENTS[key].add(name)
         names = [n for n, _ in events]
+        # ctxd's streams end with one done or error event; the SDK routes'
+        # as their provider's do (x-sse-end: the last event's name or data).
+        end = media.get("x-sse-end")
+        if end:
+            self.assertTrue(names[-1] in end or events[-1][1] in end,
+                            "%s: stream ends with %r" % (what, events[-1]))
+            return events
         self.assertIn(names[-1], ("done", "error"), "%s: stream ends with %r" % (what, names[-1]))
         self.assertEqual(names.count("done") + names.count("error"), 1,
                          "%s: one done or error event expected: %s" % (what, names))
@@ -447,8 +466,11 @@ class OpenApiTest(CtxdTestCase):
                             self.assertTrue(media.get("x-sse-events"), where + ": events undocumented")
                     if int(status) >= 400:  # errors use the Error schema of their status
                         schema = resp["content"]["application/json"]["schema"]
-                        self.assertEqual(schema.get("$ref"), "#/components/schemas/Error%s" % status,
-                                         "%s %s" % (where, status))
+                        want = ["#/components/schemas/Error%s" % status]
+                        if "sdk" in op.get("tags", []):  # or a provider's error shape
+                            want = ["#/components/schemas/AnthropicError",
+                                    "#/components/schemas/OpenAIError"]
+                        self.assertIn(schema.get("$ref"), want, "%s %s" % (where, status))
                     for name, h in resp.get("headers", {}).items():
                         h, _ = deref(h, "#")
                         self.assertIn("schema", h, "%s %s header %s" % (where, status, name))
@@ -484,8 +506,13 @@ class OpenApiTest(CtxdTestCase):
                 continue
             self.assertNotIn("security", op, where + ": must use the top-level security")
             self.assertIn(scope_of(m, t), ("read", "write", "admin"), where + ": x-required-scope")
-            for status, refs in (("401", ["Unauthorized"]), ("403", ["Forbidden"]),
-                                 ("429", ["RateLimited", "TooManyRequests"])):
+            refs_of = (("401", ["Unauthorized"]), ("403", ["Forbidden"]),
+                       ("429", ["RateLimited", "TooManyRequests"]))
+            if "sdk" in op.get("tags", []):  # the same answers in a provider's shape
+                refs_of = (("401", ["AnthropicUnauthorized", "OpenAIUnauthorized"]),
+                           ("403", ["AnthropicError", "OpenAIError"]),
+                           ("429", ["AnthropicError", "OpenAIError"]))
+            for status, refs in refs_of:
                 self.assertIn(responses.get(status, {}).get("$ref"),
                               ["#/components/responses/" + r for r in refs], "%s %s" % (where, status))
             # Every answer after the key and its scope were accepted may carry the RateLimit headers.
@@ -737,6 +764,39 @@ class OpenApiTest(CtxdTestCase):
         self.call("POST", p, str(uuid.uuid4()), body={"message": "x", "stream": True},
                   expect=404, code="context_not_found")
 
+    def test_sdk_routes(self):
+        """The drop-in routes for the SDKs (tests/e2e/test_sdk.py drives them
+        with the SDKs themselves)."""
+        a, o = "/v1/messages", "/v1/chat/completions"
+        r = self.call("POST", a, body={"model": "m", "max_tokens": 20,
+                                       "messages": [{"role": "user", "content": "hi"}]}, expect=200)
+        cid = r.headers["ctxd-context-id"]
+        self.call("POST", a, body={"model": "m", "max_tokens": 20, "stream": True,
+                                   "messages": [{"role": "user", "content": "more"}]},
+                  headers={"ctxd-context-id": cid}, expect=200)
+        self.assertEqual(len(self.call("GET", "/mcp/context/{id}", cid).json()["messages"]), 4)
+        r = self.call("POST", o, body={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                      expect=200)
+        r = self.call("POST", o, body={"model": "m", "stream": True,
+                                       "stream_options": {"include_usage": True},
+                                       "messages": [{"role": "user", "content": "y"}]},
+                      headers={"ctxd-context-id": r.headers["ctxd-context-id"]}, expect=200)
+        self.assertEqual(sse_events(r.body)[-1][1], "[DONE]")
+        self.call("GET", "/v1/models", expect=200)
+        for path, body in ((a, {"max_tokens": 5, "messages": []}),
+                           (a, {"messages": [{"role": "system", "content": "x"}]}),
+                           (a, {"messages": [{"role": "user", "content": [{"type": "nope"}]}]}),
+                           (o, {"messages": [{"role": "user", "content": "x"}], "n": 3}),
+                           (o, {"messages": [{"role": "robot", "content": "x"}]})):
+            with self.subTest(path=path, body=body):
+                self.call("POST", path, body=body, expect=400, code="invalid_field")
+        for path in (a, o):
+            self.call("POST", path, body={"messages": [{"role": "user", "content": "x"}]},
+                      headers={"ctxd-context-id": str(uuid.uuid4())}, expect=404,
+                      code="context_not_found")
+            self.call("POST", path, body={"messages": [{"role": "user", "content": "x"}]},
+                      headers={"ctxd-context-id": "nope"}, expect=404, code="context_not_found")
+
     def test_busy_context(self):
         cid = self.new_context()
         self.redis.cli("SET", "ctxd:{%s}:lock" % cid, "x", "PX", "5000")
@@ -896,8 +956,12 @@ class OpenApiTest(CtxdTestCase):
                             raw=b"{}", headers={"Content-Type": "application/json"})
                 self.assertEqual(r.status, 405, r)
                 self.assertTrue(r.headers.get("x-request-id"))
-                validate_at(r.json(), "#/components/responses/MethodNotAllowed/content/"
-                            "application~1json/schema", "%s %s" % (other, template))
+                schema = "#/components/responses/MethodNotAllowed/content/application~1json/schema"
+                if template.startswith("/v1/"):  # the SDK routes: their provider's shape
+                    schema = "#/components/schemas/%sError" % (
+                        "Anthropic" if template == "/v1/messages" else "OpenAI")
+                validate_at(r.json(), schema, "%s %s" % (other, template))
+                self.assertEqual(error_code(r.json()), "method_not_allowed")
                 validate_at(r.headers.get("allow"), mna["headers"]["Allow"]["$ref"] + "/schema",
                             "Allow header")
                 # HEAD is served wherever GET is documented.
@@ -956,6 +1020,18 @@ class OpenApiTest(CtxdTestCase):
         r = self.call("POST", "/mcp/context/{id}/message", cid, server=up,
                       body={"message": "mid-stream fail", "stream": True}, expect=200)
         self.assertEqual(sse_events(r.body)[-1][0], "error")
+        # The SDK routes: errors in the provider's shape, before and after
+        # the stream began.
+        ctx = {"ctxd-context-id": self.new_context(server=up)}
+        self.fake.script({"status": 529})
+        r = self.call("POST", "/v1/messages", server=up, headers=ctx, expect=529,
+                      body={"max_tokens": 9, "messages": [{"role": "user", "content": "x"}]})
+        self.assertEqual(r.json()["error"]["type"], "overloaded_error")
+        self.fake.script({"stream_error": {"type": "overloaded_error", "message": "Overloaded"},
+                          "error_after": 1})
+        r = self.call("POST", "/v1/messages", server=up, headers=ctx, expect=200, body={
+            "max_tokens": 9, "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        self.assertEqual(sse_events(r.body)[-1][0], "error")
         self.fake.reset()
 
     # ---- Redis down: every operation that needs it answers 503 ----
@@ -972,10 +1048,10 @@ class OpenApiTest(CtxdTestCase):
                     body = example_body(method, template)
                     r = self.call(method, template, cid if "{id}" in template else None, body=body,
                                   server=ctxd)
-                    if template in ("/healthz", "/metrics"):
-                        continue  # no Redis needed
+                    if template in ("/healthz", "/metrics", "/v1/models"):
+                        continue  # no Redis needed (no keys to check with CTXD_AUTH=off)
                     self.assertEqual(r.status, 503, r)
-                    self.assertEqual(r.json()["code"], "redis_unavailable")
+                    self.assertEqual(error_code(r.json()), "redis_unavailable")
                     self.assertEqual(r.headers.get("retry-after"), "1")
         finally:
             if ctxd:
@@ -1023,7 +1099,7 @@ class OpenApiTest(CtxdTestCase):
                     if template in ("/healthz", "/metrics"):
                         self.assertEqual(r.status, 200, r)
                     else:
-                        self.assertEqual((r.status, r.json()["code"]), (503, "shutting_down"), r)
+                        self.assertEqual((r.status, error_code(r.json())), (503, "shutting_down"), r)
                         self.assertEqual(r.headers.get("retry-after"), "1")
             keep.close()
             slow = Response(resp.status, resp.getheaders(), first + resp.read())
@@ -1222,7 +1298,7 @@ class OpenApiTest(CtxdTestCase):
                         else:
                             r = self.call(method, template, cid, body=body, headers=headers,
                                           server=srv, expect=403, code="forbidden")
-                            self.assertIn("needs the %s scope" % need, r.json()["error"])
+                            self.assertIn("needs the %s scope" % need, error_text(r.json()))
                             if cid and template.startswith("/mcp/"):  # nothing was done
                                 self.call("GET", "/mcp/context/{id}", cid, headers=bearer(writer),
                                           server=srv, expect=200)
