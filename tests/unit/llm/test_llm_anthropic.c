@@ -101,6 +101,39 @@ TEST(test_llm_anthropic_body_system_top_level) {
     json_object_put(b);
 }
 
+/* A client's further fields: as given when written for Messages, the
+ * counterparts only when written for Chat Completions. */
+TEST(test_llm_anthropic_body_extra_fields) {
+    ctxd_config cfg;
+    config(&cfg, "http://x");
+    sink s = {.text = ""};
+    llm_request r = request(&s, 0);
+    json_object *b, *v;
+    r.extra_json = "{\"temperature\":0.5,\"stop_sequences\":[\"END\"],\"metadata\":{\"user_id\":"
+                   "\"u1\"},\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024},"
+                   "\"model\":\"not-this\"}";
+    b = anthropic_body(&cfg, &r);
+    CHECK(json_object_object_get_ex(b, "thinking", &v));
+    CHECK(llm_json_long(v, "budget_tokens") == 1024);
+    CHECK(json_object_object_get_ex(b, "stop_sequences", &v) && json_object_array_length(v) == 1);
+    CHECK_STR(llm_json_str(b, "model"), "claude-test"); /* what ctxd set stays */
+    json_object_put(b);
+    r.extra_json = "{\"temperature\":0.25,\"stop\":\"END\",\"user\":\"u2\",\"seed\":7,"
+                   "\"logit_bias\":{}}";
+    r.extra_openai = 1;
+    b = anthropic_body(&cfg, &r);
+    CHECK(json_object_object_get_ex(b, "temperature", &v) && json_object_get_double(v) == 0.25);
+    CHECK(json_object_object_get_ex(b, "stop_sequences", &v) && json_object_array_length(v) == 1);
+    CHECK_STR(json_object_get_string(json_object_array_get_idx(v, 0)), "END");
+    CHECK(json_object_object_get_ex(b, "metadata", &v));
+    CHECK_STR(llm_json_str(v, "user_id"), "u2");
+    CHECK(!json_object_object_get_ex(b, "seed", &v) && !json_object_object_get_ex(b, "stop", &v));
+    CHECK(!json_object_object_get_ex(b, "logit_bias", &v));
+    json_object_put(b);
+    r.extra_json = "[1]"; /* no object: no body */
+    CHECK(anthropic_body(&cfg, &r) == NULL);
+}
+
 /* ---- parsing, without the network ---- */
 
 /* Drive the provider's stream parser the way a transfer would. */
@@ -550,8 +583,8 @@ TEST(test_llm_anthropic_fake_json_answer_to_stream) {
     llm_response_free(&resp);
 }
 
-TEST_MAIN(T(test_llm_anthropic_body_system_top_level), T(test_llm_anthropic_stream_any_split),
-          T(test_llm_anthropic_stream_missing_message_stop),
+TEST_MAIN(T(test_llm_anthropic_body_system_top_level), T(test_llm_anthropic_body_extra_fields),
+          T(test_llm_anthropic_stream_any_split), T(test_llm_anthropic_stream_missing_message_stop),
           T(test_llm_anthropic_stream_error_event_after_200),
           T(test_llm_anthropic_stream_delta_abort), T(test_llm_anthropic_parse_message),
           T(test_llm_anthropic_fake_plain_call), T(test_llm_anthropic_fake_stream_and_keepalive),

@@ -144,6 +144,31 @@ static const char *stream_body = CHUNK(
                                                                    "\"total_tokens\":11}}\n\n"
                                                                    "data: [DONE]\n\n";
 
+/* Messages' fields for Chat Completions: the counterparts; its own as given. */
+TEST(test_llm_openai_body_extra_fields) {
+    ctxd_config cfg;
+    config(&cfg, "http://localhost:11434/v1", NULL);
+    sink s = {.text = ""};
+    llm_request r = request(&s, 0);
+    json_object *b, *v;
+    r.extra_json = "{\"temperature\":0.5,\"stop_sequences\":[\"END\"],\"metadata\":{\"user_id\":"
+                   "\"u1\"},\"thinking\":{\"type\":\"enabled\"},\"top_k\":5}";
+    b = openai_body(&cfg, &r);
+    CHECK(json_object_object_get_ex(b, "stop", &v) && json_object_array_length(v) == 1);
+    CHECK_STR(llm_json_str(b, "user"), "u1");
+    CHECK(json_object_object_get_ex(b, "temperature", &v));
+    CHECK(!json_object_object_get_ex(b, "thinking", &v) &&
+          !json_object_object_get_ex(b, "top_k", &v));
+    json_object_put(b);
+    r.extra_json = "{\"seed\":7,\"stop\":\"END\",\"max_tokens\":1}";
+    r.extra_openai = 1;
+    b = openai_body(&cfg, &r);
+    CHECK(llm_json_long(b, "seed") == 7);
+    CHECK_STR(llm_json_str(b, "stop"), "END");
+    CHECK(llm_json_long(b, "max_tokens") == 77); /* what ctxd set stays */
+    json_object_put(b);
+}
+
 TEST(test_llm_openai_stream_any_split) {
     size_t steps[] = {1, 2, 5, 33, 100000};
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
@@ -412,9 +437,10 @@ TEST(test_llm_openai_fake_stream_error_chunk) {
 }
 
 TEST_MAIN(T(test_llm_openai_body_system_first_and_stream_options),
-          T(test_llm_openai_stream_any_split), T(test_llm_openai_stream_missing_done),
-          T(test_llm_openai_stream_error_chunk), T(test_llm_openai_parse_completion),
-          T(test_llm_openai_fake_plain_call), T(test_llm_openai_fake_stream_with_usage),
-          T(test_llm_openai_fake_no_key_no_header), T(test_llm_openai_fake_missing_done_and_usage),
+          T(test_llm_openai_body_extra_fields), T(test_llm_openai_stream_any_split),
+          T(test_llm_openai_stream_missing_done), T(test_llm_openai_stream_error_chunk),
+          T(test_llm_openai_parse_completion), T(test_llm_openai_fake_plain_call),
+          T(test_llm_openai_fake_stream_with_usage), T(test_llm_openai_fake_no_key_no_header),
+          T(test_llm_openai_fake_missing_done_and_usage),
           T(test_llm_openai_fake_stream_cut_before_finish), T(test_llm_openai_fake_error_shapes),
           T(test_llm_openai_fake_rate_limit_retried), T(test_llm_openai_fake_stream_error_chunk))
