@@ -227,12 +227,14 @@ const scenarios = {
       seen.rate = { status: e.status, code: e.code, retry: e.headers.get('retry-after') };
       return true;
     });
-    await fake('script', [{ status: 503 }]);
-    await assert.rejects(openai.chat.completions.create(base, ctx(id)), (e) => {
-      assert.ok(e instanceof OpenAI.InternalServerError, String(e));
-      seen.overloaded = { status: e.status, code: e.code };
-      return true;
-    });
+    for (const status of [503, 529]) {
+      await fake('script', [{ status }]);
+      await assert.rejects(openai.chat.completions.create(base, ctx(id)), (e) => {
+        assert.ok(e instanceof OpenAI.InternalServerError, String(e));
+        seen['overloaded' + status] = { status: e.status, code: e.code };
+        return true;
+      });
+    }
     await fake('script', [{ status: 400, message: 'Invalid value for temperature' }]);
     await assert.rejects(openai.chat.completions.create(base, ctx(id)), (e) => {
       assert.ok(e instanceof OpenAI.BadRequestError, String(e));
