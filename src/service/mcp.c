@@ -1,0 +1,147 @@
+/* mcp.c: the MCP lifecycle (initialize, sessions, ping) and the dispatch of a session's requests. */
+#include "ctxd/mcp.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ctxd/util.h"
+#include "ctxd/version.h"
+
+static const char *const versions[] = {MCP_PROTOCOL_LATEST, "2025-06-18", "2025-03-26"};
+
+#define INSTRUCTIONS                                                                               \
+    "ctxd keeps conversations (contexts) in Redis. Create a context, add or send messages, and "   \
+    "recall the window of history a model would see; each context also holds a JSON state. "       \
+    "Contexts are also resources (ctxd://contexts/{id}), and the continue_conversation prompt "    \
+    "turns one into prompt messages."
+
+int mcp_error_set(mcp_error *err, int code, const char *fmt, ...) {
+    va_list ap;
+    err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    return CTXD_ERR;
+}
+
+int mcp_version_supported(const char *version) {
+    for (size_t i = 0; version && i < sizeof(versions) / sizeof(versions[0]); i++)
+        if (!strcmp(version, versions[i])) return 1;
+    return 0;
+}
+
+json_object *mcp_json_parse(const char *text, size_t len) {
+    json_tokener *tok = json_tokener_new();
+    if (!tok) return NULL;
+    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
+    if (json_tokener_get_error(tok) != json_tokener_success) {
+        json_object_put(o);
+        o = NULL;
+    }
+    json_tokener_free(tok);
+    return o;
+}
+
+/* A string member of obj, or NULL (borrowed). */
+static const char *string_of(json_object *obj, const char *name) {
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, name, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static json_object *capabilities(void) {
+    json_object *caps = json_object_new_object(), *t = json_object_new_object(),
+                *r = json_object_new_object(), *p = json_object_new_object();
+    json_object_object_add(t, "listChanged", json_object_new_boolean(0));
+    json_object_object_add(r, "listChanged", json_object_new_boolean(0));
+    json_object_object_add(r, "subscribe", json_object_new_boolean(0));
+    json_object_object_add(p, "listChanged", json_object_new_boolean(0));
+    json_object_object_add(caps, "tools", t);
+    json_object_object_add(caps, "resources", r);
+    json_object_object_add(caps, "prompts", p);
+    return caps;
+}
+
+static json_object *initialize_result(const char *version) {
+    json_object *res = json_object_new_object(), *info = json_object_new_object();
+    json_object_object_add(info, "name", json_object_new_string("ctxd"));
+    json_object_object_add(info, "title", json_object_new_string("ctxd conversation memory"));
+    json_object_object_add(info, "version", json_object_new_string(CTXD_VERSION));
+    json_object_object_add(res, "protocolVersion", json_object_new_string(version));
+    json_object_object_add(res, "capabilities", capabilities());
+    json_object_object_add(res, "serverInfo", info);
+    json_object_object_add(res, "instructions", json_object_new_string(INSTRUCTIONS));
+    return res;
+}
+
+int mcp_initialize(ctxd_worker *w, const auth_identity *who, json_object *params,
+                   store_mcp_session *sess, json_object **result, mcp_error *err) {
+    json_object *caps = NULL, *client = NULL;
+    const char *asked = string_of(params, "protocolVersion");
+    *result = NULL;
+    memset(sess, 0, sizeof(*sess));
+    if (!asked || !json_object_object_get_ex(params, "capabilities", &caps) ||
+        !json_object_is_type(caps, json_type_object))
+        return mcp_error_set(err, MCP_INVALID_PARAMS,
+                             "initialize needs params.protocolVersion (a string) and "
+                             "params.capabilities (an object)");
+    json_object_object_get_ex(params, "clientInfo", &client);
+    const char *name = string_of(client, "name"), *version = string_of(client, "version");
+    char uuid[UTIL_UUID_LEN + 1];
+    if (util_uuid4(uuid))
+        return mcp_error_set(err, MCP_INTERNAL_ERROR, "no randomness for a session id");
+    snprintf(sess->id, sizeof(sess->id), "%s", uuid);
+    snprintf(sess->protocol_version, sizeof(sess->protocol_version), "%s",
+             mcp_version_supported(asked) ? asked : MCP_PROTOCOL_LATEST);
+    snprintf(sess->client_name, sizeof(sess->client_name), "%s", name ? name : "");
+    snprintf(sess->client_version, sizeof(sess->client_version), "%s", version ? version : "");
+    snprintf(sess->key_id, sizeof(sess->key_id), "%s", who->key_id);
+    util_iso8601(util_now_ms(), sess->created_at);
+    if (store_mcp_session_put(w->st, sess, MCP_SESSION_TTL_S))
+        return mcp_error_set(err, MCP_INTERNAL_ERROR, "%s", w->st->errstr);
+    *result = initialize_result(sess->protocol_version);
+    return CTXD_OK;
+}
+
+int mcp_session_find(ctxd_worker *w, const char *id, store_mcp_session *out, int *found,
+                     ctxd_error *e) {
+    if (store_mcp_session_get(w->st, id, MCP_SESSION_TTL_S, out, found))
+        return ctxd_error_set(e, w->st->err == CTXD_E_NOMEM ? CTXD_E_NOMEM : CTXD_E_REDIS, "%s",
+                              w->st->errstr);
+    return CTXD_OK;
+}
+
+int mcp_session_end(ctxd_worker *w, const char *id, int *found, ctxd_error *e) {
+    if (store_mcp_session_delete(w->st, id, found))
+        return ctxd_error_set(e, w->st->err == CTXD_E_NOMEM ? CTXD_E_NOMEM : CTXD_E_REDIS, "%s",
+                              w->st->errstr);
+    return CTXD_OK;
+}
+
+int mcp_call(ctxd_worker *w, const mcp_caller *c, const char *method, json_object *params,
+             json_object **result, mcp_error *err) {
+    *result = NULL;
+    if (!strcmp(method, "ping")) {
+        *result = json_object_new_object();
+        return CTXD_OK;
+    }
+    if (!strcmp(method, "initialize"))
+        return mcp_error_set(err, MCP_INVALID_REQUEST,
+                             "This session is initialized already; to start another, send "
+                             "initialize without an Mcp-Session-Id header");
+    if (!strcmp(method, "tools/list")) return mcp_tools_list(result, err);
+    if (!strcmp(method, "tools/call")) return mcp_tools_call(w, c, params, result, err);
+    if (!strcmp(method, "resources/list")) return mcp_resources_list(w, params, result, err);
+    if (!strcmp(method, "resources/templates/list"))
+        return mcp_resource_templates_list(result, err);
+    if (!strcmp(method, "resources/read")) return mcp_resources_read(w, params, result, err);
+    if (!strcmp(method, "prompts/list")) return mcp_prompts_list(result, err);
+    if (!strcmp(method, "prompts/get")) return mcp_prompts_get(w, params, result, err);
+    return mcp_error_set(err, MCP_METHOD_NOT_FOUND,
+                         "Method not found: %s (ctxd serves ping, tools/*, resources/list, "
+                         "resources/read, resources/templates/list and prompts/*)",
+                         method);
+}
