@@ -47,6 +47,7 @@ void routes_context_register(void);
 void routes_turn_register(void);
 void routes_health_register(void);
 void routes_admin_register(void);
+void routes_mcp_register(void);
 
 /* 1 while the process drains (SIGTERM): answers close their connection. */
 int http_server_draining(void);
@@ -72,6 +73,12 @@ int http_preflight(const http_req *req, const char *allow);
  * rate limit and fills req->ratelimit. Answers 401 (with WWW-Authenticate),
  * 403 or 429 itself. */
 int http_auth_or_respond(http_req *req, const char *pattern, int *status);
+
+/* Where the client reached this server: "http[s]://<Host>" (the Host
+ * header, checked by http_guard_or_respond, else the listen address),
+ * into out (cap bytes, cut when longer). */
+#define HTTP_BASE_URL_MAX 320
+void http_base_url(const http_req *req, char *out, size_t cap);
 
 /* ---- Answers (http_response.c) ---- */
 

@@ -1,0 +1,302 @@
+/* routes_mcp.c: the MCP Streamable HTTP transport (POST and DELETE /mcp) and its OAuth resource metadata. */
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctxd/json_strict.h"
+#include "ctxd/mcp.h"
+#include "ctxd/util.h"
+#include "http_conn.h"
+#include "http_int.h"
+
+#define MAX_JSON_DEPTH 64
+#define SESSION_HEADER "Mcp-Session-Id"
+#define VERSION_HEADER "MCP-Protocol-Version"
+
+/* How an answer goes out: one JSON object, or one event of an SSE stream. */
+typedef enum { ANSWER_JSON, ANSWER_SSE, ANSWER_NONE } answer_form;
+
+/* Send msg (taken) as the body: JSON, or a one-event SSE stream. */
+static int send_message(const http_req *req, int status, json_object *msg, answer_form form,
+                        const char *const *headers) {
+    const char *text = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN |
+                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
+    buf b;
+    buf_init(&b);
+    if (form == ANSWER_SSE)
+        buf_printf(&b, "event: message\ndata: %s\n\n", text);
+    else
+        buf_printf(&b, "%s\n", text);
+    json_object_put(msg);
+    if (b.err) {
+        buf_free(&b);
+        return http_send_error(req, CTXD_E_NOMEM, "out of memory");
+    }
+    http_send(req, status, form == ANSWER_SSE ? "text/event-stream" : "application/json", b.data,
+              b.len, headers);
+    buf_free(&b);
+    return status;
+}
+
+/* {"jsonrpc": "2.0", "id": id} (id borrowed; NULL: null). */
+static json_object *rpc_envelope(json_object *id) {
+    json_object *m = json_object_new_object();
+    json_object_object_add(m, "jsonrpc", json_object_new_string("2.0"));
+    json_object_object_add(m, "id", json_object_get(id));
+    return m;
+}
+
+/* A JSON-RPC error answer with HTTP status (200 for a request's own error). */
+static int send_rpc_error(const http_req *req, int status, json_object *id, const mcp_error *err,
+                          answer_form form) {
+    json_object *m = rpc_envelope(id), *e = json_object_new_object();
+    json_object_object_add(e, "code", json_object_new_int(err->code));
+    json_object_object_add(e, "message", json_object_new_string(err->message));
+    json_object_object_add(m, "error", e);
+    return send_message(req, status, m, form == ANSWER_NONE ? ANSWER_JSON : form, NULL);
+}
+
+/* A refusal of the transport: status and a JSON-RPC error without an id. */
+static int refuse(const http_req *req, int status, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int refuse(const http_req *req, int status, int code, const char *fmt, ...) {
+    mcp_error err;
+    va_list ap;
+    err.code = code;
+    va_start(ap, fmt);
+    vsnprintf(err.message, sizeof(err.message), fmt, ap);
+    va_end(ap);
+    return send_rpc_error(req, status, NULL, &err, ANSWER_JSON);
+}
+
+/* 1 if the Accept header lists media type (or a wildcard that covers it). */
+static int accepts(const char *accept, const char *type) {
+    size_t tl = strlen(type);
+    for (const char *p = accept; *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t n = strcspn(p, ",;");
+        while (n && p[n - 1] == ' ') n--;
+        if ((n == tl && !strncasecmp(p, type, n)) || (n == 3 && !strncmp(p, "*/*", 3)) ||
+            (n > 2 && !strncmp(p + n - 2, "/*", 2) && !strncasecmp(p, type, n - 1)))
+            return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+/* JSON when the client takes it (or says nothing), else SSE when it takes
+ * that; neither is 406. */
+static int answer_form_or_respond(const http_req *req, answer_form *form, int *status) {
+    const char *accept = http_header(req, "Accept");
+    *form = ANSWER_JSON;
+    if (!accept || accepts(accept, "application/json")) return CTXD_OK;
+    if (accepts(accept, "text/event-stream")) {
+        *form = ANSWER_SSE;
+        return CTXD_OK;
+    }
+    *status = refuse(req, 406, MCP_SERVER_ERROR,
+                     "Not Acceptable: the client must accept application/json or "
+                     "text/event-stream (got Accept: %s)",
+                     accept);
+    return CTXD_ERR;
+}
+
+/* The body as one JSON value (an object, or an array for a batch). */
+static int parse_or_respond(const http_req *req, json_object **out, int *status) {
+    const char *body = req->conn->body ? req->conn->body : "";
+    size_t len = req->conn->body_len, at;
+    const char *why = "the body is empty";
+    *out = NULL;
+    if (len && !util_utf8_valid(body, len))
+        why = "the body is not valid UTF-8";
+    else if (len && json_strict_check(body, len, MAX_JSON_DEPTH, &at, &why) == JSON_STRICT_OK) {
+        json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH + 1);
+        if (tok) {
+            json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+            *out = json_tokener_parse_ex(tok, body, (int)len);
+            if (json_tokener_get_error(tok) != json_tokener_success) {
+                json_object_put(*out);
+                *out = NULL;
+            }
+            json_tokener_free(tok);
+        }
+        if (*out) return CTXD_OK;
+        why = tok ? "not JSON" : "out of memory";
+    }
+    *status = refuse(req, 400, MCP_PARSE_ERROR, "Parse error: %s", why);
+    return CTXD_ERR;
+}
+
+/* A JSON-RPC message, taken apart (members borrowed from the body). */
+typedef struct rpc_msg {
+    json_object *id; /* NULL: a notification */
+    const char *method;
+    json_object *params;
+    int is_response; /* the client answers a request (ctxd sends none) */
+} rpc_msg;
+
+/* Check a message's shape: JSON-RPC 2.0 with MCP's rules (ids are strings
+ * or integers, params an object). */
+static int classify_or_respond(const http_req *req, json_object *body, rpc_msg *m, int *status) {
+    json_object *v = NULL, *method = NULL;
+    memset(m, 0, sizeof(*m));
+    if (json_object_is_type(body, json_type_array)) {
+        *status = refuse(req, 400, MCP_INVALID_REQUEST,
+                         "Invalid Request: JSON-RPC batches are not supported (MCP removed them "
+                         "in 2025-06-18); send one message per POST");
+        return CTXD_ERR;
+    }
+    if (!json_object_is_type(body, json_type_object)) goto invalid;
+    json_object_object_get_ex(body, "jsonrpc", &v);
+    if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "2.0"))
+        goto invalid;
+    if (json_object_object_get_ex(body, "id", &m->id) &&
+        !json_object_is_type(m->id, json_type_string) && !json_object_is_type(m->id, json_type_int))
+        goto invalid;
+    json_object_object_get_ex(body, "method", &method);
+    json_object_object_get_ex(body, "params", &m->params);
+    if (!method) {
+        m->is_response = m->id && (json_object_object_get_ex(body, "result", NULL) ||
+                                   json_object_object_get_ex(body, "error", NULL));
+        if (m->is_response) return CTXD_OK;
+        goto invalid;
+    }
+    if (!json_object_is_type(method, json_type_string) ||
+        (m->params && !json_object_is_type(m->params, json_type_object)))
+        goto invalid;
+    m->method = json_object_get_string(method);
+    return CTXD_OK;
+invalid:
+    *status = refuse(req, 400, MCP_INVALID_REQUEST,
+                     "Invalid Request: the body must be one JSON-RPC 2.0 message: "
+                     "{\"jsonrpc\": \"2.0\", \"id\": <string or integer>, \"method\": \"...\", "
+                     "\"params\": {...}} (no id for a notification)");
+    return CTXD_ERR;
+}
+
+/* The session the request names, and the protocol revision it speaks:
+ * 400 without a session header or with a revision this session does not
+ * speak, 404 for a session that is not there (ended, expired, another
+ * tenant's). */
+static int session_or_respond(const http_req *req, store_mcp_session *sess, int *status) {
+    const char *sid = http_header(req, SESSION_HEADER), *version = http_header(req, VERSION_HEADER);
+    int found = 0;
+    ctxd_error e;
+    if (!sid) {
+        *status = refuse(req, 400, MCP_SERVER_ERROR,
+                         "Bad Request: the " SESSION_HEADER " header is required; start a "
+                         "session with initialize");
+        return CTXD_ERR;
+    }
+    if (version && !mcp_version_supported(version)) {
+        *status = refuse(req, 400, MCP_SERVER_ERROR,
+                         "Bad Request: unsupported " VERSION_HEADER " '%s' (ctxd speaks "
+                         "2025-11-25, 2025-06-18 and 2025-03-26)",
+                         version);
+        return CTXD_ERR;
+    }
+    if (strlen(sid) <= STORE_MCP_SESSION_ID_MAX && util_is_idem_key(sid) &&
+        mcp_session_find(req->w, sid, sess, &found, &e)) {
+        *status = http_send_failure(req, &e);
+        return CTXD_ERR;
+    }
+    if (!found) {
+        *status = refuse(req, 404, MCP_SESSION_NOT_FOUND,
+                         "Session not found: it ended or expired; start a new one with "
+                         "initialize (without an " SESSION_HEADER " header)");
+        return CTXD_ERR;
+    }
+    if (version && strcmp(version, sess->protocol_version)) {
+        *status = refuse(req, 400, MCP_SERVER_ERROR,
+                         "Bad Request: " VERSION_HEADER " '%s' is not the version this session "
+                         "negotiated (%s)",
+                         version, sess->protocol_version);
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
+
+/* initialize: a new session, its id in the answer's header. */
+static int initialize(const http_req *req, const rpc_msg *m, answer_form form) {
+    store_mcp_session sess;
+    json_object *result;
+    mcp_error err;
+    if (mcp_initialize(req->w, req->who, m->params, &sess, &result, &err))
+        return send_rpc_error(req, 200, m->id, &err, form);
+    json_object *msg = rpc_envelope(m->id);
+    json_object_object_add(msg, "result", result);
+    const char *h[] = {SESSION_HEADER, sess.id, NULL};
+    return send_message(req, 200, msg, form, h);
+}
+
+/* POST /mcp */
+static int post_mcp(const http_req *req) {
+    json_object *body = NULL;
+    answer_form form;
+    store_mcp_session sess;
+    rpc_msg m;
+    int status;
+    if (answer_form_or_respond(req, &form, &status) || parse_or_respond(req, &body, &status))
+        return status;
+    if (classify_or_respond(req, body, &m, &status)) goto cleanup;
+    if (m.method && m.id && !strcmp(m.method, "initialize")) {
+        status = initialize(req, &m, form);
+        goto cleanup;
+    }
+    if (session_or_respond(req, &sess, &status)) goto cleanup;
+    if (!m.id || m.is_response) { /* notifications and answers: taken, nothing to say */
+        status = http_send(req, 202, "text/plain", "", 0, NULL);
+        goto cleanup;
+    }
+    mcp_caller caller = {req->who, sess.protocol_version};
+    json_object *result;
+    mcp_error err;
+    if (mcp_call(req->w, &caller, m.method, m.params, &result, &err)) {
+        status = send_rpc_error(req, 200, m.id, &err, form);
+        goto cleanup;
+    }
+    json_object *msg = rpc_envelope(m.id);
+    json_object_object_add(msg, "result", result);
+    status = send_message(req, 200, msg, form, NULL);
+cleanup:
+    json_object_put(body);
+    return status;
+}
+
+/* DELETE /mcp */
+static int delete_mcp(const http_req *req) {
+    store_mcp_session sess;
+    int status, found;
+    ctxd_error e;
+    if (session_or_respond(req, &sess, &status)) return status;
+    if (mcp_session_end(req->w, sess.id, &found, &e)) return http_send_failure(req, &e);
+    buf b;
+    buf_init(&b);
+    buf_printf(&b, "{\"message\":\"Session '%s' ended\"}", sess.id);
+    return http_send_json(req, 200, &b, NULL);
+}
+
+/* GET /.well-known/oauth-protected-resource/mcp */
+static int protected_resource(const http_req *req) {
+    char url[HTTP_BASE_URL_MAX + 8];
+    http_base_url(req, url, HTTP_BASE_URL_MAX);
+    strcat(url, "/mcp");
+    buf b;
+    buf_init(&b);
+    buf_puts(&b, "{\"resource\":");
+    buf_put_json_string(&b, url, strlen(url));
+    buf_puts(&b, ",\"resource_name\":\"ctxd\",\"bearer_methods_supported\":[\"header\"],"
+                 "\"scopes_supported\":[\"read\",\"write\"],"
+                 "\"ctxd_token_issuance\":\"The bearer tokens are ctxd API keys, made by "
+                 "an operator with `ctxd keys create --tenant NAME --scopes read,write` or "
+                 "POST /admin/keys; there is no OAuth authorization server to ask.\"}");
+    return http_send_json(req, 200, &b, NULL);
+}
+
+void routes_mcp_register(void) {
+    http_route("POST", "/mcp", post_mcp);
+    http_route("DELETE", "/mcp", delete_mcp);
+    http_route("GET", "/.well-known/oauth-protected-resource/mcp", protected_resource);
+}
