@@ -26,13 +26,17 @@
 #define MCP_SESSION_NOT_FOUND (-32001)  /* the SDKs' code for an unknown session */
 #define MCP_RESOURCE_NOT_FOUND (-32002) /* resources/read of a resource that is not there */
 
-/* A JSON-RPC error: code and a sentence for the client. */
+/* A JSON-RPC error: code and a sentence for the client. When ctxd itself
+ * cannot serve (Redis unavailable, out of memory), infra says so instead
+ * (infra.err != CTXD_E_NONE): the HTTP edge answers it as every route does
+ * (503 with Retry-After), so clients and balancers retry. */
 typedef struct mcp_error {
     int code;
     char message[CTXD_ERRSTR_LEN * 2];
+    ctxd_error infra;
 } mcp_error;
 
-/* Set err (printf-style); returns CTXD_ERR. */
+/* Set err (printf-style; infra cleared); returns CTXD_ERR. */
 int mcp_error_set(mcp_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -43,6 +47,11 @@ typedef struct mcp_caller {
     const auth_identity *who;
     const char *protocol_version;
 } mcp_caller;
+
+/* A service failure e that is ctxd's own trouble (Redis, memory,
+ * randomness): put into err->infra, CTXD_ERR. Else 0: e is the caller's to
+ * report (a tool error, a JSON-RPC error). */
+int mcp_infra_failure(mcp_error *err, const ctxd_error *e);
 
 /* 1 when version is a revision this server speaks. */
 int mcp_version_supported(const char *version);

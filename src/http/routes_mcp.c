@@ -51,6 +51,7 @@ static json_object *rpc_envelope(json_object *id) {
 /* A JSON-RPC error answer with HTTP status (200 for a request's own error). */
 static int send_rpc_error(const http_req *req, int status, json_object *id, const mcp_error *err,
                           answer_form form) {
+    if (err->infra.err != CTXD_E_NONE) return http_send_failure(req, &err->infra);
     json_object *m = rpc_envelope(id), *e = json_object_new_object();
     json_object_object_add(e, "code", json_object_new_int(err->code));
     json_object_object_add(e, "message", json_object_new_string(err->message));
@@ -65,6 +66,7 @@ static int refuse(const http_req *req, int status, int code, const char *fmt, ..
     mcp_error err;
     va_list ap;
     err.code = code;
+    err.infra.err = CTXD_E_NONE;
     va_start(ap, fmt);
     vsnprintf(err.message, sizeof(err.message), fmt, ap);
     va_end(ap);

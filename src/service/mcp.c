@@ -19,9 +19,18 @@ static const char *const versions[] = {MCP_PROTOCOL_LATEST, "2025-06-18", "2025-
 int mcp_error_set(mcp_error *err, int code, const char *fmt, ...) {
     va_list ap;
     err->code = code;
+    err->infra.err = CTXD_E_NONE;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+    return CTXD_ERR;
+}
+
+int mcp_infra_failure(mcp_error *err, const ctxd_error *e) {
+    if (e->err != CTXD_E_REDIS && e->err != CTXD_E_NOMEM && e->err != CTXD_E_NO_RANDOMNESS)
+        return 0;
+    mcp_error_set(err, MCP_INTERNAL_ERROR, "%s", e->msg);
+    err->infra = *e;
     return CTXD_ERR;
 }
 
@@ -91,8 +100,11 @@ int mcp_initialize(ctxd_worker *w, const auth_identity *who, json_object *params
     json_object_object_get_ex(params, "clientInfo", &client);
     const char *name = string_of(client, "name"), *version = string_of(client, "version");
     char uuid[UTIL_UUID_LEN + 1];
-    if (util_uuid4(uuid))
-        return mcp_error_set(err, MCP_INTERNAL_ERROR, "no randomness for a session id");
+    ctxd_error e;
+    if (util_uuid4(uuid)) {
+        ctxd_error_set(&e, CTXD_E_NO_RANDOMNESS, "no randomness for a session id");
+        return mcp_infra_failure(err, &e);
+    }
     snprintf(sess->id, sizeof(sess->id), "%s", uuid);
     snprintf(sess->protocol_version, sizeof(sess->protocol_version), "%s",
              mcp_version_supported(asked) ? asked : MCP_PROTOCOL_LATEST);
@@ -100,8 +112,11 @@ int mcp_initialize(ctxd_worker *w, const auth_identity *who, json_object *params
     snprintf(sess->client_version, sizeof(sess->client_version), "%s", version ? version : "");
     snprintf(sess->key_id, sizeof(sess->key_id), "%s", who->key_id);
     util_iso8601(util_now_ms(), sess->created_at);
-    if (store_mcp_session_put(w->st, sess, MCP_SESSION_TTL_S))
-        return mcp_error_set(err, MCP_INTERNAL_ERROR, "%s", w->st->errstr);
+    if (store_mcp_session_put(w->st, sess, MCP_SESSION_TTL_S)) {
+        ctxd_error_set(&e, w->st->err == CTXD_E_NOMEM ? CTXD_E_NOMEM : CTXD_E_REDIS, "%s",
+                       w->st->errstr);
+        return mcp_infra_failure(err, &e);
+    }
     *result = initialize_result(sess->protocol_version);
     return CTXD_OK;
 }

@@ -29,6 +29,7 @@ static json_object *string_or_null(const char *s) {
 
 /* A service failure as a JSON-RPC error: an unknown context is not_found. */
 static int service_error(mcp_error *err, const ctxd_error *e, int not_found) {
+    if (mcp_infra_failure(err, e)) return CTXD_ERR;
     return mcp_error_set(err, e->err == CTXD_E_NOT_FOUND ? not_found : MCP_INTERNAL_ERROR, "%s",
                          e->msg);
 }

@@ -24,6 +24,8 @@ typedef struct tool_call {
     json_object *args;
     json_object *out;
     char why[CTXD_ERRSTR_LEN * 2];
+    mcp_error *err; /* ctxd's own trouble goes here (mcp_infra_failure) */
+    int infra;
 } tool_call;
 
 typedef int (*tool_fn)(tool_call *t);
@@ -43,6 +45,13 @@ static int fail(tool_call *t, const char *fmt, ...) {
     vsnprintf(t->why, sizeof(t->why), fmt, ap);
     va_end(ap);
     return CTXD_ERR;
+}
+
+/* A service failure: the tool's error, or ctxd's own trouble (not the
+ * tool's: answered as the HTTP edge answers it everywhere). */
+static int failed_with(tool_call *t, const ctxd_error *e) {
+    if (mcp_infra_failure(t->err, e)) t->infra = 1;
+    return fail(t, "%s", e->msg);
 }
 
 /* ---- Arguments: each check fails the call with a sentence naming the argument ---- */
@@ -203,7 +212,7 @@ static int create_context(tool_call *t) {
         goto cleanup;
     }
     if (context_create(t->w, &st, sa.keys, sa.values, sa.n, NULL, 0, id, &replayed, &e)) {
-        fail(t, "%s", e.msg);
+        failed_with(t, &e);
         goto cleanup;
     }
     t->out = context_id_object(id);
@@ -263,7 +272,7 @@ static int add_messages(tool_call *t) {
     turn_append_request ar = {
         .context_id = id, .roles = roles, .contents = contents, .content_lens = lens, .n = n};
     if (turn_append(t->w, &ar, &res)) {
-        fail(t, "%s", res.error.msg);
+        failed_with(t, &res.error);
         goto cleanup;
     }
     t->out = context_id_object(id);
@@ -288,7 +297,7 @@ static int read_messages(tool_call *t) {
         arg_int(t, "before", 1, INT64_MAX / 2, &before))
         return CTXD_ERR;
     if (context_read(t->w, id, STORE_READ_MESSAGES, (long)limit, before, &c, &e))
-        return fail(t, "%s", e.msg);
+        return failed_with(t, &e);
     t->out = context_id_object(id);
     json_object_object_add(t->out, "messages", messages_json(&c));
     json_object_object_add(t->out, "message_count", json_object_new_int64(c.total_messages));
@@ -321,11 +330,11 @@ static int send_message(tool_call *t) {
     memset(&res, 0, sizeof(res));
     if (arg_context_id(t, &id) || arg_string(t, "message", 1, t->w->cfg->max_message_bytes, &text))
         return CTXD_ERR;
-    if (auth_rate_tokens_check(t->w, t->c->who, NULL, &e)) return fail(t, "%s", e.msg);
+    if (auth_rate_tokens_check(t->w, t->c->who, NULL, &e)) return failed_with(t, &e);
     turn_request tr = {.context_id = id, .message = text, .message_len = strlen(text)};
     int rc = turn_run(t->w, &tr, &res);
     if (rc) {
-        fail(t, "%s", res.error.msg);
+        failed_with(t, &res.error);
     } else {
         t->out = reply_json(id, &res.reply);
         auth_rate_tokens_charge(t->w, t->c->who,
@@ -349,7 +358,7 @@ static int get_state(tool_call *t) {
     store_context c;
     ctxd_error e;
     if (arg_context_id(t, &id)) return CTXD_ERR;
-    if (context_read(t->w, id, STORE_READ_STATE, 0, 0, &c, &e)) return fail(t, "%s", e.msg);
+    if (context_read(t->w, id, STORE_READ_STATE, 0, 0, &c, &e)) return failed_with(t, &e);
     return state_answer(t, id, &c);
 }
 
@@ -364,7 +373,7 @@ static int write_state(tool_call *t, int merge) {
     if (!state) return fail(t, "Argument 'state' is required: a JSON object");
     if (arg_state(t, state, merge, &sa)) goto cleanup;
     if (context_state_write(t->w, id, sa.keys, sa.values, sa.n, merge, NULL, &c, &e)) {
-        fail(t, "%s", e.msg);
+        failed_with(t, &e);
         goto cleanup;
     }
     rc = state_answer(t, id, &c);
@@ -387,11 +396,11 @@ static int list_contexts(tool_call *t) {
     ctxd_error e;
     if (arg_int(t, "limit", 1, MAX_PAGE, &limit) || arg_string(t, "cursor", 0, 63, &cursor))
         return CTXD_ERR;
-    if (context_list(t->w, (long)limit, cursor, &page, &e))
-        return fail(t, "%s",
-                    e.err == CTXD_E_INVALID_QUERY
-                        ? "Argument 'cursor' must be a next_cursor of an earlier list_contexts"
-                        : e.msg);
+    if (context_list(t->w, (long)limit, cursor, &page, &e)) {
+        if (e.err == CTXD_E_INVALID_QUERY)
+            return fail(t, "Argument 'cursor' must be a next_cursor of an earlier list_contexts");
+        return failed_with(t, &e);
+    }
     json_object *arr = json_object_new_array();
     for (size_t i = 0; i < page.n; i++) {
         const store_list_item *it = &page.items[i];
@@ -414,7 +423,7 @@ static int delete_context(tool_call *t) {
     const char *id;
     ctxd_error e;
     if (arg_context_id(t, &id)) return CTXD_ERR;
-    if (context_delete(t->w, id, &e)) return fail(t, "%s", e.msg);
+    if (context_delete(t->w, id, &e)) return failed_with(t, &e);
     t->out = context_id_object(id);
     json_object_object_add(t->out, "deleted", json_object_new_boolean(1));
     return CTXD_OK;
@@ -427,7 +436,7 @@ static int recall(tool_call *t) {
     store_context c;
     ctxd_error e;
     if (arg_context_id(t, &id) || arg_int(t, "max_tokens", 64, 100000000, &budget)) return CTXD_ERR;
-    if (context_recall(t->w, id, budget, &c, &tokens, &used, &e)) return fail(t, "%s", e.msg);
+    if (context_recall(t->w, id, budget, &c, &tokens, &used, &e)) return failed_with(t, &e);
     t->out = context_id_object(id);
     json_object_object_add(t->out, "strategy", json_object_new_string(c.strategy));
     json_object_object_add(t->out, "budget", json_object_new_int64(used));
@@ -638,7 +647,7 @@ int mcp_tools_call(ctxd_worker *w, const mcp_caller *c, json_object *params, jso
                              json_object_get_string(name));
     json_object_object_get_ex(params, "arguments", &args);
     json_object *empty = args ? NULL : json_object_new_object();
-    tool_call t = {w, c, args ? args : empty, NULL, ""};
+    tool_call t = {w, c, args ? args : empty, NULL, "", err, 0};
     int failed;
     if (!json_object_is_type(t.args, json_type_object))
         failed = fail(&t, "The arguments of %s must be a JSON object", d->name);
@@ -653,7 +662,8 @@ int mcp_tools_call(ctxd_worker *w, const mcp_caller *c, json_object *params, jso
         json_object_put(t.out);
         t.out = NULL;
     }
-    *result = tool_result(&t, failed);
     json_object_put(empty);
+    if (t.infra) return CTXD_ERR;
+    *result = tool_result(&t, failed);
     return CTXD_OK;
 }
