@@ -64,7 +64,7 @@ static void put_ratelimit(char *out, size_t cap, const auth_identity *who, const
 void http_base_url(const http_req *req, char *out, size_t cap) {
     const char *host = http_header(req, "Host");
     char listen[96];
-    if (!host) {
+    if (!host || strpbrk(host, "\"\\ /")) { /* none, or one that cannot go in a quoted URL */
         snprintf(listen, sizeof(listen), "%s:%d", req->cfg->listen_host, req->cfg->listen_port);
         host = listen;
     }
