@@ -9,9 +9,11 @@
 #include "ctxd/store.h"
 #include "ctxd/worker.h"
 
-/* The revisions served, newest first; an initialize asking for another
- * gets the newest. */
+/* The revisions with sessions (an initialize asking for another gets the
+ * newest), and the stateless one served side by side: each of its
+ * requests carries its version in params._meta, and no session. */
 #define MCP_PROTOCOL_LATEST "2025-11-25"
+#define MCP_PROTOCOL_STATELESS "2026-07-28"
 
 /* A session lives this long after its last request. */
 #define MCP_SESSION_TTL_S 86400
@@ -25,6 +27,8 @@
 #define MCP_SERVER_ERROR (-32000)       /* a refusal of the transport (the SDKs' code) */
 #define MCP_SESSION_NOT_FOUND (-32001)  /* the SDKs' code for an unknown session */
 #define MCP_RESOURCE_NOT_FOUND (-32002) /* resources/read of a resource that is not there */
+#define MCP_HEADER_MISMATCH (-32020)    /* 2026-07-28: headers missing or unlike the body */
+#define MCP_UNSUPPORTED_VERSION (-32022)
 
 /* A JSON-RPC error: code and a sentence for the client. When ctxd itself
  * cannot serve (Redis unavailable, out of memory), infra says so instead
@@ -53,8 +57,11 @@ typedef struct mcp_caller {
  * report (a tool error, a JSON-RPC error). */
 int mcp_infra_failure(mcp_error *err, const ctxd_error *e);
 
-/* 1 when version is a revision this server speaks. */
+/* 1 when version is a revision with sessions this server speaks. */
 int mcp_version_supported(const char *version);
+
+/* Every revision served, newest first, as a JSON array (the caller puts it). */
+json_object *mcp_versions_json(void);
 
 /* Answer initialize: check params, negotiate the revision, start a
  * session in Redis (bound to who's tenant, with a fresh id) and build the
@@ -72,8 +79,10 @@ int mcp_session_find(ctxd_worker *w, const char *id, store_mcp_session *out, int
 /* End session id; CTXD_OK with *found 0 when there was none. */
 int mcp_session_end(ctxd_worker *w, const char *id, int *found, ctxd_error *e);
 
-/* Answer one request of an initialized session: method with params (an
- * object or NULL; borrowed). CTXD_OK with *result (the caller's to put), or
+/* Answer one request of an initialized session, or a stateless
+ * (MCP_PROTOCOL_STATELESS) request: method with params (an object or NULL;
+ * borrowed). Stateless results carry resultType, the server's identity and
+ * cache hints, and server/discover is answered. CTXD_OK with *result (the caller's to put), or
  * CTXD_ERR with err: the JSON-RPC error to answer. A tool that fails
  * answers CTXD_OK with a result whose isError is true, and changed
  * nothing. */

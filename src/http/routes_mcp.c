@@ -14,6 +14,9 @@
 #define MAX_JSON_DEPTH 64
 #define SESSION_HEADER "Mcp-Session-Id"
 #define VERSION_HEADER "MCP-Protocol-Version"
+#define META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define META_CAPABILITIES "io.modelcontextprotocol/clientCapabilities"
+#define BASE64_OPEN "=?base64?"
 
 /* How an answer goes out: one JSON object, or one event of an SSE stream. */
 typedef enum { ANSWER_JSON, ANSWER_SSE, ANSWER_NONE } answer_form;
@@ -233,6 +236,123 @@ static int initialize(const http_req *req, const rpc_msg *m, answer_form form) {
     return send_message(req, 200, msg, form, h);
 }
 
+/* ---- The stateless revision (2026-07-28): no session, every request says who it is ---- */
+
+/* A member of params._meta (borrowed), or NULL. */
+static json_object *meta_member(const rpc_msg *m, const char *name) {
+    json_object *meta = NULL, *v = NULL;
+    if (!m->params || !json_object_object_get_ex(m->params, "_meta", &meta)) return NULL;
+    json_object_object_get_ex(meta, name, &v);
+    return v;
+}
+
+/* 1 when the request speaks the stateless revision: it names no session,
+ * and its params._meta or its MCP-Protocol-Version header name a version. */
+static int is_stateless(const http_req *req, const rpc_msg *m) {
+    const char *v = http_header(req, VERSION_HEADER);
+    if (m->is_response || http_header(req, SESSION_HEADER)) return 0;
+    return meta_member(m, META_VERSION) || (v && !strcmp(v, MCP_PROTOCOL_STATELESS));
+}
+
+static int b64_value(int c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* A header value as the body has it: "=?base64?<data>?=" decoded into out
+ * (cap bytes, NUL-terminated), else the value itself. NULL when the
+ * encoding is broken or too long. */
+static const char *header_value(const char *v, char *out, size_t cap) {
+    size_t n = strlen(v), ol = 0, bits = 0;
+    unsigned acc = 0;
+    if (n < strlen(BASE64_OPEN) + 2 || strncmp(v, BASE64_OPEN, strlen(BASE64_OPEN)) ||
+        strcmp(v + n - 2, "?="))
+        return v;
+    for (const char *p = v + strlen(BASE64_OPEN); p < v + n - 2 && *p != '='; p++) {
+        int d = b64_value((unsigned char)*p);
+        if (d < 0 || ol + 1 >= cap) return NULL;
+        acc = (acc << 6) | (unsigned)d;
+        if ((bits += 6) >= 8) out[ol++] = (char)((acc >> (bits -= 8)) & 0xff);
+    }
+    out[ol] = '\0';
+    return strlen(out) == ol ? out : NULL; /* no NUL inside */
+}
+
+/* A header the request must carry with the value the body has; 400
+ * HeaderMismatch when it does not. */
+static int header_matches_or_respond(const http_req *req, const rpc_msg *m, const char *name,
+                                     const char *body_value, answer_form form, int *status) {
+    const char *h = http_header(req, name);
+    char decoded[1024];
+    const char *v = h ? header_value(h, decoded, sizeof(decoded)) : NULL;
+    if (v && body_value && !strcmp(v, body_value)) return CTXD_OK;
+    mcp_error err;
+    mcp_error_set(&err, MCP_HEADER_MISMATCH,
+                  "Header mismatch: the %s header (%s) must be sent, equal to the body's value "
+                  "(%s)",
+                  name, h ? h : "missing", body_value ? body_value : "missing");
+    *status = send_rpc_error(req, 400, m->id, &err, form);
+    return CTXD_ERR;
+}
+
+/* UnsupportedProtocolVersionError: 400, with the versions served. */
+static int unsupported_version(const http_req *req, const rpc_msg *m, const char *asked,
+                               answer_form form) {
+    json_object *msg = rpc_envelope(m->id), *e = json_object_new_object(),
+                *data = json_object_new_object();
+    json_object_object_add(data, "supported", mcp_versions_json());
+    json_object_object_add(data, "requested", json_object_new_string(asked));
+    json_object_object_add(e, "code", json_object_new_int(MCP_UNSUPPORTED_VERSION));
+    json_object_object_add(e, "message", json_object_new_string("Unsupported protocol version"));
+    json_object_object_add(e, "data", data);
+    json_object_object_add(msg, "error", e);
+    return send_message(req, 400, msg, form, NULL);
+}
+
+/* The name a request's Mcp-Name header mirrors (params.name or params.uri), or NULL. */
+static const char *mirrored_name(const rpc_msg *m, int *needed) {
+    json_object *v = NULL;
+    const char *field = !strcmp(m->method, "resources/read") ? "uri" : "name";
+    *needed = !strcmp(m->method, "tools/call") || !strcmp(m->method, "prompts/get") ||
+              !strcmp(m->method, "resources/read");
+    if (!*needed || !m->params || !json_object_object_get_ex(m->params, field, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* A stateless request (or notification): its headers checked against its
+ * body, then answered; a method ctxd does not serve is 404. */
+static int stateless(const http_req *req, const rpc_msg *m, answer_form form) {
+    json_object *version = meta_member(m, META_VERSION), *caps = meta_member(m, META_CAPABILITIES);
+    const char *asked =
+        json_object_is_type(version, json_type_string) ? json_object_get_string(version) : NULL;
+    int status, needed;
+    if (!m->id) /* this revision sets no rules for notifications over HTTP: taken */
+        return http_send(req, 202, "text/plain", "", 0, NULL);
+    if (header_matches_or_respond(req, m, VERSION_HEADER, asked, form, &status)) return status;
+    if (strcmp(asked, MCP_PROTOCOL_STATELESS)) return unsupported_version(req, m, asked, form);
+    const char *name = mirrored_name(m, &needed);
+    if (header_matches_or_respond(req, m, "Mcp-Method", m->method, form, &status) ||
+        (needed && header_matches_or_respond(req, m, "Mcp-Name", name, form, &status)))
+        return status;
+    mcp_error err;
+    json_object *result;
+    if (!json_object_is_type(caps, json_type_object)) {
+        mcp_error_set(&err, MCP_INVALID_PARAMS,
+                      "Invalid params: params._meta needs " META_CAPABILITIES " (an object)");
+        return send_rpc_error(req, 200, m->id, &err, form);
+    }
+    mcp_caller caller = {req->who, MCP_PROTOCOL_STATELESS};
+    if (mcp_call(req->w, &caller, m->method, m->params, &result, &err))
+        return send_rpc_error(req, err.code == MCP_METHOD_NOT_FOUND ? 404 : 200, m->id, &err, form);
+    json_object *msg = rpc_envelope(m->id);
+    json_object_object_add(msg, "result", result);
+    return send_message(req, 200, msg, form, NULL);
+}
+
 /* POST /mcp */
 static int post_mcp(const http_req *req) {
     json_object *body = NULL;
@@ -245,6 +365,10 @@ static int post_mcp(const http_req *req) {
     if (classify_or_respond(req, body, &m, &status)) goto cleanup;
     if (m.method && m.id && !strcmp(m.method, "initialize")) {
         status = initialize(req, &m, form);
+        goto cleanup;
+    }
+    if (is_stateless(req, &m)) {
+        status = stateless(req, &m, form);
         goto cleanup;
     }
     if (session_or_respond(req, &sess, &status)) goto cleanup;

@@ -2,6 +2,7 @@
 #include "ctxd/mcp.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +33,14 @@ int mcp_infra_failure(mcp_error *err, const ctxd_error *e) {
     mcp_error_set(err, MCP_INTERNAL_ERROR, "%s", e->msg);
     err->infra = *e;
     return CTXD_ERR;
+}
+
+json_object *mcp_versions_json(void) {
+    json_object *arr = json_object_new_array();
+    json_object_array_add(arr, json_object_new_string(MCP_PROTOCOL_STATELESS));
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
+        json_object_array_add(arr, json_object_new_string(versions[i]));
+    return arr;
 }
 
 int mcp_version_supported(const char *version) {
@@ -74,11 +83,16 @@ static json_object *capabilities(void) {
     return caps;
 }
 
-static json_object *initialize_result(const char *version) {
-    json_object *res = json_object_new_object(), *info = json_object_new_object();
+static json_object *server_info(void) {
+    json_object *info = json_object_new_object();
     json_object_object_add(info, "name", json_object_new_string("ctxd"));
     json_object_object_add(info, "title", json_object_new_string("ctxd conversation memory"));
     json_object_object_add(info, "version", json_object_new_string(CTXD_VERSION));
+    return info;
+}
+
+static json_object *initialize_result(const char *version) {
+    json_object *res = json_object_new_object(), *info = server_info();
     json_object_object_add(res, "protocolVersion", json_object_new_string(version));
     json_object_object_add(res, "capabilities", capabilities());
     json_object_object_add(res, "serverInfo", info);
@@ -136,8 +150,65 @@ int mcp_session_end(ctxd_worker *w, const char *id, int *found, ctxd_error *e) {
     return CTXD_OK;
 }
 
+/* A stateless result's cache hint: how long (ms) a client may keep it,
+ * and whether shared caches may (the lists of what every tenant sees) or
+ * only the key's own (its contexts); -1: not a cacheable result. */
+static int64_t cache_hint(const char *method, const char **scope) {
+    *scope = "public";
+    if (!strcmp(method, "tools/list") || !strcmp(method, "prompts/list") ||
+        !strcmp(method, "resources/templates/list") || !strcmp(method, "server/discover"))
+        return 300000;
+    *scope = "private";
+    if (!strcmp(method, "resources/list") || !strcmp(method, "resources/read")) return 0;
+    return -1;
+}
+
+/* server/discover (stateless): versions, capabilities, identity. */
+static json_object *discover_result(void) {
+    json_object *res = json_object_new_object();
+    json_object_object_add(res, "supportedVersions", mcp_versions_json());
+    json_object_object_add(res, "capabilities", capabilities());
+    json_object_object_add(res, "instructions", json_object_new_string(INSTRUCTIONS));
+    return res;
+}
+
+/* What every stateless result carries besides its own fields. */
+static void stateless_result(const char *method, json_object *res) {
+    const char *scope;
+    int64_t ttl = cache_hint(method, &scope);
+    json_object *meta = json_object_new_object();
+    json_object_object_add(meta, "io.modelcontextprotocol/serverInfo", server_info());
+    json_object_object_add(res, "resultType", json_object_new_string("complete"));
+    json_object_object_add(res, "_meta", meta);
+    if (ttl < 0) return;
+    json_object_object_add(res, "ttlMs", json_object_new_int64(ttl));
+    json_object_object_add(res, "cacheScope", json_object_new_string(scope));
+}
+
+static int dispatch(ctxd_worker *w, const mcp_caller *c, const char *method, json_object *params,
+                    json_object **result, mcp_error *err);
+
 int mcp_call(ctxd_worker *w, const mcp_caller *c, const char *method, json_object *params,
              json_object **result, mcp_error *err) {
+    int stateless = !strcmp(c->protocol_version, MCP_PROTOCOL_STATELESS);
+    *result = NULL;
+    if (!stateless) return dispatch(w, c, method, params, result, err);
+    if (!strcmp(method, "server/discover"))
+        *result = discover_result();
+    else if (!strcmp(method, "ping")) /* gone from the stateless revision */
+        return mcp_error_set(err, MCP_METHOD_NOT_FOUND, "Method not found: ping (removed in %s)",
+                             MCP_PROTOCOL_STATELESS);
+    else if (dispatch(w, c, method, params, result, err)) {
+        if (err->code == MCP_RESOURCE_NOT_FOUND) err->code = MCP_INVALID_PARAMS; /* its code now */
+        return CTXD_ERR;
+    }
+    stateless_result(method, *result);
+    return CTXD_OK;
+}
+
+/* The methods both kinds of request share. */
+static int dispatch(ctxd_worker *w, const mcp_caller *c, const char *method, json_object *params,
+                    json_object **result, mcp_error *err) {
     *result = NULL;
     if (!strcmp(method, "ping")) {
         *result = json_object_new_object();

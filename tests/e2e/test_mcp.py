@@ -209,6 +209,80 @@ class McpTest(unittest.TestCase):
         r = self.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session=sid, version=LATEST)
         self.assert_rpc_error(r, 404, -32001)
 
+    # ---- the stateless revision (2026-07-28), side by side ----
+
+    def stateless(self, method, params=None, id=1, headers=None, version="2026-07-28",
+                  meta_version=None, caps=True, proc=None):
+        p = dict(params or {})
+        meta = {"io.modelcontextprotocol/protocolVersion": meta_version or version,
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"}}
+        if caps:
+            meta["io.modelcontextprotocol/clientCapabilities"] = {}
+        p["_meta"] = meta
+        h = {"MCP-Protocol-Version": version, "Mcp-Method": method}
+        if method in ("tools/call", "prompts/get"):
+            h["Mcp-Name"] = p.get("name", "")
+        if method == "resources/read":
+            h["Mcp-Name"] = p.get("uri", "")
+        h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}
+        msg = {"jsonrpc": "2.0", "method": method, "params": p}
+        if id is not None:
+            msg["id"] = id
+        return self.post(msg, headers=h, proc=proc)
+
+    def test_stateless_revision(self):
+        keys_before = set(self.redis.keys("ctxd:{mcp:*"))
+        r = self.stateless("server/discover")
+        self.assertEqual(r.status, 200, r)
+        self.assertNotIn("mcp-session-id", r.headers)
+        res = r.json()["result"]
+        self.assertEqual(res["resultType"], "complete")
+        self.assertEqual(res["supportedVersions"][:2], ["2026-07-28", LATEST])
+        self.assertIn("tools", res["capabilities"])
+        self.assertEqual(res["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "ctxd")
+        self.assertIsInstance(res["ttlMs"], int)
+        self.assertEqual(res["cacheScope"], "public")
+        res = self.stateless("tools/list", proc=self.b).json()["result"]
+        self.assertEqual((len(res["tools"]), res["resultType"], res["cacheScope"]),
+                         (10, "complete", "public"))
+        # A tool call, its name mirrored in Mcp-Name (here in the header's base64 form).
+        r = self.stateless("tools/call", {"name": "create_context", "arguments": {}},
+                           headers={"Mcp-Name": "=?base64?Y3JlYXRlX2NvbnRleHQ=?="})
+        res = r.json()["result"]
+        self.assertEqual((res["isError"], res["resultType"]), (False, "complete"))
+        cid = res["structuredContent"]["context_id"]
+        auth = {"Authorization": "Bearer " + self.key}
+        self.assertEqual(self.b.request("GET", "/mcp/context/" + cid, headers=auth).status, 200)
+        res = self.stateless("resources/read", {"uri": "ctxd://contexts/%s/state" % cid},
+                             proc=self.b).json()["result"]
+        self.assertEqual((res["cacheScope"], res["ttlMs"]), ("private", 0))
+        self.assertEqual(json.loads(res["contents"][0]["text"]), {})
+        j = self.stateless("resources/read", {"uri": "ctxd://contexts/" + MISSING}).json()
+        self.assertEqual(j["error"]["code"], -32602)  # the revision's code for it
+        self.assertEqual(self.stateless("notifications/cancelled", id=None).status, 202)
+        # Headers that disagree with the body, or are missing: 400 HeaderMismatch.
+        for kw in ({"headers": {"Mcp-Method": None}}, {"headers": {"Mcp-Method": "tools/list"}},
+                   {"headers": {"Mcp-Name": "delete_context"}},
+                   {"headers": {"Mcp-Name": "=?base64?!!!?="}},
+                   {"meta_version": "2025-11-25"}):
+            with self.subTest(**kw):
+                r = self.stateless("tools/call", {"name": "create_context", "arguments": {}},
+                                   id=7, **kw)
+                j = self.assert_rpc_error(r, 400, -32020)
+                self.assertEqual(j["id"], 7)
+        # A version ctxd does not serve: 400 UnsupportedProtocolVersionError listing them.
+        j = self.assert_rpc_error(self.stateless("tools/list", version="1900-01-01"), 400, -32022)
+        self.assertEqual(j["error"]["data"]["requested"], "1900-01-01")
+        self.assertIn("2026-07-28", j["error"]["data"]["supported"])
+        # Methods the revision dropped or ctxd does not serve: 404 -32601.
+        for method in ("ping", "subscriptions/listen", "no/such"):
+            self.assert_rpc_error(self.stateless(method), 404, -32601)
+        j = self.stateless("tools/list", caps=False).json()
+        self.assertEqual(j["error"]["code"], -32602)
+        # Stateless requests leave no session behind.
+        self.assertEqual(set(self.redis.keys("ctxd:{mcp:*")), keys_before)
+
     # ---- the transport's rules ----
 
     def test_initialize_negotiates_the_version(self):

@@ -133,5 +133,33 @@ TEST(test_mcp_tool_errors_are_results) {
     tf_stop(&rf, w);
 }
 
+TEST(test_mcp_stateless_results) {
+    auth_identity who;
+    auth_open_identity(&who);
+    mcp_caller c = {&who, MCP_PROTOCOL_STATELESS};
+    json_object *res = NULL, *v = NULL;
+    mcp_error err;
+    /* Methods that need no Redis: discover and the lists. */
+    CHECK(mcp_call(NULL, &c, "server/discover", NULL, &res, &err) == CTXD_OK);
+    CHECK_STR(str_at(res, "resultType", NULL), "complete");
+    CHECK_STR(str_at(res, "cacheScope", NULL), "public");
+    CHECK(json_object_object_get_ex(res, "supportedVersions", &v));
+    CHECK_STR(json_object_get_string(json_object_array_get_idx(v, 0)), MCP_PROTOCOL_STATELESS);
+    CHECK(json_object_object_get_ex(res, "_meta", &v));
+    CHECK_STR(str_at(v, "io.modelcontextprotocol/serverInfo", "name"), "ctxd");
+    json_object_put(res);
+    CHECK(mcp_call(NULL, &c, "tools/list", NULL, &res, &err) == CTXD_OK);
+    CHECK(json_object_object_get_ex(res, "ttlMs", &v) && json_object_get_int64(v) > 0);
+    json_object_put(res);
+    /* ping is gone from the revision; the session revisions keep it. */
+    CHECK(mcp_call(NULL, &c, "ping", NULL, &res, &err) == CTXD_ERR);
+    CHECK(err.code == MCP_METHOD_NOT_FOUND);
+    c.protocol_version = MCP_PROTOCOL_LATEST;
+    CHECK(mcp_call(NULL, &c, "ping", NULL, &res, &err) == CTXD_OK);
+    CHECK(!json_object_object_get_ex(res, "resultType", NULL));
+    json_object_put(res);
+    CHECK(mcp_call(NULL, &c, "server/discover", NULL, &res, &err) == CTXD_ERR);
+}
+
 TEST_MAIN(T(test_mcp_versions), T(test_mcp_tools_table), T(test_mcp_initialize_starts_a_session),
-          T(test_mcp_tool_errors_are_results))
+          T(test_mcp_tool_errors_are_results), T(test_mcp_stateless_results))
