@@ -19,7 +19,7 @@
 #define BASE64_OPEN "=?base64?"
 
 /* How an answer goes out: one JSON object, or one event of an SSE stream. */
-typedef enum { ANSWER_JSON, ANSWER_SSE, ANSWER_NONE } answer_form;
+typedef enum { ANSWER_JSON, ANSWER_SSE } answer_form;
 
 /* Send msg (taken) as the body: JSON, or a one-event SSE stream. */
 static int send_message(const http_req *req, int status, json_object *msg, answer_form form,
@@ -28,7 +28,9 @@ static int send_message(const http_req *req, int status, json_object *msg, answe
                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
     buf b;
     buf_init(&b);
-    if (form == ANSWER_SSE)
+    if (!text)
+        b.err = 1;
+    else if (form == ANSWER_SSE)
         buf_printf(&b, "event: message\ndata: %s\n\n", text);
     else
         buf_printf(&b, "%s\n", text);
@@ -59,7 +61,7 @@ static int send_rpc_error(const http_req *req, int status, json_object *id, cons
     json_object_object_add(e, "code", json_object_new_int(err->code));
     json_object_object_add(e, "message", json_object_new_string(err->message));
     json_object_object_add(m, "error", e);
-    return send_message(req, status, m, form == ANSWER_NONE ? ANSWER_JSON : form, NULL);
+    return send_message(req, status, m, form, NULL);
 }
 
 /* A refusal of the transport: status and a JSON-RPC error without an id. */
@@ -108,7 +110,9 @@ static int answer_form_or_respond(const http_req *req, answer_form *form, int *s
     return CTXD_ERR;
 }
 
-/* The body as one JSON value (an object, or an array for a batch). */
+/* The body as one JSON value: checked as http_json_body_or_respond checks
+ * a body (UTF-8, then the grammar to the letter), but any value may come
+ * (an array is a batch) and a refusal is JSON-RPC's -32700. */
 static int parse_or_respond(const http_req *req, json_object **out, int *status) {
     const char *body = req->conn->body ? req->conn->body : "";
     size_t len = req->conn->body_len, at;
@@ -118,6 +122,7 @@ static int parse_or_respond(const http_req *req, json_object **out, int *status)
         why = "the body is not valid UTF-8";
     else if (len && json_strict_check(body, len, MAX_JSON_DEPTH, &at, &why) == JSON_STRICT_OK) {
         json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH + 1);
+        why = tok ? "not JSON" : "out of memory";
         if (tok) {
             json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
             *out = json_tokener_parse_ex(tok, body, (int)len);
@@ -128,7 +133,6 @@ static int parse_or_respond(const http_req *req, json_object **out, int *status)
             json_tokener_free(tok);
         }
         if (*out) return CTXD_OK;
-        why = tok ? "not JSON" : "out of memory";
     }
     *status = refuse(req, 400, MCP_PARSE_ERROR, "Parse error: %s", why);
     return CTXD_ERR;
