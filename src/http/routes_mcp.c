@@ -146,42 +146,40 @@ typedef struct rpc_msg {
     int is_response; /* the client answers a request (ctxd sends none) */
 } rpc_msg;
 
-/* Check a message's shape: JSON-RPC 2.0 with MCP's rules (ids are strings
- * or integers, params an object). */
-static int classify_or_respond(const http_req *req, json_object *body, rpc_msg *m, int *status) {
+#define INVALID_REQUEST                                                                            \
+    "Invalid Request: the body must be one JSON-RPC 2.0 message: {\"jsonrpc\": \"2.0\", "          \
+    "\"id\": <string or integer>, \"method\": \"...\", \"params\": {...}} (no id for a "           \
+    "notification)"
+
+/* Take one message apart: JSON-RPC 2.0 with MCP's rules (ids are strings
+ * or integers, params an object). CTXD_ERR when it is no such message. */
+static int classify(json_object *msg, rpc_msg *m) {
     json_object *v = NULL, *method = NULL;
     memset(m, 0, sizeof(*m));
-    if (json_object_is_type(body, json_type_array)) {
-        *status = refuse(req, 400, MCP_INVALID_REQUEST,
-                         "Invalid Request: JSON-RPC batches are not supported (MCP removed them "
-                         "in 2025-06-18); send one message per POST");
-        return CTXD_ERR;
-    }
-    if (!json_object_is_type(body, json_type_object)) goto invalid;
-    json_object_object_get_ex(body, "jsonrpc", &v);
+    if (!json_object_is_type(msg, json_type_object)) return CTXD_ERR;
+    json_object_object_get_ex(msg, "jsonrpc", &v);
     if (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "2.0"))
-        goto invalid;
-    if (json_object_object_get_ex(body, "id", &m->id) &&
+        return CTXD_ERR;
+    if (json_object_object_get_ex(msg, "id", &m->id) &&
         !json_object_is_type(m->id, json_type_string) && !json_object_is_type(m->id, json_type_int))
-        goto invalid;
-    json_object_object_get_ex(body, "method", &method);
-    json_object_object_get_ex(body, "params", &m->params);
+        return CTXD_ERR;
+    json_object_object_get_ex(msg, "method", &method);
+    json_object_object_get_ex(msg, "params", &m->params);
     if (!method) {
-        m->is_response = m->id && (json_object_object_get_ex(body, "result", NULL) ||
-                                   json_object_object_get_ex(body, "error", NULL));
-        if (m->is_response) return CTXD_OK;
-        goto invalid;
+        m->is_response = m->id && (json_object_object_get_ex(msg, "result", NULL) ||
+                                   json_object_object_get_ex(msg, "error", NULL));
+        return m->is_response ? CTXD_OK : CTXD_ERR;
     }
     if (!json_object_is_type(method, json_type_string) ||
         (m->params && !json_object_is_type(m->params, json_type_object)))
-        goto invalid;
+        return CTXD_ERR;
     m->method = json_object_get_string(method);
     return CTXD_OK;
-invalid:
-    *status = refuse(req, 400, MCP_INVALID_REQUEST,
-                     "Invalid Request: the body must be one JSON-RPC 2.0 message: "
-                     "{\"jsonrpc\": \"2.0\", \"id\": <string or integer>, \"method\": \"...\", "
-                     "\"params\": {...}} (no id for a notification)");
+}
+
+static int classify_or_respond(const http_req *req, json_object *body, rpc_msg *m, int *status) {
+    if (classify(body, m) == CTXD_OK) return CTXD_OK;
+    *status = refuse(req, 400, MCP_INVALID_REQUEST, INVALID_REQUEST);
     return CTXD_ERR;
 }
 
@@ -357,6 +355,85 @@ static int stateless(const http_req *req, const rpc_msg *m, answer_form form) {
     return send_message(req, 200, msg, form, NULL);
 }
 
+/* One request of a session answered: its JSON-RPC response (a result or
+ * its own error), or NULL with err->infra set when ctxd itself failed. */
+static json_object *session_answer(const http_req *req, const store_mcp_session *sess,
+                                   const rpc_msg *m, mcp_error *err) {
+    mcp_caller caller = {req->who, sess->protocol_version};
+    json_object *result, *msg;
+    if (mcp_call(req->w, &caller, m->method, m->params, &result, err)) {
+        if (err->infra.err != CTXD_E_NONE) return NULL;
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "code", json_object_new_int(err->code));
+        json_object_object_add(e, "message", json_object_new_string(err->message));
+        msg = rpc_envelope(m->id);
+        json_object_object_add(msg, "error", e);
+        return msg;
+    }
+    msg = rpc_envelope(m->id);
+    json_object_object_add(msg, "result", result);
+    return msg;
+}
+
+/* An invalid member of a batch: its error response, without an id. */
+static json_object *batch_invalid(const char *why) {
+    mcp_error err;
+    json_object *msg = rpc_envelope(NULL), *e = json_object_new_object();
+    mcp_error_set(&err, MCP_INVALID_REQUEST, "%s", why);
+    json_object_object_add(e, "code", json_object_new_int(err.code));
+    json_object_object_add(e, "message", json_object_new_string(err.message));
+    json_object_object_add(msg, "error", e);
+    return msg;
+}
+
+/* A batch: only sessions of 2025-03-26, the one revision that had them.
+ * The responses to its requests come back as one array (or one SSE event
+ * each); a batch of notifications and responses only is 202. */
+static int batch(const http_req *req, json_object *body, answer_form form) {
+    store_mcp_session sess;
+    size_t n = json_object_array_length(body);
+    int status;
+    if (http_header(req, SESSION_HEADER) && n && session_or_respond(req, &sess, &status))
+        return status;
+    if (!http_header(req, SESSION_HEADER) || !n || strcmp(sess.protocol_version, "2025-03-26"))
+        return refuse(req, 400, MCP_INVALID_REQUEST,
+                      "Invalid Request: JSON-RPC batches are served only to sessions of "
+                      "2025-03-26 (MCP removed them in 2025-06-18), and never empty; send one "
+                      "message per POST");
+    json_object *answers = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        rpc_msg m;
+        mcp_error err;
+        json_object *a = NULL;
+        if (classify(json_object_array_get_idx(body, i), &m))
+            a = batch_invalid(INVALID_REQUEST);
+        else if (m.method && !strcmp(m.method, "initialize"))
+            a = batch_invalid("Invalid Request: initialize may not be part of a batch");
+        else if (m.method && m.id && !(a = session_answer(req, &sess, &m, &err))) {
+            json_object_put(answers);
+            return http_send_failure(req, &err.infra);
+        }
+        if (a) json_object_array_add(answers, a);
+    }
+    if (!json_object_array_length(answers)) {
+        json_object_put(answers);
+        return http_send(req, 202, "text/plain", "", 0, NULL);
+    }
+    if (form == ANSWER_JSON) return send_message(req, 200, answers, form, NULL);
+    buf b; /* SSE: one event per response */
+    buf_init(&b);
+    for (size_t i = 0; i < json_object_array_length(answers); i++)
+        buf_printf(&b, "event: message\ndata: %s\n\n",
+                   json_object_to_json_string_ext(json_object_array_get_idx(answers, i),
+                                                  JSON_C_TO_STRING_PLAIN |
+                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(answers);
+    status = b.err ? http_send_error(req, CTXD_E_NOMEM, "out of memory")
+                   : http_send(req, 200, "text/event-stream", b.data, b.len, NULL);
+    buf_free(&b);
+    return status;
+}
+
 /* POST /mcp */
 static int post_mcp(const http_req *req) {
     json_object *body = NULL;
@@ -366,6 +443,10 @@ static int post_mcp(const http_req *req) {
     int status;
     if (answer_form_or_respond(req, &form, &status) || parse_or_respond(req, &body, &status))
         return status;
+    if (json_object_is_type(body, json_type_array)) {
+        status = batch(req, body, form);
+        goto cleanup;
+    }
     if (classify_or_respond(req, body, &m, &status)) goto cleanup;
     if (m.method && m.id && !strcmp(m.method, "initialize")) {
         status = initialize(req, &m, form);
@@ -380,16 +461,10 @@ static int post_mcp(const http_req *req) {
         status = http_send(req, 202, "text/plain", "", 0, NULL);
         goto cleanup;
     }
-    mcp_caller caller = {req->who, sess.protocol_version};
-    json_object *result;
     mcp_error err;
-    if (mcp_call(req->w, &caller, m.method, m.params, &result, &err)) {
-        status = send_rpc_error(req, 200, m.id, &err, form);
-        goto cleanup;
-    }
-    json_object *msg = rpc_envelope(m.id);
-    json_object_object_add(msg, "result", result);
-    status = send_message(req, 200, msg, form, NULL);
+    json_object *answer = session_answer(req, &sess, &m, &err);
+    status =
+        answer ? send_message(req, 200, answer, form, NULL) : http_send_failure(req, &err.infra);
 cleanup:
     json_object_put(body);
     return status;

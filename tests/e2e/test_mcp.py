@@ -363,6 +363,32 @@ class McpTest(unittest.TestCase):
         j = self.rpc(sid, "prompts/get", {"name": "continue_conversation", "arguments": {}})
         self.assertEqual(j["error"]["code"], -32602)
 
+    def test_batches_only_for_2025_03_26(self):
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        sid, _ = self.initialize("2025-03-26")
+        kw = {"session": sid, "version": "2025-03-26"}
+        r = self.post([ping, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                       {"jsonrpc": "2.0", "id": "b", "method": "tools/call",
+                        "params": {"name": "list_contexts", "arguments": {}}},
+                       {"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {}},
+                       {"jsonrpc": "2.0", "id": 4, "method": "no/such"}, 7], **kw)
+        self.assertEqual(r.status, 200, r)
+        answers = r.json()
+        self.assertEqual([a["id"] for a in answers], [1, "b", None, 4, None])
+        self.assertEqual(answers[0]["result"], {})
+        self.assertFalse(answers[1]["result"]["isError"])
+        self.assertEqual([a.get("error", {}).get("code") for a in answers[2:]],
+                         [-32600, -32601, -32600])
+        r = self.post([ping, dict(ping, id=2)], accept="text/event-stream", **kw)
+        self.assertEqual([d["id"] for _, d in sse_events(r.body)], [1, 2])
+        r = self.post([{"jsonrpc": "2.0", "method": "notifications/initialized"}], **kw)
+        self.assertEqual((r.status, r.body), (202, b""))
+        self.assert_rpc_error(self.post([], **kw), 400, -32600)
+        self.assert_rpc_error(self.post([ping], session=MISSING), 404, -32001)
+        # Later revisions dropped them.
+        sid, _ = self.initialize("2025-06-18")
+        self.assert_rpc_error(self.post([ping], session=sid), 400, -32600)
+
     def test_answers_follow_accept(self):
         sid, _ = self.initialize()
         msg = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
