@@ -103,7 +103,8 @@ int mcp_resources_read(ctxd_worker *w, json_object *params, json_object **result
 int mcp_prompts_list(json_object **result, mcp_error *err);
 int mcp_prompts_get(ctxd_worker *w, json_object *params, json_object **result, mcp_error *err);
 
-/* A stored message (JSON text) as a json-c object, or NULL when it does not parse. */
+/* JSON text (a stored message, a schema) as a json-c object the caller puts,
+ * or NULL when it does not parse. */
 json_object *mcp_json_parse(const char *text, size_t len);
 
 #endif
