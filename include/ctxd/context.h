@@ -53,6 +53,16 @@ typedef struct context_page {
 int context_list(ctxd_worker *w, long limit, const char *cursor, context_page *out, ctxd_error *e);
 void context_page_free(context_page *p); /* accepts NULL */
 
+/* The window the model would see now, within budget tokens (<= 0: the
+ * context's max_context_tokens): the newest whole units (a user message
+ * that is no tool result, and what follows it) whose tokens fit what the
+ * system prompt and the summary leave. out gets the settings, summary and
+ * those messages, oldest first (free with store_context_free); *tokens
+ * what the window costs, system prompt and summary included; *budget_used
+ * the budget applied. */
+int context_recall(ctxd_worker *w, const char *id, int64_t budget, store_context *out,
+                   int64_t *tokens, int64_t *budget_used, ctxd_error *e);
+
 /* Turn w->st's last failure into e, with a sentence about context id. */
 void context_store_error(ctxd_error *e, const ctxd_worker *w, const char *id);
 

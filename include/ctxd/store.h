@@ -315,4 +315,29 @@ typedef struct store_rate {
 int store_rate_use(store *s, const char *key_id, const char *limit, int64_t per_minute,
                    int64_t cost, store_rate_mode mode, store_rate *out);
 
+/* ---- MCP sessions (store_mcp.c) ---- */
+
+/* An MCP session of the store's tenant: one hash per session
+ * ("ctxd:{mcp:<tenant>:<id>}", see store_keys.c) that expires when unused. */
+#define STORE_MCP_SESSION_ID_MAX 64
+typedef struct store_mcp_session {
+    char id[STORE_MCP_SESSION_ID_MAX + 1];
+    char protocol_version[16]; /* negotiated at initialize */
+    char client_name[128];     /* clientInfo, as the client gave it ("" when none) */
+    char client_version[64];
+    char key_id[40]; /* the API key that started it ("" with auth off) */
+    char created_at[UTIL_ISO_LEN];
+} store_mcp_session;
+
+/* Store a new session, expiring ttl_s seconds from now. CTXD_OK, or
+ * CTXD_ERR with s->err. */
+int store_mcp_session_put(store *s, const store_mcp_session *sess, int ttl_s);
+
+/* Read session id and start its ttl_s countdown again, in one round trip:
+ * *found 0 when there is none (ended, expired, or another tenant's). */
+int store_mcp_session_get(store *s, const char *id, int ttl_s, store_mcp_session *out, int *found);
+
+/* End session id; *found 0 when there was none. */
+int store_mcp_session_delete(store *s, const char *id, int *found);
+
 #endif

@@ -9,11 +9,17 @@
 /* Routes anyone may call: probes and scrapes carry no tenant data. */
 static int is_open(const char *pattern) {
     return !strcmp(pattern, "/healthz") || !strcmp(pattern, "/readyz") ||
-           !strcmp(pattern, "/metrics");
+           !strcmp(pattern, "/metrics") ||
+           !strcmp(pattern, "/.well-known/oauth-protected-resource/mcp");
 }
+
+/* The MCP endpoint: every session needs read; its tools that write check
+ * the write scope themselves. */
+#define MCP_PATTERN "/mcp"
 
 static int scope_needed(const char *method, const char *pattern) {
     if (!strncmp(pattern, "/admin/", 7)) return AUTH_SCOPE_ADMIN;
+    if (!strcmp(pattern, MCP_PATTERN)) return AUTH_SCOPE_READ;
     return !strcmp(method, "GET") || !strcmp(method, "HEAD") ? AUTH_SCOPE_READ : AUTH_SCOPE_WRITE;
 }
 
@@ -55,6 +61,31 @@ static void put_ratelimit(char *out, size_t cap, const auth_identity *who, const
     buf_free(&b);
 }
 
+void http_base_url(const http_req *req, char *out, size_t cap) {
+    const char *host = http_header(req, "Host");
+    char listen[96];
+    if (!host || strpbrk(host, "\"\\ /")) { /* none, or one that cannot go in a quoted URL */
+        snprintf(listen, sizeof(listen), "%s:%d", req->cfg->listen_host, req->cfg->listen_port);
+        host = listen;
+    }
+    snprintf(out, cap, "%s://%s", req->cfg->tls_cert[0] ? "https" : "http", host);
+}
+
+/* 401's WWW-Authenticate: on the MCP endpoint it names the OAuth protected
+ * resource metadata (RFC 9728), which MCP clients look for. */
+static void challenge(const http_req *req, const char *pattern, char *out, size_t cap) {
+    char base[HTTP_BASE_URL_MAX];
+    if (strcmp(pattern, MCP_PATTERN)) {
+        snprintf(out, cap, "Bearer realm=\"ctxd\"");
+        return;
+    }
+    http_base_url(req, base, sizeof(base));
+    snprintf(out, cap,
+             "Bearer realm=\"ctxd\", resource_metadata=\"%s/.well-known/"
+             "oauth-protected-resource/mcp\"",
+             base);
+}
+
 int http_auth_or_respond(http_req *req, const char *pattern, int *status) {
     static _Thread_local auth_identity who;
     static _Thread_local char ratelimit[256];
@@ -70,9 +101,11 @@ int http_auth_or_respond(http_req *req, const char *pattern, int *status) {
     if (!req->cfg->auth) {
         auth_open_identity(&who);
     } else if (auth_check(req->w, credential(req), &who, &e)) {
-        static const char *const challenge[] = {"WWW-Authenticate", "Bearer realm=\"ctxd\"", NULL};
-        *status = http_send_error_with(req, e.err, 0,
-                                       e.err == CTXD_E_UNAUTHORIZED ? challenge : NULL, e.msg);
+        char value[HTTP_BASE_URL_MAX + 96];
+        challenge(req, pattern, value, sizeof(value));
+        const char *h[] = {"WWW-Authenticate", value, NULL};
+        *status =
+            http_send_error_with(req, e.err, 0, e.err == CTXD_E_UNAUTHORIZED ? h : NULL, e.msg);
         return CTXD_ERR;
     }
     store_set_tenant(req->w->st, who.tenant);

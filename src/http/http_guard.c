@@ -9,7 +9,8 @@
 
 /* Request headers a browser may send across origins (preflight answer). */
 #define CORS_ALLOWED_HEADERS                                                                       \
-    "Authorization, X-Api-Key, Content-Type, Accept, Idempotency-Key, X-Request-Id"
+    "Authorization, X-Api-Key, Content-Type, Accept, Idempotency-Key, X-Request-Id, "              \
+    "Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
 #define CORS_MAX_AGE "600"
 
 /* 1 if the comma-separated list holds item (case-insensitive; "*" matches

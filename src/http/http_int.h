@@ -60,6 +60,7 @@ void routes_sdk_register(void);
 /* The API of the routes at path (whatever the method): its errors' shape
  * from the first answer on, refusals of the connection's loop included. */
 http_api http_path_api(const char *path);
+void routes_mcp_register(void);
 
 /* 1 while the process drains (SIGTERM): answers close their connection. */
 int http_server_draining(void);
@@ -85,6 +86,12 @@ int http_preflight(const http_req *req, const char *allow);
  * rate limit and fills req->ratelimit. Answers 401 (with WWW-Authenticate),
  * 403 or 429 itself. */
 int http_auth_or_respond(http_req *req, const char *pattern, int *status);
+
+/* Where the client reached this server: "http[s]://<Host>" (the Host
+ * header, checked by http_guard_or_respond, else the listen address),
+ * into out (cap bytes, cut when longer). */
+#define HTTP_BASE_URL_MAX 320
+void http_base_url(const http_req *req, char *out, size_t cap);
 
 /* ---- Answers (http_response.c) ---- */
 

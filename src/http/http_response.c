@@ -10,7 +10,7 @@
 /* Browsers may read these from a cross-origin answer. */
 #define CORS_EXPOSED                                                                               \
     "X-Request-Id, Location, Retry-After, Idempotent-Replayed, RateLimit-Policy, RateLimit, "      \
-    "WWW-Authenticate"
+    "WWW-Authenticate, Mcp-Session-Id"
 
 /* The status line and headers. len < 0: a streamed body (chunked on
  * HTTP/1.1; on HTTP/1.0 the connection's end marks the body's end). */

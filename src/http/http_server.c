@@ -231,6 +231,7 @@ int http_server_start(const ctxd_config *cfg, char *err, size_t errlen) {
     routes_health_register();
     routes_admin_register();
     routes_sdk_register();
+    routes_mcp_register();
     raise_fd_limit();
     queue.threads = calloc((size_t)cfg->threads, sizeof(*queue.threads));
     if (!queue.threads) {

@@ -52,6 +52,10 @@ const char *store_key_apikey_ids(void);
 /* The GCRA state of one limit ("requests", "tokens") of an API key. */
 void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *limit);
 
+/* An MCP session of tenant: "ctxd:{mcp:<tenant>:<session id>}", its own
+ * hash slot. */
+void store_key_mcp_session(char out[STORE_KEY_LEN], const char *tenant, const char *id);
+
 /* ---- Scripts (store_keys.c): the embedded .lua files with their prelude ---- */
 
 enum {

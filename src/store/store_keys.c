@@ -35,6 +35,10 @@
 /* Rate limits: one GCRA state per key and limit. */
 #define KEY_RATE "ctxd:{rate:%s}:%s"
 
+/* MCP sessions: one hash per session, named by tenant and session id (the
+ * tenant always spelled, as the index buckets do), expiring when unused. */
+#define KEY_MCP_SESSION "ctxd:{mcp:%s:%s}"
+
 /* The KEYS order of every context script, and the names the scripts know
  * them by: all in the context's one hash slot. "queue" lists the turns waiting
  * for the lock; "wake" is no key itself but the stem of each waiting
@@ -99,6 +103,10 @@ const char *store_key_apikey_ids(void) { return KEY_APIKEY_IDS; }
 
 void store_key_rate(char out[STORE_KEY_LEN], const char *key_id, const char *limit) {
     snprintf(out, STORE_KEY_LEN, KEY_RATE, key_id, limit);
+}
+
+void store_key_mcp_session(char out[STORE_KEY_LEN], const char *tenant, const char *id) {
+    snprintf(out, STORE_KEY_LEN, KEY_MCP_SESSION, tenant, id);
 }
 
 /* ---- Scripts: src/store/lua/NAME.lua, embedded as store_lua_NAME ---- */

@@ -612,6 +612,14 @@ def require_module(name, install):
         _skip_absent("python module %s is not installed (%s); %s" % (name, e, install))
 
 
+def require_path(path, install):
+    """path, when it exists; else skip like require_tool (a file a tool
+    installs, e.g. tests/node/node_modules/...)."""
+    if not os.path.exists(path):
+        _skip_absent("%s is not installed; %s" % (path, install))
+    return path
+
+
 class _Result(unittest.TextTestResult):
     """Also records which tests started and which passed."""
 

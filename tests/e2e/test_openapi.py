@@ -63,6 +63,14 @@ NOT_EXERCISED = {
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
+# The body of the MCP transport's refusals (JSON-RPC errors), and an initialize.
+MCP_ERROR = "#/components/schemas/JsonRpcError"
+MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "test_openapi", "version": "1"}}}
+MCP_CHALLENGE = re.compile(r'^Bearer realm="ctxd", resource_metadata="http://127\.0\.0\.1:\d+'
+                           r'/\.well-known/oauth-protected-resource/mcp"$')
+
 # The operations that need no API key (they declare `security: []`).
 PROBES = {t for (m, t), op in OPS.items() if op.get("security") == []}
 
@@ -396,6 +404,8 @@ class OpenApiTest(CtxdTestCase):
             self.assertTrue(names[-1] in end or events[-1][1] in end,
                             "%s: stream ends with %r" % (what, events[-1]))
             return events
+        if "done" not in documented:  # MCP: one JSON-RPC message per event
+            return events
         self.assertIn(names[-1], ("done", "error"), "%s: stream ends with %r" % (what, names[-1]))
         self.assertEqual(names.count("done") + names.count("error"), 1,
                          "%s: one done or error event expected: %s" % (what, names))
@@ -466,11 +476,13 @@ class OpenApiTest(CtxdTestCase):
                             self.assertTrue(media.get("x-sse-events"), where + ": events undocumented")
                     if int(status) >= 400:  # errors use the Error schema of their status
                         schema = resp["content"]["application/json"]["schema"]
-                        want = ["#/components/schemas/Error%s" % status]
+                        # (the MCP transport refuses with JSON-RPC errors, as MCP asks)
+                        allowed = ["#/components/schemas/Error%s" % status] + (
+                            [MCP_ERROR] if template == "/mcp" else [])
                         if "sdk" in op.get("tags", []):  # or a provider's error shape
-                            want = ["#/components/schemas/AnthropicError",
-                                    "#/components/schemas/OpenAIError"]
-                        self.assertIn(schema.get("$ref"), want, "%s %s" % (where, status))
+                            allowed = ["#/components/schemas/AnthropicError",
+                                       "#/components/schemas/OpenAIError"]
+                        self.assertIn(schema.get("$ref"), allowed, "%s %s" % (where, status))
                     for name, h in resp.get("headers", {}).items():
                         h, _ = deref(h, "#")
                         self.assertIn("schema", h, "%s %s header %s" % (where, status, name))
@@ -924,6 +936,14 @@ class OpenApiTest(CtxdTestCase):
                 kw = {"cid": cid} if "{id}" in template else {}
                 self.call(method, template, raw=b'{"a": 1}', headers={"Content-Type": "text/plain"},
                           expect=415, code="unsupported_media_type", **kw)
+                if template == "/mcp":  # JSON-RPC's own errors (test_mcp.py checks the rest)
+                    for raw, rpc in ((b"{nope", -32700), (b"[1]", -32600), (b'{"a": "\xff"}', -32700),
+                                     (b'{"a": "\\ud800"}', -32700), (b'{"a": 1}', -32600)):
+                        r = self.call(method, template, raw=raw, headers=ct, expect=400)
+                        self.assertEqual(r.json()["error"]["code"], rpc, raw)
+                    self.call(method, template, body={"a": "x" * 3000}, expect=413,
+                              code="body_too_large")
+                    continue
                 self.call(method, template, raw=b"{nope", headers=ct, expect=400,
                           code="invalid_json", **kw)
                 self.call(method, template, raw=b"[1]", headers=ct, expect=400,
@@ -938,7 +958,7 @@ class OpenApiTest(CtxdTestCase):
     def test_routing_errors(self):
         cid = str(uuid.uuid4())
         nf_ptr = "#/components/responses/RouteNotFound"
-        for path in ("/nope", "/mcp/context/%s/nope" % cid, "/mcp"):
+        for path in ("/nope", "/mcp/context/%s/nope" % cid, "/mcp/nope"):
             with self.subTest(path=path):
                 r = request(self.ctxd.port, "GET", path)
                 self.assertEqual(r.status, 404, r)
@@ -967,6 +987,37 @@ class OpenApiTest(CtxdTestCase):
                 # HEAD is served wherever GET is documented.
                 self.assertEqual(set(r.headers["allow"].split(", ")),
                                  documented | ({"HEAD"} if "GET" in documented else set()))
+
+    # ---- The MCP endpoint ----
+
+    def test_mcp(self):
+        r = self.call("POST", "/mcp", body=MCP_INIT, expect=200)
+        sid = r.headers["mcp-session-id"]
+        self.assertEqual(r.json()["result"]["protocolVersion"], "2025-11-25")
+        s = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        self.call("POST", "/mcp", body={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                  headers=s, expect=202)
+        r = self.call("POST", "/mcp", body=ping, headers=dict(s, Accept="text/event-stream"),
+                      expect=200)
+        self.assertEqual(sse_events(r.body), [("message", {"jsonrpc": "2.0", "id": 2,
+                                                           "result": {}})])
+        r = self.call("POST", "/mcp", body={"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                            "params": {"name": "create_context", "arguments": {}}},
+                      headers=s, expect=200)
+        cid = r.json()["result"]["structuredContent"]["context_id"]
+        self.call("GET", "/mcp/context/{id}", cid, expect=200)  # the REST API sees it
+        self.call("POST", "/mcp", body=ping, headers=dict(s, Accept="text/html"), expect=406)
+        self.call("POST", "/mcp", body=ping, expect=400)  # no session
+        self.call("POST", "/mcp", body=ping, headers=dict(s, **{"MCP-Protocol-Version": "2024-01-01"}),
+                  expect=400)
+        gone = {"Mcp-Session-Id": str(uuid.uuid4())}
+        self.call("POST", "/mcp", body=ping, headers=gone, expect=404)
+        self.call("DELETE", "/mcp", expect=400)
+        self.call("DELETE", "/mcp", headers=s, expect=200)
+        self.call("DELETE", "/mcp", headers=s, expect=404)
+        r = self.call("GET", "/.well-known/oauth-protected-resource/mcp", expect=200)
+        self.assertEqual(r.json()["resource"], "http://127.0.0.1:%d/mcp" % self.ctxd.port)
 
     # ---- DNS rebinding and CORS: every operation refuses foreign callers ----
 
@@ -1047,8 +1098,9 @@ class OpenApiTest(CtxdTestCase):
                 with self.subTest(op="%s %s" % (method, template)):
                     body = example_body(method, template)
                     r = self.call(method, template, cid if "{id}" in template else None, body=body,
-                                  server=ctxd)
-                    if template in ("/healthz", "/metrics", "/v1/models"):
+                                  server=ctxd, headers=self.mcp_session(None, method, template))
+                    if template in ("/healthz", "/metrics", "/v1/models",
+                                    "/.well-known/oauth-protected-resource/mcp"):
                         continue  # no Redis needed (no keys to check with CTXD_AUTH=off)
                     self.assertEqual(r.status, 503, r)
                     self.assertEqual(error_code(r.json()), "redis_unavailable")
@@ -1230,6 +1282,17 @@ class OpenApiTest(CtxdTestCase):
         self.assertNotIn("{", template)
         return None
 
+    def mcp_session(self, srv, method, template, writer=None):
+        """The header DELETE /mcp needs: a new MCP session of writer's tenant on
+        srv (srv None: any session id, for a server that cannot look it up)."""
+        if (method, template) != ("DELETE", "/mcp"):
+            return {}
+        if srv is None:
+            return {"Mcp-Session-Id": str(uuid.uuid4())}
+        r = self.call("POST", "/mcp", body=MCP_INIT, server=srv, expect=200,
+                      headers=bearer(writer) if writer else None)
+        return {"Mcp-Session-Id": r.headers["mcp-session-id"]}
+
     def test_keys_are_required(self):
         with self.keys_server() as (srv, redis):
             writer = self.make_key(srv, "acme", ["read", "write"])
@@ -1262,7 +1325,10 @@ class OpenApiTest(CtxdTestCase):
                     with self.subTest(op="%s %s" % (method, template), headers=headers):
                         r = self.call(method, template, cid, body=body, headers=headers, server=srv,
                                       expect=401, code="unauthorized")
-                        self.assertEqual(r.headers.get("www-authenticate"), CHALLENGE)
+                        if template == "/mcp":  # names the protected resource metadata
+                            self.assertRegex(r.headers.get("www-authenticate"), MCP_CHALLENGE)
+                        else:
+                            self.assertEqual(r.headers.get("www-authenticate"), CHALLENGE)
                         self.assertNotIn("ratelimit-policy", r.headers)
                 # Before the body is even looked at.
                 if "requestBody" in OPS[(method, template)]:
@@ -1292,11 +1358,12 @@ class OpenApiTest(CtxdTestCase):
                 for scopes, name, headers in callers:
                     with self.subTest(op="%s %s" % (method, template), caller=name):
                         cid = self.target(srv, template, writer)
+                        h = dict(headers, **self.mcp_session(srv, method, template, writer))
                         if need in scopes:
-                            self.call(method, template, cid, body=body, headers=headers,
+                            self.call(method, template, cid, body=body, headers=h,
                                       server=srv, expect=ok_status(method, template))
                         else:
-                            r = self.call(method, template, cid, body=body, headers=headers,
+                            r = self.call(method, template, cid, body=body, headers=h,
                                           server=srv, expect=403, code="forbidden")
                             self.assertIn("needs the %s scope" % need, error_text(r.json()))
                             if cid and template.startswith("/mcp/"):  # nothing was done
@@ -1351,7 +1418,7 @@ class OpenApiTest(CtxdTestCase):
                 with self.subTest(op="%s %s" % (method, template)):
                     key = self.make_key(srv, "acme", [scope_of(method, template)],
                                         requests_per_minute=1)
-                    h = bearer(key)
+                    h = dict(bearer(key), **self.mcp_session(srv, method, template, writer))
                     cid = self.target(srv, template, writer)
                     body = example_body(method, template)
                     first = self.call(method, template, cid, body=body, headers=h, server=srv,
