@@ -435,6 +435,43 @@ static int batch(const http_req *req, json_object *body, answer_form form) {
 }
 
 /* POST /mcp */
+/* A call that changed the list of resources: create_context or
+ * delete_context that did not fail. */
+static int changes_resource_list(const rpc_msg *m, json_object *answer) {
+    json_object *name, *result, *is_error;
+    if (!m->method || strcmp(m->method, "tools/call") || !m->params ||
+        !json_object_object_get_ex(m->params, "name", &name) ||
+        !json_object_is_type(name, json_type_string) ||
+        !json_object_object_get_ex(answer, "result", &result) ||
+        (json_object_object_get_ex(result, "isError", &is_error) &&
+         json_object_get_boolean(is_error)))
+        return 0;
+    const char *n = json_object_get_string(name);
+    return !strcmp(n, "create_context") || !strcmp(n, "delete_context");
+}
+
+/* The answer (taken) as an SSE stream after the notification
+ * notifications/resources/list_changed, for a client that takes SSE. */
+static int send_with_list_changed(const http_req *req, json_object *answer) {
+    const char *text = json_object_to_json_string_ext(answer, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+    buf b;
+    buf_init(&b);
+    if (text)
+        buf_printf(&b,
+                   "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":"
+                   "\"notifications/resources/list_changed\"}\n\nevent: message\ndata: %s\n\n",
+                   text);
+    json_object_put(answer);
+    if (!text || b.err) {
+        buf_free(&b);
+        return http_send_error(req, CTXD_E_NOMEM, "out of memory");
+    }
+    http_send(req, 200, "text/event-stream", b.data, b.len, NULL);
+    buf_free(&b);
+    return 200;
+}
+
 static int post_mcp(const http_req *req) {
     json_object *body = NULL;
     answer_form form;
@@ -463,8 +500,13 @@ static int post_mcp(const http_req *req) {
     }
     mcp_error err;
     json_object *answer = session_answer(req, &sess, &m, &err);
-    status =
-        answer ? send_message(req, 200, answer, form, NULL) : http_send_failure(req, &err.infra);
+    const char *accept = http_header(req, "Accept");
+    if (!answer)
+        status = http_send_failure(req, &err.infra);
+    else if (changes_resource_list(&m, answer) && accept && accepts(accept, "text/event-stream"))
+        status = send_with_list_changed(req, answer);
+    else
+        status = send_message(req, 200, answer, form, NULL);
 cleanup:
     json_object_put(body);
     return status;

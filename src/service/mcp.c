@@ -74,7 +74,9 @@ static json_object *capabilities(void) {
     json_object *caps = json_object_new_object(), *t = json_object_new_object(),
                 *r = json_object_new_object(), *p = json_object_new_object();
     json_object_object_add(t, "listChanged", json_object_new_boolean(0));
-    json_object_object_add(r, "listChanged", json_object_new_boolean(0));
+    /* Sent on the answer's stream of the call that changed the list (there
+     * is no GET stream): routes_mcp.c. */
+    json_object_object_add(r, "listChanged", json_object_new_boolean(1));
     json_object_object_add(r, "subscribe", json_object_new_boolean(0));
     json_object_object_add(p, "listChanged", json_object_new_boolean(0));
     json_object_object_add(caps, "tools", t);

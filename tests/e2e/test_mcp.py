@@ -98,8 +98,16 @@ class McpTest(unittest.TestCase):
             msg["params"] = params
         r = self.post(msg, key=key, session=sid, version=version, proc=proc)
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.headers["content-type"], "application/json")
-        j = r.json()
+        if r.headers["content-type"] == "text/event-stream":
+            # a call that changed the resource list: the notification, then the answer
+            events = [data for _, data in sse_events(r.body)]
+            self.assertEqual(events[:-1], [{"jsonrpc": "2.0",
+                                            "method": "notifications/resources/list_changed"}])
+            self.assertIn(msg["params"]["name"], ("create_context", "delete_context"))
+            j = events[-1]
+        else:
+            self.assertEqual(r.headers["content-type"], "application/json")
+            j = r.json()
         self.assertEqual((j["jsonrpc"], j["id"]), ("2.0", id), j)
         return j
 
@@ -162,6 +170,9 @@ class McpTest(unittest.TestCase):
         self.assertEqual(len(out["recall_all"]["messages"]), 4)
         self.assertIn(cid, [c["id"] for c in out["list"]["contexts"]])
         self.assertEqual(out["deleted"], {"context_id": out["deleted_id"], "deleted": True})
+        # notifications/resources/list_changed came on the answers of both calls
+        self.assertEqual(out["list_changed_after_create"], 1)
+        self.assertEqual(out["list_changed_by_delete"], 1)
         self.assertIn("Context not found", out["missing_error"])
         self.assertIn("message", out["bad_error"])
         # Resources and the prompt.

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ResourceListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const [mode, bases, third, fourth] = process.argv.slice(2);
 const urls = bases.split(',');
@@ -31,6 +32,9 @@ const transport = new StreamableHTTPClientTransport(new URL(urls[0] + '/mcp'), {
   requestInit: key ? { headers: { Authorization: `Bearer ${key}` } } : undefined,
 });
 const client = new Client({ name: 'ctxd-e2e', version: '1.0.0' });
+// ctxd says the resource list changed on the answer's stream of the call that changed it.
+let listChanged = 0;
+client.setNotificationHandler(ResourceListChangedNotificationSchema, () => { listChanged++; });
 await client.connect(transport);
 const out = { seen };
 
@@ -60,7 +64,9 @@ if (mode === 'run') {
   }
 
   // Every tool, in the order a conversation uses them.
+  assert.equal(client.getServerCapabilities().resources.listChanged, true);
   const created = await call('create_context', { system: 'You are terse.', state: { trip: 'NYC' } });
+  out.list_changed_after_create = listChanged;
   const id = created.context_id;
   out.context_id = id;
   out.add = await call('add_messages', { context_id: id, messages: [
@@ -76,7 +82,9 @@ if (mode === 'run') {
   out.recall_all = await call('recall', { context_id: id });
   out.list = await call('list_contexts', { limit: 10 });
   const doomed = (await call('create_context', {})).context_id;
+  const before = listChanged;
   out.deleted = await call('delete_context', { context_id: doomed });
+  out.list_changed_by_delete = listChanged - before;
   out.deleted_id = doomed;
 
   // Tool errors are results with isError, never exceptions.
