@@ -58,6 +58,9 @@ typedef struct llm_request {
      * the other gets the ones with a counterpart (llm_json_add_extra). */
     const char *extra_json;
     int extra_openai;
+    /* Anthropic's beta features the client asked for (the anthropic-beta
+     * header's value, sent on as given), or NULL. */
+    const char *anthropic_beta;
 } llm_request;
 
 typedef enum {

@@ -45,7 +45,8 @@ typedef struct turn_request {
     int max_tokens;         /* <= 0: CTXD_MAX_TOKENS */
     const char *extra_json; /* further upstream fields, see llm_request */
     int extra_openai;
-    const char *reply_id; /* the id to store the reply under ("msg_" + 32 hex), or NULL */
+    const char *reply_id;       /* the id to store the reply under ("msg_" + 32 hex), or NULL */
+    const char *anthropic_beta; /* see llm_request */
 } turn_request;
 
 /* Messages appended without a model call (POST .../messages). */

@@ -372,26 +372,28 @@ static int serve(const http_req *req, const sdk_dialect *d) {
         status = http_send_error(req, CTXD_E_NO_RANDOMNESS, "no randomness for a message id");
         goto cleanup;
     }
-    turn_request tr = {.context_id = id,
-                       .message = last->c.text,
-                       .message_len = last->c.len,
-                       .message_json = last->c.json,
-                       .idem_key = idem,
-                       .fingerprint = fp,
-                       .on_start = call.stream ? on_start : NULL,
-                       .on_delta = call.stream ? d->delta : NULL,
-                       .on_block = call.stream ? d->block : NULL,
-                       .stream_arg = &run,
-                       .tools_json = call.tools,
-                       .tool_choice_json = call.tool_choice,
-                       .lead = lead,
-                       .n_lead = n_lead,
-                       .system = call.system,
-                       .model = call.model,
-                       .max_tokens = call.max_tokens,
-                       .extra_json = call.extra,
-                       .extra_openai = d->api == HTTP_API_OPENAI,
-                       .reply_id = run.s.id};
+    turn_request tr = {
+        .context_id = id,
+        .message = last->c.text,
+        .message_len = last->c.len,
+        .message_json = last->c.json,
+        .idem_key = idem,
+        .fingerprint = fp,
+        .on_start = call.stream ? on_start : NULL,
+        .on_delta = call.stream ? d->delta : NULL,
+        .on_block = call.stream ? d->block : NULL,
+        .stream_arg = &run,
+        .tools_json = call.tools,
+        .tool_choice_json = call.tool_choice,
+        .lead = lead,
+        .n_lead = n_lead,
+        .system = call.system,
+        .model = call.model,
+        .max_tokens = call.max_tokens,
+        .extra_json = call.extra,
+        .extra_openai = d->api == HTTP_API_OPENAI,
+        .reply_id = run.s.id,
+        .anthropic_beta = d->api == HTTP_API_ANTHROPIC ? http_header(req, "anthropic-beta") : NULL};
     turn_run(req->w, &tr, &res);
     if (res.replayed && res.reply.id[0]) snprintf(run.s.id, sizeof(run.s.id), "%s", res.reply.id);
     if (!res.replayed) headers[2] = NULL;

@@ -1,4 +1,5 @@
 /* llm_anthropic.c: the Anthropic Messages API (POST /v1/messages), plain and streamed. */
+#include <stdio.h>
 #include <string.h>
 
 #include "ctxd/buf.h"
@@ -271,10 +272,16 @@ int llm_anthropic_complete(llm_http *h, const ctxd_config *cfg, const llm_reques
                                "the anthropic provider needs ANTHROPIC_API_KEY");
         return CTXD_ERR;
     }
-    const char *headers[] = {
-        LLM_HTTP_KEY_SLOT, "anthropic-version: " ANTHROPIC_VERSION,
-        "content-type: application/json",
-        req->on_delta ? "accept: text/event-stream" : "accept: application/json", NULL};
+    char beta[512] = "";
+    if (req->anthropic_beta && *req->anthropic_beta)
+        snprintf(beta, sizeof(beta), "anthropic-beta: %s", req->anthropic_beta);
+    const char *headers[] = {LLM_HTTP_KEY_SLOT,
+                             "anthropic-version: " ANTHROPIC_VERSION,
+                             "content-type: application/json",
+                             req->on_delta ? "accept: text/event-stream"
+                                           : "accept: application/json",
+                             beta[0] ? beta : NULL,
+                             NULL};
     anthropic_state st;
     memset(&st, 0, sizeof(st));
     st.resp = resp;

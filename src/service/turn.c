@@ -374,6 +374,7 @@ static int run_locked(ctxd_worker *w, const turn_request *req, const char *token
         .on_block = req->on_block,
         .extra_json = req->extra_json,
         .extra_openai = req->extra_openai,
+        .anthropic_beta = req->anthropic_beta,
         .on_delta_arg = req->stream_arg,
         .on_tick = turn_lock_tick,
         .on_tick_arg = &keeper,

@@ -160,6 +160,17 @@ class SdkTest(unittest.TestCase):
         self.assertEqual(len(self.stored(res["id"])), 6)
         self.assertEqual(len(self.upstream("/v1/messages")[2]["body"]["messages"]), 5)
 
+    def test_anthropic_beta_header_goes_upstream(self):
+        res = self.node("anthropic_beta")
+        self.assertEqual(res["text"], "fake-anthropic reply #1 to: beta question")
+        up = self.upstream("/v1/messages")
+        self.assertEqual(up[0]["headers"].get("anthropic-beta"), "interleaved-thinking-2025-05-14")
+        self.assertEqual(len(self.stored(res["id"])), 2)
+        # Not sent when the client asks for none.
+        self.fake.reset()
+        self.node("anthropic_three_turns")
+        self.assertNotIn("anthropic-beta", self.upstream("/v1/messages")[0]["headers"])
+
     def test_models(self):
         self.assertEqual(self.node("anthropic_models")["ids"], ["claude-conf"])
         self.assertEqual(self.node("openai_models")["ids"], ["gpt-conf"])

@@ -145,6 +145,14 @@ const scenarios = {
     return { id, texts: messages.filter((m) => m.role === 'assistant').map((m) => m.content[0].text) };
   },
 
+  // The beta namespace: ?beta=true and anthropic-beta, which ctxd sends on.
+  async anthropic_beta() {
+    const { data, response } = await anthropic.beta.messages.create({ model: 'claude-test',
+      max_tokens: 50, betas: ['interleaved-thinking-2025-05-14'],
+      messages: [{ role: 'user', content: 'beta question' }] }).withResponse();
+    return { id: response.headers.get('ctxd-context-id'), text: data.content[0].text };
+  },
+
   async anthropic_models() {
     const page = await anthropic.models.list();
     return { ids: page.data.map((m) => m.id) };
