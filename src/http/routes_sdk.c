@@ -144,6 +144,20 @@ int sdk_common_fields(const http_req *req, json_object *body, const char *max_ke
     return CTXD_OK;
 }
 
+int sdk_messages_or_respond(const http_req *req, json_object *body, json_object **arr, size_t *n,
+                            int *status) {
+    if (!json_object_object_get_ex(body, "messages", arr) ||
+        !json_object_is_type(*arr, json_type_array) || (*n = json_object_array_length(*arr)) == 0 ||
+        *n > SDK_MAX_MESSAGES) {
+        *status = http_send_error(req, CTXD_E_INVALID_FIELD,
+                                  "messages: must be an array of 1 to %d messages; send only what "
+                                  "is new, ctxd adds the history",
+                                  SDK_MAX_MESSAGES);
+        return CTXD_ERR;
+    }
+    return CTXD_OK;
+}
+
 /* The context a call continues: the header's, else a new one with the
  * configured settings (*created 1). */
 static int context_or_create(const http_req *req, const char *idem, uint64_t fp,

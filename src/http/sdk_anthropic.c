@@ -5,8 +5,6 @@
 
 #include "sdk_int.h"
 
-#define MAX_MESSAGES 1000
-
 /* Fields ctxd reads itself; the others go upstream as given. */
 static const char *const own_fields[] = {"model",  "max_tokens", "messages",    "system",
                                          "stream", "tools",      "tool_choice", NULL};
@@ -57,15 +55,7 @@ static int parse(const http_req *req, json_object *body, sdk_call *out, int *sta
         system_field(req, body, out, status) ||
         http_tools_or_respond(req, body, &out->tools, &out->tool_choice, status))
         return CTXD_ERR;
-    if (!json_object_object_get_ex(body, "messages", &arr) ||
-        !json_object_is_type(arr, json_type_array) || (n = json_object_array_length(arr)) == 0 ||
-        n > MAX_MESSAGES) {
-        *status = http_send_error(req, CTXD_E_INVALID_FIELD,
-                                  "messages: must be an array of 1 to %d messages; send only what "
-                                  "is new, ctxd adds the history",
-                                  MAX_MESSAGES);
-        return CTXD_ERR;
-    }
+    if (sdk_messages_or_respond(req, body, &arr, &n, status)) return CTXD_ERR;
     if (!(out->msgs = calloc(n, sizeof(*out->msgs)))) {
         *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
         return CTXD_ERR;

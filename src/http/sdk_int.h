@@ -75,6 +75,12 @@ extern const sdk_dialect sdk_openai;
 int sdk_common_fields(const http_req *req, json_object *body, const char *max_key,
                       const char *const *own, sdk_call *out, int *status);
 
+/* The request's "messages": an array of 1 to SDK_MAX_MESSAGES (*arr
+ * borrowed from body, *n its length). */
+#define SDK_MAX_MESSAGES 1000
+int sdk_messages_or_respond(const http_req *req, json_object *body, json_object **arr, size_t *n,
+                            int *status);
+
 /* The reply's blocks (parsed; caller puts): its content_json, else one
  * text block of its text. NULL when out of memory. */
 json_object *sdk_reply_blocks(const turn_reply *r);

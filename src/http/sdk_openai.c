@@ -5,8 +5,6 @@
 
 #include "sdk_int.h"
 
-#define MAX_MESSAGES 1000
-
 static const char *const own_fields[] = {"model",      "messages",
                                          "max_tokens", "max_completion_tokens",
                                          "stream",     "stream_options",
@@ -313,15 +311,7 @@ static int parse(const http_req *req, json_object *body, sdk_call *out, int *sta
     if (json_object_object_get_ex(body, "stream_options", &v) && v &&
         json_object_object_get_ex(v, "include_usage", &v))
         out->include_usage = json_object_get_boolean(v);
-    if (!json_object_object_get_ex(body, "messages", &arr) ||
-        !json_object_is_type(arr, json_type_array) || (n = json_object_array_length(arr)) == 0 ||
-        n > MAX_MESSAGES) {
-        *status = http_send_error(req, CTXD_E_INVALID_FIELD,
-                                  "messages: must be an array of 1 to %d messages; send only what "
-                                  "is new, ctxd adds the history",
-                                  MAX_MESSAGES);
-        return CTXD_ERR;
-    }
+    if (sdk_messages_or_respond(req, body, &arr, &n, status)) return CTXD_ERR;
     return parse_messages(req, arr, out, status);
 }
 
