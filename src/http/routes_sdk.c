@@ -284,6 +284,8 @@ cleanup:
 
 /* ---- Streaming ---- */
 
+/* A streamed call. Its stream comes first: the dialect's callbacks get the
+ * run as their sdk_stream *. */
 typedef struct sdk_run {
     sdk_stream s;
     const sdk_dialect *d;
@@ -322,9 +324,8 @@ static int stream_finish(sdk_run *run, const turn_result *res) {
                 json_object_object_get_ex(b, "type", &t) ? json_object_get_string(t) : "";
             if (!strcmp(type, "text") && json_object_object_get_ex(b, "text", &t))
                 run->d->delta(s, json_object_get_string(t), (size_t)json_object_get_string_len(t));
-            else
-                run->d->block(s, json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN),
-                              strlen(json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN)));
+            else if ((type = json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN)))
+                run->d->block(s, type, strlen(type));
         }
         if (blocks) json_object_put(blocks);
     }
@@ -355,7 +356,8 @@ static int serve(const http_req *req, const sdk_dialect *d) {
     if (d->parse(req, body, &call, &status) ||
         context_or_create(req, idem, fp, id, &created, &status))
         goto cleanup;
-    const char *headers[] = {CONTEXT_HEADER, id, "Idempotent-Replayed", "true", NULL};
+    /* Every answer names the context; a replay says so too (below). */
+    const char *headers[] = {CONTEXT_HEADER, id, NULL, NULL, NULL};
     if (held_count(req, id, &call, &held, &status)) goto cleanup;
     sdk_message *last = &call.msgs[call.n - 1];
     if (strcmp(last->role, "user")) {
@@ -410,7 +412,7 @@ static int serve(const http_req *req, const sdk_dialect *d) {
         .anthropic_beta = d->api == HTTP_API_ANTHROPIC ? http_header(req, "anthropic-beta") : NULL};
     turn_run(req->w, &tr, &res);
     if (res.replayed && res.reply.id[0]) snprintf(run.s.id, sizeof(run.s.id), "%s", res.reply.id);
-    if (!res.replayed) headers[2] = NULL;
+    if (res.replayed) headers[2] = "Idempotent-Replayed", headers[3] = "true";
     if (call.stream) {
         status = stream_finish(&run, &res);
     } else if (res.error.err != CTXD_E_NONE) {

@@ -270,6 +270,12 @@ class SdkTest(unittest.TestCase):
             {"role": "user", "content": "q"}, {"role": "assistant", "content": "prefill"}]})
         self.assertEqual(r.status, 400, r)
         self.assertIn("last message must be the user's", r.json()["error"]["message"])
+        r = self.a.request("POST", "/v1/messages", {"model": "m", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "prefill"}]},
+            headers={"Idempotency-Key": "refused-1"})
+        self.assertEqual(r.status, 400, r)
+        self.assertNotIn("idempotent-replayed", r.headers)  # nothing was replayed
+        self.assertIn("ctxd-context-id", r.headers)
         r = self.o.request("POST", "/v1/chat/completions", {"model": "m", "n": 2, "messages": [
             {"role": "user", "content": "q"}]})
         self.assertEqual(r.status, 400, r)
