@@ -10,9 +10,12 @@
 
 /* A record is "<expires_ms> <fingerprint:016x> <kind> <fields>", where the
  * store reads only the leading expiry:
- *   B <input_tokens> <output_tokens> <cache_creation> <cache_read> <model_len>
- *     <text_len> <content_len> <stop_reason_len> <model><text><content blocks
- *     JSON><stop_reason>
+ *   M <input_tokens> <output_tokens> <cache_creation> <cache_read> <model_len>
+ *     <text_len> <content_len> <stop_reason_len> <message id> <model><text>
+ *     <content blocks JSON><stop_reason>
+ * and, written before replies had their stored id in the record (replayed
+ * without it):
+ *   B the same without the <message id>
  *   A <appended> <first_seq>
  * and, written by ctxd 0.4 and still replayed (without a stop reason):
  *   R <input_tokens> <output_tokens> <model_len> <text_len> <model><text>
@@ -23,17 +26,18 @@ static int64_t expires(int ttl_s) { return util_now_ms() + (int64_t)ttl_s * 1000
 
 char *turn_idem_record_reply(int ttl_s, uint64_t fp, const turn_reply *reply, size_t *len) {
     size_t ml = strlen(reply->model), n = reply->text_len + ml + 128;
-    if (reply->content_json || reply->stop_reason[0]) {
-        /* B: the blocks (if any) and the stop reason follow the text */
+    if (reply->id[0] || reply->content_json || reply->stop_reason[0]) {
+        /* M: the stored id; the blocks (if any) and the stop reason follow
+         * the text */
         size_t sl = strlen(reply->stop_reason), cl = reply->content_json_len;
-        char *r = malloc(n + cl + sl + 48);
+        char *r = malloc(n + cl + sl + 96);
         if (!r) return NULL;
-        int head = snprintf(r, n + 48,
-                            "%" PRId64 " %016" PRIx64 " B %" PRId64 " %" PRId64 " %" PRId64
-                            " %" PRId64 " %zu %zu %zu %zu %s",
+        int head = snprintf(r, n + 96,
+                            "%" PRId64 " %016" PRIx64 " M %" PRId64 " %" PRId64 " %" PRId64
+                            " %" PRId64 " %zu %zu %zu %zu %s %s",
                             expires(ttl_s), fp, reply->input_tokens, reply->output_tokens,
                             reply->cache_creation_input_tokens, reply->cache_read_input_tokens, ml,
-                            reply->text_len, cl, sl, reply->model);
+                            reply->text_len, cl, sl, reply->id[0] ? reply->id : "-", reply->model);
         memcpy(r + head, reply->text, reply->text_len);
         if (cl) memcpy(r + head + reply->text_len, reply->content_json, cl);
         memcpy(r + head + reply->text_len + cl, reply->stop_reason, sl);
@@ -133,11 +137,15 @@ int turn_idem_replay(const store_blob *rec, int append, uint64_t fp, const char 
     int status = 0;
     size_t cl, sl;
     long long cc, cr;
-    if (kind == 'B' && !append &&
+    char id[40] = "";
+    int m = kind == 'M', idn = 0;
+    if ((kind == 'B' || m) && !append &&
         sscanf(p, " %lld %lld %lld %lld %zu %zu %zu %zu%n", &in, &out, &cc, &cr, &ml, &tl, &cl, &sl,
                &n) == 8 &&
-        p[n] == ' ' && (size_t)(end - (p + n + 1)) == ml + tl + cl + sl) {
+        (!m || (sscanf(p + n, " %39s%n", id, &idn) == 1 && (n += idn))) && p[n] == ' ' &&
+        (size_t)(end - (p + n + 1)) == ml + tl + cl + sl) {
         p += n + 1;
+        if (strcmp(id, "-")) snprintf(res->reply.id, sizeof(res->reply.id), "%s", id);
         rc = set_reply(res, p, ml, p + ml, tl, in, out);
         turn_reply *r = &res->reply;
         if (rc == CTXD_OK && cl && !(r->content_json = malloc(cl + 1)))
@@ -152,7 +160,7 @@ int turn_idem_replay(const store_blob *rec, int append, uint64_t fp, const char 
             r->cache_creation_input_tokens = cc;
             r->cache_read_input_tokens = cr;
         }
-    } else if (kind == 'B') {
+    } else if (kind == 'B' || kind == 'M') {
         if (append) return reused(res, key);
         rc = ctxd_error_set(&res->error, CTXD_E_REDIS, "corrupt idempotency record");
     } else if (kind == 'R' || kind == 'A') {

@@ -258,6 +258,8 @@ class SdkTest(unittest.TestCase):
         self.assertEqual(again.status, 200, again)
         self.assertEqual(again.headers.get("idempotent-replayed"), "true")
         self.assertEqual(again.json()["content"], first.json()["content"])
+        self.assertEqual(again.json()["id"], first.json()["id"])  # the same stored message
+        self.assertEqual(self.stored(cid)[1]["id"], first.json()["id"])
         self.assertEqual(len(self.stored(cid)), 2)
         self.assertEqual(len(self.upstream("/v1/messages")), 1)
 

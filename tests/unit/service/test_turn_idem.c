@@ -59,6 +59,45 @@ TEST(test_turn_idem_reply_round_trip_with_model_and_usage) {
     free(rec);
 }
 
+/* A reply's stored id comes back with it (an SDK route's replay answers the
+ * same message id); a record written before ids (kind B) replays without. */
+TEST(test_turn_idem_reply_keeps_its_id) {
+    turn_reply reply = {.id = "msg_0123456789abcdef0123456789abcdef",
+                        .text = (char *)"hi there",
+                        .text_len = 8,
+                        .model = "m 1",
+                        .stop_reason = "end_turn",
+                        .input_tokens = 3,
+                        .output_tokens = 4};
+    size_t len = 0;
+    char *rec = turn_idem_record_reply(60, FP, &reply, &len);
+    store_blob b = {rec, len};
+    turn_result res;
+    memset(&res, 0, sizeof(res));
+    CHECK(rec && strstr(rec, " M "));
+    CHECK(turn_idem_replay(&b, 0, FP, "k", &res) == CTXD_OK);
+    CHECK_STR(res.reply.id, "msg_0123456789abcdef0123456789abcdef");
+    CHECK_STR(res.reply.text, "hi there");
+    CHECK_STR(res.reply.model, "m 1");
+    CHECK_STR(res.reply.stop_reason, "end_turn");
+    turn_result_free(&res);
+    free(rec);
+    const char old[] = "99999999999999 00000000000000ab B 3 4 -1 -1 3 8 0 8 m 1hi thereend_turn";
+    store_blob ob = {(char *)old, sizeof(old) - 1};
+    memset(&res, 0, sizeof(res));
+    CHECK(turn_idem_replay(&ob, 0, 0xab, "k", &res) == CTXD_OK);
+    CHECK_STR(res.reply.id, "");
+    CHECK_STR(res.reply.text, "hi there");
+    CHECK_STR(res.reply.stop_reason, "end_turn");
+    turn_result_free(&res);
+    /* An M record's id must be there. */
+    const char bad[] = "99999999999999 00000000000000ab M 3 4 -1 -1 3 8 0 8 m 1hi thereend_turn";
+    store_blob bb = {(char *)bad, sizeof(bad) - 1};
+    memset(&res, 0, sizeof(res));
+    CHECK(turn_idem_replay(&bb, 0, 0xab, "k", &res) == CTXD_ERR);
+    turn_result_free(&res);
+}
+
 TEST(test_turn_idem_record_leads_with_expiry) {
     /* The store reads only "<expires_ms> ": it must be now + ttl. */
     turn_reply reply = {.text = (char *)"x", .text_len = 1, .model = "m"};
@@ -210,7 +249,7 @@ TEST(test_turn_idem_kind_must_match) {
     free(rep);
 }
 
-TEST_MAIN(T(test_turn_idem_kind_must_match),
+TEST_MAIN(T(test_turn_idem_kind_must_match), T(test_turn_idem_reply_keeps_its_id),
           T(test_turn_idem_reply_round_trip_with_nul_and_leading_space),
           T(test_turn_idem_reply_round_trip_with_model_and_usage),
           T(test_turn_idem_record_leads_with_expiry), T(test_turn_idem_append_round_trip),
