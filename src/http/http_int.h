@@ -18,8 +18,15 @@
 struct http_conn;
 
 /* The API a route speaks, which shapes its errors: ctxd's own, or a
- * provider's for the SDK routes (routes_sdk.c). */
-typedef enum { HTTP_API_CTXD = 0, HTTP_API_ANTHROPIC, HTTP_API_OPENAI } http_api;
+ * provider's for the SDK routes (routes_sdk.c). UNKNOWN: the request is not
+ * routed yet; an error answer works it out from the path (http_path_api),
+ * so that requests that are fine pay nothing for it. */
+typedef enum {
+    HTTP_API_UNKNOWN = -1,
+    HTTP_API_CTXD = 0,
+    HTTP_API_ANTHROPIC,
+    HTTP_API_OPENAI
+} http_api;
 
 /* What a handler gets besides the connection. All fields are borrowed for
  * the duration of the call. */
@@ -35,7 +42,7 @@ typedef struct http_req {
     const char *cors_origin; /* an allowed Origin to answer with CORS headers, or NULL */
     auth_identity *who;      /* the caller, once http_auth_or_respond passed */
     const char *ratelimit;   /* RateLimit-Policy and RateLimit header lines, or NULL */
-    http_api api;            /* the matched route's */
+    http_api api;            /* the matched route's, or HTTP_API_UNKNOWN */
 } http_req;
 
 /* A handler answers the request itself and returns the HTTP status sent. */

@@ -81,8 +81,9 @@ int http_send_error_with(const http_req *req, ctxd_err err, int retry_after_s,
     }
     buf b;
     buf_init(&b);
-    if (req->api != HTTP_API_CTXD)
-        http_error_body_api(&b, req->api, err, msg, &status);
+    http_api api = req->api == HTTP_API_UNKNOWN ? http_path_api(req->path) : req->api;
+    if (api != HTTP_API_CTXD)
+        http_error_body_api(&b, api, err, msg, &status);
     else
         http_error_body(&b, err, msg, 0);
     buf_puts(&b, "\n");

@@ -155,7 +155,7 @@ static void serve(http_conn *c, ctxd_worker *w) {
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
     http_req req = {h->method, path, h->query, NULL, w,    server_cfg,
-                    c,         rid,  NULL,     NULL, NULL, http_path_api(path)};
+                    c,         rid,  NULL,     NULL, NULL, HTTP_API_UNKNOWN};
 
     int status, matched = -1;
     if (strlen(h->path) >= sizeof(path))
