@@ -98,7 +98,17 @@ class RedisServer:
              "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _live.append(self.proc)
-        wait_until(lambda: self.ping(), what="redis-server on %d" % self.port)
+        mine = "process_id:%d" % self.proc.pid
+
+        def up():  # ours answering, not another test's server that took the port first
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server on %d exited: %s" % (self.port, open(
+                    os.path.join(self.dir, "redis.log")).read()[-500:]))
+            try:
+                return mine in self.cli("INFO", "server")
+            except subprocess.SubprocessError:
+                return False
+        wait_until(up, what="redis-server on %d" % self.port)
         return self
 
     def master_of(self, key):
@@ -158,11 +168,17 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def free_cluster_port():
-    """A free port whose cluster bus port (+10000) is free too."""
+def free_cluster_port(taken=()):
+    """A free port whose cluster bus port (+10000) is free too, and neither
+    of them a port or bus port in taken (the cluster's other nodes: a port
+    drawn twice would have two nodes on one port, the second refused while
+    the first answers its PING)."""
     import random
+    used = set(taken) | {p + 10000 for p in taken}
     for _ in range(1000):
         port = random.randrange(20000, 40000)
+        if port in used or port + 10000 in used:
+            continue
         try:
             for p in (port, port + 10000):
                 with socket.socket() as s:
@@ -182,7 +198,9 @@ class RedisCluster:
 
     def __init__(self, masters=3, replicas=1, appendonly=True, node_timeout_ms=1000):
         self.dir = tempfile.mkdtemp(prefix="ctxd-cluster-")
-        self.ports = [free_cluster_port() for _ in range(masters * (1 + replicas))]
+        self.ports = []
+        for _ in range(masters * (1 + replicas)):
+            self.ports.append(free_cluster_port(self.ports))
         self.n_masters, self.replicas = masters, replicas
         self.appendonly, self.node_timeout_ms = appendonly, node_timeout_ms
         self.procs = {}
@@ -209,7 +227,9 @@ class RedisCluster:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _live.append(p)
         self.procs[port] = p
-        wait_until(lambda: p.poll() is not None or self.node_cli(port, "PING") == "PONG",
+        # Ours answering, not another test's node that took the port first.
+        mine = "process_id:%d" % p.pid
+        wait_until(lambda: p.poll() is not None or mine in self.node_cli(port, "INFO", "server"),
                    what="redis on %d" % port)
         if p.poll() is not None:
             raise AssertionError("redis on %d exited: %s" % (port, open(os.path.join(
@@ -226,7 +246,7 @@ class RedisCluster:
                     # another test: before the cluster exists, take another.
                     if self.created or attempt == 4 or self.alive(port):
                         raise
-                    port = self.ports[i] = free_cluster_port()
+                    port = self.ports[i] = free_cluster_port(self.ports)
         if not self.created:
             out = subprocess.run(
                 ["redis-cli", "--cluster", "create"] + ["127.0.0.1:%d" % p for p in self.ports]
