@@ -450,21 +450,28 @@ static int post_messages(const http_req *req) { return serve(req, &sdk_anthropic
 /* POST /v1/chat/completions: OpenAI's Chat Completions API */
 static int post_completions(const http_req *req) { return serve(req, &sdk_openai); }
 
-/* GET /v1/models: the configured model, in a list both SDKs read (Anthropic's
- * fields and OpenAI's side by side). */
-static int get_models(const http_req *req) {
+/* The configured model as both SDKs read a model (Anthropic's fields and
+ * OpenAI's side by side). */
+static void put_model(buf *b, const ctxd_config *cfg) {
     static const char *const providers[] = {"echo", "anthropic", "openai"};
+    const char *owner = (size_t)cfg->provider < 3 ? providers[cfg->provider] : "ctxd";
+    buf_puts(b, "{\"id\":");
+    buf_put_json_string(b, cfg->model, strlen(cfg->model));
+    buf_puts(b, ",\"object\":\"model\",\"type\":\"model\",\"display_name\":");
+    buf_put_json_string(b, cfg->model, strlen(cfg->model));
+    buf_puts(b, ",\"created\":0,\"created_at\":\"1970-01-01T00:00:00Z\",\"owned_by\":");
+    buf_put_json_string(b, owner, strlen(owner));
+    buf_puts(b, "}");
+}
+
+/* GET /v1/models: the configured model, in a list. */
+static int get_models(const http_req *req) {
     const char *model = req->cfg->model;
-    const char *owner = (size_t)req->cfg->provider < 3 ? providers[req->cfg->provider] : "ctxd";
     buf b;
     buf_init(&b);
-    buf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
-    buf_put_json_string(&b, model, strlen(model));
-    buf_puts(&b, ",\"object\":\"model\",\"type\":\"model\",\"display_name\":");
-    buf_put_json_string(&b, model, strlen(model));
-    buf_puts(&b, ",\"created\":0,\"created_at\":\"1970-01-01T00:00:00Z\",\"owned_by\":");
-    buf_put_json_string(&b, owner, strlen(owner));
-    buf_puts(&b, "}],\"has_more\":false,\"first_id\":");
+    buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    put_model(&b, req->cfg);
+    buf_puts(&b, "],\"has_more\":false,\"first_id\":");
     buf_put_json_string(&b, model, strlen(model));
     buf_puts(&b, ",\"last_id\":");
     buf_put_json_string(&b, model, strlen(model));
@@ -472,8 +479,22 @@ static int get_models(const http_req *req) {
     return http_send_json(req, 200, &b, NULL);
 }
 
+/* GET /v1/models/{id}: the configured model, or 404 for any other. */
+static int get_model(const http_req *req) {
+    if (strcmp(req->id, req->cfg->model))
+        return http_send_error(req, CTXD_E_ROUTE_NOT_FOUND,
+                               "No model '%.128s' here: this ctxd serves its CTXD_MODEL, '%s' "
+                               "(a request's own model goes upstream as given)",
+                               req->id, req->cfg->model);
+    buf b;
+    buf_init(&b);
+    put_model(&b, req->cfg);
+    return http_send_json(req, 200, &b, NULL);
+}
+
 void routes_sdk_register(void) {
     http_route_api("POST", "/v1/messages", post_messages, HTTP_API_ANTHROPIC);
     http_route_api("POST", "/v1/chat/completions", post_completions, HTTP_API_OPENAI);
     http_route_api("GET", "/v1/models", get_models, HTTP_API_OPENAI);
+    http_route_api("GET", "/v1/models/{id}", get_model, HTTP_API_OPENAI);
 }

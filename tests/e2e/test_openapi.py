@@ -795,6 +795,9 @@ class OpenApiTest(CtxdTestCase):
                       headers={"ctxd-context-id": r.headers["ctxd-context-id"]}, expect=200)
         self.assertEqual(sse_events(r.body)[-1][1], "[DONE]")
         self.call("GET", "/v1/models", expect=200)
+        model = self.call("GET", "/v1/models", expect=200).json()["data"][0]["id"]
+        self.assertEqual(self.call("GET", "/v1/models/{id}", model, expect=200).json()["id"], model)
+        self.call("GET", "/v1/models/{id}", "no-such-model", expect=404, code="route_not_found")
         for path, body in ((a, {"max_tokens": 5, "messages": []}),
                            (a, {"messages": [{"role": "system", "content": "x"}]}),
                            (a, {"messages": [{"role": "user", "content": [{"type": "nope"}]}]}),
@@ -1099,7 +1102,7 @@ class OpenApiTest(CtxdTestCase):
                     body = example_body(method, template)
                     r = self.call(method, template, cid if "{id}" in template else None, body=body,
                                   server=ctxd, headers=self.mcp_session(None, method, template))
-                    if template in ("/healthz", "/metrics", "/v1/models",
+                    if template in ("/healthz", "/metrics", "/v1/models", "/v1/models/{id}",
                                     "/.well-known/oauth-protected-resource/mcp"):
                         continue  # no Redis needed (no keys to check with CTXD_AUTH=off)
                     self.assertEqual(r.status, 503, r)
@@ -1279,6 +1282,8 @@ class OpenApiTest(CtxdTestCase):
             return r.json()["context_id"]
         if template == "/admin/keys/{id}":
             return self.make_key(srv, "spare", ["read"])["id"]
+        if template == "/v1/models/{id}":
+            return "echo"  # the keys server's CTXD_MODEL
         self.assertNotIn("{", template)
         return None
 

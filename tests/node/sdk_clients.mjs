@@ -155,6 +155,10 @@ const scenarios = {
 
   async anthropic_models() {
     const page = await anthropic.models.list();
+    const one = await anthropic.models.retrieve(page.data[0].id);
+    assert.equal(one.id, page.data[0].id);
+    await assert.rejects(anthropic.models.retrieve('no-such-model'),
+      (e) => e instanceof Anthropic.NotFoundError);
     return { ids: page.data.map((m) => m.id) };
   },
 
@@ -256,6 +260,10 @@ const scenarios = {
 
   async openai_models() {
     const page = await openai.models.list();
+    const one = await openai.models.retrieve(page.data[0].id);
+    assert.equal(one.id, page.data[0].id);
+    await assert.rejects(openai.models.retrieve('no-such-model'),
+      (e) => e instanceof OpenAI.NotFoundError);
     return { ids: page.data.map((m) => m.id) };
   },
 };
