@@ -506,6 +506,13 @@ class Ctxd:
             raise AssertionError("sanitizer report in ctxd log:\n" + log[-6000:])
         return rc
 
+    def stop_ok(self, name="ctxd"):
+        """Stop, and fail with the end of the log unless it exited 0 (the
+        check of every tearDown)."""
+        rc = self.stop()
+        if rc != 0:
+            raise AssertionError("%s exited with %s:\n%s" % (name, rc, self.log()[-4000:]))
+
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
@@ -573,9 +580,7 @@ class CtxdTestCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+            cls.ctxd.stop_ok()
         finally:
             cls.ctxd.cleanup()
             cls.redis.cleanup()

@@ -56,9 +56,7 @@ class DurabilityTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+            cls.ctxd.stop_ok()
         finally:
             cls.ctxd.cleanup()
             cls.fake.stop()

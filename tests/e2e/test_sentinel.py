@@ -106,9 +106,7 @@ class SentinelTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+            cls.ctxd.stop_ok()
         finally:
             cls.ctxd.cleanup()
             for s in cls.sentinels:
@@ -238,9 +236,7 @@ class SentinelRoleTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+            cls.ctxd.stop_ok()
         finally:
             cls.ctxd.cleanup()
             cls.sentinel.cleanup()

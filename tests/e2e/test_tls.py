@@ -91,9 +91,7 @@ class TlsTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            rc = cls.ctxd.stop()
-            if rc != 0:
-                raise AssertionError("ctxd exited with %s:\n%s" % (rc, cls.ctxd.log()[-4000:]))
+            cls.ctxd.stop_ok()
         finally:
             cls.ctxd.cleanup()
             cls.redis.cleanup()
