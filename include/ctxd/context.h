@@ -38,6 +38,24 @@ int context_state_write(ctxd_worker *w, const char *id, const store_blob *keys,
                         const store_blob *values, size_t n, int merge, const char *if_match,
                         store_context *out, ctxd_error *e);
 
+/* A state object as context_create and context_state_write take it:
+ * keys and JSON-encoded values, borrowed from the object (the arrays are
+ * owned: free with context_state_input_free, also after a failure). */
+typedef struct context_state_input {
+    store_blob *keys, *values;
+    size_t n;
+} context_state_input;
+
+/* obj (a json_object) as state: a null value is kept with data NULL when
+ * keep_nulls (a merge deletes its key), else left out. CTXD_ERR with e:
+ * CTXD_E_INVALID_FIELD (not an object, or a key that is not 1 to 256 bytes
+ * of UTF-8), CTXD_E_STATE_TOO_LARGE (over CTXD_MAX_STATE_BYTES) or
+ * CTXD_E_NOMEM. */
+struct json_object;
+int context_state_input_of(const ctxd_config *cfg, struct json_object *obj, int keep_nulls,
+                           context_state_input *out, ctxd_error *e);
+void context_state_input_free(context_state_input *s); /* accepts NULL */
+
 /* Delete every key of a context; CTXD_E_NOT_FOUND when there was none. */
 int context_delete(ctxd_worker *w, const char *id, ctxd_error *e);
 

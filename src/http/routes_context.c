@@ -8,7 +8,6 @@
 #include "ctxd/util.h"
 #include "http_int.h"
 
-#define MAX_STATE_KEY 256
 #define MAX_MODEL_LEN 127
 #define MAX_TTL_SECONDS (10LL * 365 * 86400)
 #define MAX_ENUM_LEN 1024 /* longer than any allowed value: a wrong one is a 400 */
@@ -42,63 +41,14 @@ static int tools_setting_or_respond(const http_req *req, json_object *body, stor
     return CTXD_OK;
 }
 
-/* A state object: keys and serialized values (borrowed from obj). Null
- * values are kept with data NULL (PATCH deletes them, PUT skips them). */
-typedef struct state_input {
-    store_blob *keys, *values;
-    size_t n;
-} state_input;
-
-static void state_input_free(state_input *si) {
-    free(si->keys);
-    free(si->values);
-    memset(si, 0, sizeof(*si));
-}
-
-static int state_or_respond(const http_req *req, json_object *obj, int keep_nulls, state_input *si,
-                            int *status) {
-    memset(si, 0, sizeof(*si));
-    if (!json_object_is_type(obj, json_type_object)) {
-        *status = http_send_error(req, CTXD_E_INVALID_FIELD, "State must be a JSON object");
-        return CTXD_ERR;
-    }
-    size_t n = (size_t)json_object_object_length(obj), size = 0;
-    si->keys = calloc(n ? n : 1, sizeof(store_blob));
-    si->values = calloc(n ? n : 1, sizeof(store_blob));
-    if (!si->keys || !si->values) {
-        state_input_free(si);
-        *status = http_send_error(req, CTXD_E_NOMEM, "out of memory");
-        return CTXD_ERR;
-    }
-    json_object_object_foreach(obj, key, val) {
-        size_t kl = strlen(key);
-        if (kl == 0 || kl > MAX_STATE_KEY || !util_utf8_valid(key, kl)) {
-            state_input_free(si);
-            *status = http_send_error(req, CTXD_E_INVALID_FIELD,
-                                      "State keys must be 1 to %d bytes of UTF-8", MAX_STATE_KEY);
-            return CTXD_ERR;
-        }
-        if (!val && !keep_nulls) continue;
-        si->keys[si->n].data = key;
-        si->keys[si->n].len = kl;
-        if (val) {
-            size_t vl;
-            si->values[si->n].data = (char *)json_object_to_json_string_length(
-                val, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &vl);
-            si->values[si->n].len = vl;
-            size += kl + vl;
-        }
-        si->n++;
-    }
-    if (size > req->cfg->max_state_bytes) {
-        state_input_free(si);
-        *status = http_send_error(req, CTXD_E_STATE_TOO_LARGE,
-                                  "State of %zu bytes is larger than the %zu allowed "
-                                  "(CTXD_MAX_STATE_BYTES)",
-                                  size, req->cfg->max_state_bytes);
-        return CTXD_ERR;
-    }
-    return CTXD_OK;
+/* obj as state (see context_state_input_of), or its 4xx answered. */
+static int state_or_respond(const http_req *req, json_object *obj, int keep_nulls,
+                            context_state_input *si, int *status) {
+    ctxd_error e;
+    if (context_state_input_of(req->cfg, obj, keep_nulls, si, &e) == CTXD_OK) return CTXD_OK;
+    context_state_input_free(si);
+    *status = http_send_failure(req, &e);
+    return CTXD_ERR;
 }
 
 /* The settings a client may give at create and change with PATCH; what is
@@ -151,7 +101,7 @@ static int create_context(const http_req *req) {
         "system",       "model", "ttl_seconds", "state", "strategy", "max_context_tokens",
         "max_messages", "tools", "tool_choice", NULL};
     json_object *body = NULL, *v;
-    state_input si = {0};
+    context_state_input si = {0};
     store_settings st = STORE_SETTINGS_UNCHANGED;
     const char *idem;
     uint64_t fp;
@@ -172,7 +122,7 @@ static int create_context(const http_req *req) {
     else
         status = send_created(req, id, replayed);
 cleanup:
-    state_input_free(&si);
+    context_state_input_free(&si);
     if (body) json_object_put(body);
     return status;
 }
@@ -303,7 +253,7 @@ static int get_state(const http_req *req) {
 /* PUT and PATCH /mcp/context/{id}/state */
 static int write_state(const http_req *req, int patch) {
     json_object *body = NULL;
-    state_input si = {0};
+    context_state_input si = {0};
     store_context c;
     ctxd_error e;
     char if_match[HTTP_IF_MATCH_MAX];
@@ -319,7 +269,7 @@ static int write_state(const http_req *req, int patch) {
     }
     status = send_state(req, &c);
 cleanup:
-    state_input_free(&si);
+    context_state_input_free(&si);
     if (body) json_object_put(body);
     return status;
 }

@@ -2,6 +2,7 @@
 #include "ctxd/context.h"
 
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,49 @@ int context_change(ctxd_worker *w, const char *id, const store_settings *change,
     if (store_set_settings(w->st, id, change, util_now_ms(), if_match))
         return store_failed(e, w, id);
     return context_read(w, id, 0, 0, 0, out, e);
+}
+
+#define MAX_STATE_KEY 256
+
+void context_state_input_free(context_state_input *s) {
+    if (!s) return;
+    free(s->keys);
+    free(s->values);
+    memset(s, 0, sizeof(*s));
+}
+
+int context_state_input_of(const ctxd_config *cfg, json_object *obj, int keep_nulls,
+                           context_state_input *out, ctxd_error *e) {
+    size_t n, size = 0;
+    memset(out, 0, sizeof(*out));
+    if (!json_object_is_type(obj, json_type_object))
+        return ctxd_error_set(e, CTXD_E_INVALID_FIELD, "State must be a JSON object");
+    n = (size_t)json_object_object_length(obj);
+    out->keys = calloc(n ? n : 1, sizeof(store_blob));
+    out->values = calloc(n ? n : 1, sizeof(store_blob));
+    if (!out->keys || !out->values) return ctxd_error_set(e, CTXD_E_NOMEM, "out of memory");
+    json_object_object_foreach(obj, key, val) {
+        size_t kl = strlen(key);
+        if (kl == 0 || kl > MAX_STATE_KEY || !util_utf8_valid(key, kl))
+            return ctxd_error_set(e, CTXD_E_INVALID_FIELD,
+                                  "State keys must be 1 to %d bytes of UTF-8", MAX_STATE_KEY);
+        if (!val && !keep_nulls) continue;
+        out->keys[out->n] = (store_blob){key, kl};
+        if (val) {
+            size_t vl;
+            out->values[out->n].data = (char *)json_object_to_json_string_length(
+                val, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &vl);
+            out->values[out->n].len = vl;
+            size += kl + vl;
+        }
+        out->n++;
+    }
+    if (size > cfg->max_state_bytes)
+        return ctxd_error_set(e, CTXD_E_STATE_TOO_LARGE,
+                              "State of %zu bytes is larger than the %zu allowed "
+                              "(CTXD_MAX_STATE_BYTES)",
+                              size, cfg->max_state_bytes);
+    return CTXD_OK;
 }
 
 int context_state_write(ctxd_worker *w, const char *id, const store_blob *keys,

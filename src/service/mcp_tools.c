@@ -12,7 +12,6 @@
 
 #define MAX_MODEL_LEN 127
 #define MAX_TTL_SECONDS (10LL * 365 * 86400)
-#define MAX_STATE_KEY 256
 #define MAX_APPEND 1000
 #define MAX_PAGE 1000
 
@@ -108,45 +107,12 @@ static int arg_context_id(tool_call *t, const char **id) {
     return CTXD_OK;
 }
 
-/* A state object: keys and JSON-encoded values, borrowed from obj; a null
- * value is kept with data NULL when keep_nulls (a patch deletes it). */
-typedef struct state_args {
-    store_blob *keys, *values;
-    size_t n;
-} state_args;
-
-static void state_args_free(state_args *s) {
-    free(s->keys);
-    free(s->values);
-    memset(s, 0, sizeof(*s));
-}
-
-static int arg_state(tool_call *t, json_object *obj, int keep_nulls, state_args *s) {
-    size_t n, size = 0;
-    memset(s, 0, sizeof(*s));
+/* The state argument (see context_state_input_of), or the tool's error. */
+static int arg_state(tool_call *t, json_object *obj, int keep_nulls, context_state_input *s) {
+    ctxd_error e;
     if (!json_object_is_type(obj, json_type_object))
         return fail(t, "Argument 'state' must be a JSON object");
-    n = (size_t)json_object_object_length(obj);
-    s->keys = calloc(n ? n : 1, sizeof(store_blob));
-    s->values = calloc(n ? n : 1, sizeof(store_blob));
-    if (!s->keys || !s->values) return fail(t, "out of memory");
-    json_object_object_foreach(obj, key, val) {
-        size_t kl = strlen(key), vl = 0;
-        if (kl == 0 || kl > MAX_STATE_KEY || !util_utf8_valid(key, kl))
-            return fail(t, "State keys must be 1 to %d bytes of UTF-8", MAX_STATE_KEY);
-        if (!val && !keep_nulls) continue;
-        s->keys[s->n] = (store_blob){key, kl};
-        if (val) {
-            s->values[s->n].data = (char *)json_object_to_json_string_length(
-                val, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &vl);
-            s->values[s->n].len = vl;
-        }
-        size += kl + vl;
-        s->n++;
-    }
-    if (size > t->w->cfg->max_state_bytes)
-        return fail(t, "State of %zu bytes is larger than the %zu allowed (CTXD_MAX_STATE_BYTES)",
-                    size, t->w->cfg->max_state_bytes);
+    if (context_state_input_of(t->w->cfg, obj, keep_nulls, s, &e)) return fail(t, "%s", e.msg);
     return CTXD_OK;
 }
 
@@ -189,7 +155,7 @@ static json_object *context_id_object(const char *id) {
 static int create_context(tool_call *t) {
     const ctxd_config *cfg = t->w->cfg;
     store_settings st = STORE_SETTINGS_UNCHANGED;
-    state_args sa = {0};
+    context_state_input sa = {0};
     char id[UTIL_UUID_LEN + 1];
     int replayed, rc = CTXD_ERR;
     ctxd_error e;
@@ -218,7 +184,7 @@ static int create_context(tool_call *t) {
     t->out = context_id_object(id);
     rc = CTXD_OK;
 cleanup:
-    state_args_free(&sa);
+    context_state_input_free(&sa);
     return rc;
 }
 
@@ -364,7 +330,7 @@ static int get_state(tool_call *t) {
 
 static int write_state(tool_call *t, int merge) {
     const char *id;
-    state_args sa = {0};
+    context_state_input sa = {0};
     store_context c;
     ctxd_error e;
     json_object *state = arg(t, "state");
@@ -378,7 +344,7 @@ static int write_state(tool_call *t, int merge) {
     }
     rc = state_answer(t, id, &c);
 cleanup:
-    state_args_free(&sa);
+    context_state_input_free(&sa);
     return rc;
 }
 
