@@ -73,8 +73,10 @@ void store_set_tenant(store *s, const char *tenant) {
 }
 
 static void drop_connection(store_impl *im) {
+    store_watch_forget(im, im->c);
     if (im->c) redisFree(im->c);
     im->c = NULL;
+    im->watching = 0;
 }
 
 void store_free(store *s) {
@@ -83,7 +85,7 @@ void store_free(store *s) {
     if (im) {
         drop_connection(im);
         for (int i = 0; i < PARKED_MAX; i++)
-            if (im->parked[i].c) redisFree(im->parked[i].c);
+            if (im->parked[i].c) redisFree(im->parked[i].c); /* the watch goes with im */
     }
     free(im);
     free(s);

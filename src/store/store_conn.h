@@ -1,5 +1,6 @@
 /* store_conn.h: one thread's connections, shared by store_conn.c (connecting), store_route.c
- * (which server a command goes to) and store_script.c (scripts and WAIT). */
+ * (which server a command goes to), store_script.c (scripts and WAIT) and store_watch.c (a turn's
+ * append without a script). */
 #ifndef CTXD_STORE_CONN_H
 #define CTXD_STORE_CONN_H
 
@@ -7,10 +8,34 @@
 
 #define PARKED_MAX 16 /* connections to other cluster nodes a thread keeps */
 
+/* How many of the newest messages a watched append knows the heads of
+ * (the tail a turn reads with its lock, store_turn.c). */
+#define STORE_WATCH_TAIL 32
+
+/* A turn's append without a script (store_watch.c). The turn's read, which
+ * took the lock, set WATCH on the context's keys right after it, on one
+ * connection, and kept here what the append needs of what it read; while
+ * none of those keys changes, a MULTI/EXEC on that connection writes exactly
+ * what append.lua would, and EXEC refuses it otherwise. */
+typedef struct store_watch {
+    const redisContext *c; /* the connection watching (compared only); NULL: none */
+    int armed;             /* the fields below describe c's WATCH, and the lock is token's */
+    char meta_key[STORE_KEY_LEN];
+    char token[80];
+    int64_t next_seq, version, keep, ttl_s, len;
+    int64_t turn_ms;  /* the meta's turn_ms; -1: none */
+    int64_t idem_len; /* HLEN of the idempotency hash; -1: not read */
+    /* The newest n_tail messages' heads, oldest first (-1: not read). */
+    int n_tail;
+    int64_t tail_seq[STORE_WATCH_TAIL];
+    unsigned char tail_user[STORE_WATCH_TAIL]; /* starts a unit: a user message, not tool results */
+} store_watch;
+
 /* A connection to a cluster node other than the current one. */
 typedef struct parked_conn {
     ctxd_hostport node;
     redisContext *c; /* owned; NULL: a free place */
+    int watching;    /* a WATCH may be set on c */
     unsigned epoch;
     int64_t last_used_ms;
 } parked_conn;
@@ -19,6 +44,7 @@ typedef struct store_impl {
     const ctxd_config *cfg; /* borrowed */
     /* The current connection (the one commands go to) and its server. */
     redisContext *c; /* NULL when not connected */
+    int watching;    /* a WATCH may be set on c (exchange in store_route.c) */
     unsigned epoch;  /* global_epoch when c was made */
     int64_t last_used_ms;
     ctxd_hostport node; /* redis:// only: the server c is (or will be) connected to */
@@ -36,6 +62,7 @@ typedef struct store_impl {
     int master_port;
     int next_sentinel;
     unsigned master_gen; /* master_gen when master_host was named */
+    store_watch watch;
 } store_impl;
 
 /* ---- store_conn.c ---- */
@@ -70,9 +97,6 @@ const char *store_conn_errstr(const store_impl *im);
  * NULL), connected. CTXD_OK or CTXD_ERR with s->err. */
 int store_route(store *s, const char *key);
 
-/* Commands one pipeline may hold. */
-#define STORE_BATCH_MAX 8
-
 /* Run n commands pipelined on the server holding key, following a
  * cluster's redirects: CTXD_OK with every reply in rs (caller frees; error
  * replies as they are), or CTXD_ERR with s->err. */
@@ -83,5 +107,17 @@ int store_route_run_all(store *s, const char *key, int n, const char **const *ar
  * into CTXD_E_REDIS; NULL with s->err. */
 redisReply *store_route_run(store *s, const char *key, int n, const char **const *argvs,
                             const int *argcs, const size_t *const *lens);
+
+/* Run n commands pipelined on the current connection as it is: no routing,
+ * no redirects followed, a WATCH on it kept for a MULTI among them (every
+ * other pipeline with a MULTI drops it first). CTXD_OK with every reply in
+ * rs (caller frees), or CTXD_ERR after an I/O failure. */
+int store_route_here(store *s, int n, const char **const *argvs, const int *argcs,
+                     const size_t *const *lens, redisReply **rs);
+
+/* ---- store_watch.c (the rest in store_int.h) ---- */
+
+/* c is going away: forget a WATCH on it. */
+void store_watch_forget(store_impl *im, const redisContext *c);
 
 #endif

@@ -174,6 +174,9 @@ redisReply *store_read_command(store *s, int argc, const char **argv);
  * leaves out the other slot's command there). */
 redisReply *store_pipeline(store *s, int n, const char **const *argvs, const int *argcs);
 
+/* Commands one pipeline may hold. */
+#define STORE_BATCH_MAX 16
+
 /* Send n commands pipelined, their keys all in one hash slot, and put every
  * reply into rs (caller frees; error replies as they are): CTXD_OK, or
  * CTXD_ERR with s->err. */
@@ -284,6 +287,37 @@ typedef struct store_index_update {
     int n; /* commands in argvs */
 } store_index_update;
 void store_index_cmds(store *s, const char *id, const char *score, store_index_update *u);
+
+/* ---- A turn's append without a script (store_watch.c) ---- */
+
+/* The commands a turn's read sends right after its EXEC when it takes the
+ * lock: WATCH on the keys the append writes or decides by, then what proves
+ * that nothing changed between the EXEC and the WATCH (the queue is still
+ * empty, the meta's next_seq and version the same), and the idempotency
+ * hash's size. */
+typedef struct store_watch_cmds {
+    const char *watch[6], *queue[2], *version[4], *idem[2];
+    const char **argvs[4];
+    int argcs[4];
+    int n; /* commands in argvs */
+} store_watch_cmds;
+void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem);
+
+/* After such a read on the current connection: meta (HGETALL), len (LLEN)
+ * and tail (LRANGE, or NULL) as read under the lock (token's), and the
+ * watch commands' replies. Arms the watch when they prove that the WATCH
+ * covers what was read; else only notes that a WATCH is set. */
+void store_watch_arm(store *s, const char *const *keys, const char *token, const redisReply *meta,
+                     const redisReply *len, const redisReply *tail, redisReply *const *replies,
+                     int n_replies);
+
+/* The append as one MULTI/EXEC on the watched connection, with the index
+ * commands u after it: CTXD_OK when it was stored (and replicated, with
+ * CTXD_REDIS_WAIT_REPLICAS), CTXD_ERR with s->err when it may or may not
+ * have been (I/O), or STORE_WATCH_SCRIPT when it was not and append.lua
+ * must decide (no watch, EXEC refused, a case only the script handles). */
+#define STORE_WATCH_SCRIPT 1
+int store_watch_append(store *s, const store_append_req *req, const store_index_update *u);
 
 /* ---- A turn's window (store_window.c) ---- */
 

@@ -31,9 +31,11 @@ static void switch_node(store_impl *im, const ctxd_hostport *to) {
             }
             if (im->parked[i].last_used_ms < slot->last_used_ms) slot = &im->parked[i];
         }
+        store_watch_forget(im, slot->c);
         if (slot->c) redisFree(slot->c);
-        *slot = (parked_conn){im->node, im->c, im->epoch, im->last_used_ms};
+        *slot = (parked_conn){im->node, im->c, im->watching, im->epoch, im->last_used_ms};
         im->c = NULL;
+        im->watching = 0;
     }
     im->node = *to;
     snprintf(im->addr, sizeof(im->addr), "%s:%d", to->host, to->port);
@@ -41,6 +43,7 @@ static void switch_node(store_impl *im, const ctxd_hostport *to) {
         parked_conn *p = &im->parked[i];
         if (p->c && same_node(&p->node, to)) {
             im->c = p->c;
+            im->watching = p->watching;
             im->epoch = p->epoch;
             im->last_used_ms = p->last_used_ms;
             p->c = NULL;
@@ -110,12 +113,30 @@ int store_route(store *s, const char *key) {
 /* Send n commands pipelined on the current connection (after ASKING when
  * asking) and read every reply into out (caller frees). CTXD_ERR after an
  * I/O failure, which drops the connection. */
-static int exchange(store *s, int asking, int n, const char **const *argvs, const int *argcs,
-                    const size_t *const *lens, redisReply **out) {
+static int exchange(store *s, int asking, int keep_watch, int n, const char **const *argvs,
+                    const int *argcs, const size_t *const *lens, redisReply **out) {
     store_impl *im = s->impl;
-    const char *ask[1] = {"ASKING"};
-    char is_ask[2 * STORE_BATCH_MAX]; /* per command sent: an ASKING, whose reply is dropped */
-    int sent = 0, in_multi = 0, got = 0;
+    const char *ask[1] = {"ASKING"}, *unwatch[1] = {"UNWATCH"};
+    /* per command sent: an ASKING or UNWATCH, whose reply is dropped */
+    char is_ask[2 * STORE_BATCH_MAX + 1];
+    int sent = 0, in_multi = 0, got = 0, multi = 0;
+    for (int i = 0; i < n && !multi; i++) multi = !strcasecmp(argvs[i][0], "MULTI");
+    /* A WATCH left on this connection (a turn's read that did not append,
+     * store_watch.c) would make this EXEC fail: it ends here. */
+    if (multi && !keep_watch && im->watching) {
+        redisAppendCommandArgv(im->c, 1, unwatch, NULL);
+        is_ask[sent++] = 1;
+        im->watching = 0;
+    }
+    if (multi && !keep_watch) store_watch_forget(im, im->c);
+    for (int i = 0; i < n; i++) {
+        const char *cmd = argvs[i][0];
+        if (!strcasecmp(cmd, "WATCH"))
+            im->watching = 1;
+        else if (!strcasecmp(cmd, "EXEC") || !strcasecmp(cmd, "UNWATCH") ||
+                 !strcasecmp(cmd, "DISCARD"))
+            im->watching = 0;
+    }
     /* ASKING holds for the next command only, or for a whole MULTI block
      * when it comes right before MULTI. */
     for (int i = 0; i < n; i++) {
@@ -181,7 +202,7 @@ int store_route_run_all(store *s, const char *key, int n, const char **const *ar
     }
     for (int hop = 0;; hop++) {
         if (!asking && store_route(s, key)) return CTXD_ERR;
-        if (exchange(s, asking, n, argvs, argcs, lens, rs)) return CTXD_ERR;
+        if (exchange(s, asking, 0, n, argvs, argcs, lens, rs)) return CTXD_ERR;
         unsigned slot = 0;
         ctxd_hostport to = {"", 0};
         int kind = find_redirect(im, n, rs, &slot, &to, why, sizeof(why));
@@ -211,6 +232,15 @@ int store_route_run_all(store *s, const char *key, int n, const char **const *ar
             store_cluster_stale();
         }
     }
+}
+
+int store_route_here(store *s, int n, const char **const *argvs, const int *argcs,
+                     const size_t *const *lens, redisReply **rs) {
+    if (n > STORE_BATCH_MAX) {
+        store_fail(s, CTXD_E_NOMEM, "a pipeline of %d commands is too long", n);
+        return CTXD_ERR;
+    }
+    return exchange(s, 0, 1, n, argvs, argcs, lens, rs);
 }
 
 redisReply *store_route_run(store *s, const char *key, int n, const char **const *argvs,

@@ -84,8 +84,9 @@ static int fast_read(store *s, const ctx_keys *k, const char *id, const char *to
                      int lock_ttl_ms, const char *idem_key, store_turn_mode mode,
                      int64_t fixed_tokens, long fold_max, store_context *out, int *taken) {
     char ttl[24];
-    redisReply *rs[8] = {NULL}, *ex;
-    int n, idem_at = 0, rc = CTXD_ERR, found = 0;
+    redisReply *rs[STORE_BATCH_MAX] = {NULL}, *ex;
+    store_watch_cmds w;
+    int n, idem_at = 0, exec_at, rc = CTXD_ERR, found = 0, with_idem = idem_key && idem_key[0];
     snprintf(ttl, sizeof(ttl), "%d", lock_ttl_ms);
     /* One transaction: in a cluster whose slot is moving, it runs whole on
      * one node or not at all (TRYAGAIN), like a script. */
@@ -95,18 +96,22 @@ static int fast_read(store *s, const ctx_keys *k, const char *id, const char *to
                *llen[2] = {"LLEN", k->all[K_MESSAGES]},
                *tail[4] = {"LRANGE", k->all[K_MESSAGES], TAIL, "-1"},
                *idem[3] = {"HGET", k->all[K_IDEM], idem_key};
-    const char **cmds[8] = {multi, set, queue, meta, llen};
-    int argcs[8] = {1, 6, 2, 2, 2};
+    const char **cmds[STORE_BATCH_MAX] = {multi, set, queue, meta, llen};
+    int argcs[STORE_BATCH_MAX] = {1, 6, 2, 2, 2};
     n = 5;
     if (mode != STORE_TURN_APPEND) cmds[n] = tail, argcs[n++] = 4;
-    if (idem_key && idem_key[0]) idem_at = n - 1, cmds[n] = idem, argcs[n++] = 3;
+    if (with_idem) idem_at = n - 1, cmds[n] = idem, argcs[n++] = 3;
+    exec_at = n;
     cmds[n] = exec, argcs[n++] = 1;
+    /* Then WATCH, for an append without a script (store_watch.c). */
+    store_watch_cmds_init(&w, k->all, with_idem);
+    for (int i = 0; i < w.n; i++) cmds[n] = w.argvs[i], argcs[n++] = w.argcs[i];
     *taken = 0;
     if (store_pipeline_all(s, n, cmds, argcs, rs)) return CTXD_ERR;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i <= exec_at; i++)
         if (store_reply_error(s, rs[i])) goto cleanup;
-    ex = rs[n - 1];
-    if (ex->type != REDIS_REPLY_ARRAY || ex->elements != (size_t)(n - 2)) {
+    ex = rs[exec_at];
+    if (ex->type != REDIS_REPLY_ARRAY || ex->elements != (size_t)(exec_at - 1)) {
         store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s locking %s", store_addr(s),
                    id);
         goto cleanup;
@@ -138,6 +143,9 @@ static int fast_read(store *s, const ctx_keys *k, const char *id, const char *to
     }
     out->total_messages = ex->element[3]->type == REDIS_REPLY_INTEGER ? ex->element[3]->integer : 0;
     out->window_start_seq = out->first_seq > 0 ? out->first_seq : 1;
+    if (!replay)
+        store_watch_arm(s, k->all, token, ex->element[2], ex->element[3],
+                        mode != STORE_TURN_APPEND ? ex->element[4] : NULL, rs + exec_at + 1, w.n);
     if (!replay && mode != STORE_TURN_APPEND &&
         store_window(s, k, ex->element[4], out->total_messages, fixed_tokens, fold_max, out))
         goto cleanup;
@@ -228,7 +236,15 @@ int store_turn_leave(store *s, const char *id, const char *token) {
 
 int store_append(store *s, const store_append_req *req) {
     args a;
-    char now_iso[UTIL_ISO_LEN];
+    char now_iso[UTIL_ISO_LEN], score[24];
+    store_index_update u;
+    /* The activity index goes along, in the same round trip; a refused
+     * append puts it back below. */
+    snprintf(score, sizeof(score), "%lld", (long long)req->now_ms);
+    store_index_cmds(s, req->id, score, &u);
+    /* Without the script when the turn's read set that up. */
+    int rc = store_watch_append(s, req, &u);
+    if (rc != STORE_WATCH_SCRIPT) return rc;
     if (args_init(s, &a, 13 + req->n_messages)) return CTXD_ERR;
     util_iso8601(req->now_ms, now_iso);
     args_str(&a, req->token);
@@ -249,14 +265,8 @@ int store_append(store *s, const store_append_req *req) {
     for (size_t i = 0; i < req->n_messages; i++)
         args_bin(&a, req->messages[i].data, req->messages[i].len);
     args_str(&a, req->if_match ? req->if_match : "");
-    /* The activity index goes along, in the same round trip; a refused
-     * append puts it back below. */
-    char score[24];
-    store_index_update u;
-    snprintf(score, sizeof(score), "%lld", (long long)req->now_ms);
-    store_index_cmds(s, req->id, score, &u);
-    int rc = store_write_script_then(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL, u.n, u.argvs,
-                                     u.argcs);
+    rc = store_write_script_then(s, S_APPEND, req->id, &a, CTXD_E_CONTEXT_FULL, u.n, u.argvs,
+                                 u.argcs);
     args_free(&a);
     if (rc && s->err != CTXD_E_REDIS && s->err != CTXD_E_NOMEM) {
         /* Refused: the index goes back as it was (best effort: listing drops
