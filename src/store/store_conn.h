@@ -1,6 +1,6 @@
 /* store_conn.h: one thread's connections, shared by store_conn.c (connecting), store_route.c
- * (which server a command goes to), store_script.c (scripts and WAIT) and store_watch.c (a turn's
- * append without a script). */
+ * (which server a command goes to), store_script.c (scripts and WAIT), and store_turn.c and
+ * store_watch.c (a turn's read and append without a script, tied to one connection). */
 #ifndef CTXD_STORE_CONN_H
 #define CTXD_STORE_CONN_H
 

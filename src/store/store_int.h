@@ -290,26 +290,31 @@ void store_index_cmds(store *s, const char *id, const char *score, store_index_u
 
 /* ---- A turn's append without a script (store_watch.c) ---- */
 
-/* The commands a turn's read sends right after its EXEC when it takes the
- * lock: WATCH on the keys the append writes or decides by, then what proves
- * that nothing changed between the EXEC and the WATCH (the queue is still
- * empty, the meta's next_seq and version the same), and the idempotency
- * hash's size. */
+/* The WATCH a turn's read sends when it takes the lock, on the keys the
+ * append writes or decides by, and what the append needs to know besides
+ * (the idempotency hash's size). after_tx: the read is a transaction
+ * (cluster), and the WATCH comes after its EXEC; then also what proves that
+ * nothing changed in between (the queue is still empty, the meta's
+ * next_seq and version the same). Else it comes right after the SET that
+ * takes the lock, before the reads. */
+#define STORE_WATCH_REPLIES 4
 typedef struct store_watch_cmds {
-    const char *watch[6], *queue[2], *version[4], *idem[2];
-    const char **argvs[4];
-    int argcs[4];
+    const char *watch[6], *idem[2], *queue[2], *version[4];
+    const char **argvs[STORE_WATCH_REPLIES];
+    int argcs[STORE_WATCH_REPLIES];
     int n; /* commands in argvs */
+    int with_idem, after_tx;
 } store_watch_cmds;
-void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem);
+void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem,
+                           int after_tx);
 
 /* After such a read on the current connection: meta (HGETALL), len (LLEN)
  * and tail (LRANGE, or NULL) as read under the lock (token's), and the
- * watch commands' replies. Arms the watch when they prove that the WATCH
- * covers what was read; else only notes that a WATCH is set. */
+ * replies to the commands of w, in order. Arms the watch when they prove that the
+ * WATCH covers what was read; else only notes that a WATCH is set. */
 void store_watch_arm(store *s, const char *const *keys, const char *token, const redisReply *meta,
-                     const redisReply *len, const redisReply *tail, redisReply *const *replies,
-                     int n_replies);
+                     const redisReply *len, const redisReply *tail, const store_watch_cmds *w,
+                     const redisReply *const *replies);
 
 /* The append as one MULTI/EXEC on the watched connection, with the index
  * commands u after it: CTXD_OK when it was stored (and replicated, with

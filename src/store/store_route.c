@@ -119,16 +119,18 @@ static int exchange(store *s, int asking, int keep_watch, int n, const char **co
     const char *ask[1] = {"ASKING"}, *unwatch[1] = {"UNWATCH"};
     /* per command sent: an ASKING or UNWATCH, whose reply is dropped */
     char is_ask[2 * STORE_BATCH_MAX + 1];
-    int sent = 0, in_multi = 0, got = 0, multi = 0;
-    for (int i = 0; i < n && !multi; i++) multi = !strcasecmp(argvs[i][0], "MULTI");
+    int sent = 0, in_multi = 0, got = 0, fresh = 0;
+    for (int i = 0; i < n && !fresh; i++)
+        fresh = !strcasecmp(argvs[i][0], "MULTI") || !strcasecmp(argvs[i][0], "WATCH");
     /* A WATCH left on this connection (a turn's read that did not append,
-     * store_watch.c) would make this EXEC fail: it ends here. */
-    if (multi && !keep_watch && im->watching) {
+     * store_watch.c) would make this EXEC fail, or the new WATCH's: it ends
+     * here. */
+    if (fresh && !keep_watch && im->watching) {
         redisAppendCommandArgv(im->c, 1, unwatch, NULL);
         is_ask[sent++] = 1;
         im->watching = 0;
     }
-    if (multi && !keep_watch) store_watch_forget(im, im->c);
+    if (fresh && !keep_watch) store_watch_forget(im, im->c);
     for (int i = 0; i < n; i++) {
         const char *cmd = argvs[i][0];
         if (!strcasecmp(cmd, "WATCH"))

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "ctxd/message.h"
-#include "store_int.h"
+#include "store_conn.h"
 
 /* {'BUSY', ahead, turn_ms}: where the turn stands (q may be NULL). */
 static int is_busy(const redisReply *r, store_turn_queue *q) {
@@ -77,57 +77,83 @@ cleanup:
 
 /* The common case in one round trip without a script: SET NX takes the
  * lock when it is free, which means no turn waits (queue.lua passes the
- * lock on rather than free it while one does), with the reads after it.
+ * lock on rather than free it while one does), with the reads after it and
+ * WATCH for the append (store_watch.c). On one server: SET, WATCH, then the
+ * reads, which the WATCH covers. In a cluster, one transaction (in a slot
+ * that is moving it runs whole on one node or not at all, TRYAGAIN, like a
+ * script), then WATCH and what proves nothing changed in between.
  * CTXD_OK with *taken (out filled), CTXD_OK with *taken 0 when the lock is
  * not free (the script decides), or CTXD_ERR. */
 static int fast_read(store *s, const ctx_keys *k, const char *id, const char *token,
                      int lock_ttl_ms, const char *idem_key, store_turn_mode mode,
                      int64_t fixed_tokens, long fold_max, store_context *out, int *taken) {
+    enum { R_SET, R_QUEUE, R_META, R_LEN, R_TAIL, R_IDEM, R_COUNT };
     char ttl[24];
-    redisReply *rs[STORE_BATCH_MAX] = {NULL}, *ex;
+    redisReply *rs[STORE_BATCH_MAX] = {NULL};
+    const redisReply *got[R_COUNT] = {NULL}, *watch_r[STORE_WATCH_REPLIES] = {NULL};
     store_watch_cmds w;
-    int n, idem_at = 0, exec_at, rc = CTXD_ERR, found = 0, with_idem = idem_key && idem_key[0];
+    int n = 0, rc = CTXD_ERR, found = 0, with_idem = idem_key && idem_key[0], tx, n_reads = 0,
+        at[R_COUNT], n_watch;
     snprintf(ttl, sizeof(ttl), "%d", lock_ttl_ms);
-    /* One transaction: in a cluster whose slot is moving, it runs whole on
-     * one node or not at all (TRYAGAIN), like a script. */
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"},
                *set[6] = {"SET", k->all[K_LOCK], token, "NX", "PX", ttl},
                *queue[2] = {"EXISTS", k->all[K_QUEUE]}, *meta[2] = {"HGETALL", k->all[K_META]},
                *llen[2] = {"LLEN", k->all[K_MESSAGES]},
                *tail[4] = {"LRANGE", k->all[K_MESSAGES], TAIL, "-1"},
                *idem[3] = {"HGET", k->all[K_IDEM], idem_key};
-    const char **cmds[STORE_BATCH_MAX] = {multi, set, queue, meta, llen};
-    int argcs[STORE_BATCH_MAX] = {1, 6, 2, 2, 2};
-    n = 5;
-    if (mode != STORE_TURN_APPEND) cmds[n] = tail, argcs[n++] = 4;
-    if (with_idem) idem_at = n - 1, cmds[n] = idem, argcs[n++] = 3;
-    exec_at = n;
-    cmds[n] = exec, argcs[n++] = 1;
-    /* Then WATCH, for an append without a script (store_watch.c). */
-    store_watch_cmds_init(&w, k->all, with_idem);
-    for (int i = 0; i < w.n; i++) cmds[n] = w.argvs[i], argcs[n++] = w.argcs[i];
+    const char **reads[R_COUNT] = {set, queue, meta, llen, tail, idem};
+    const int read_argcs[R_COUNT] = {6, 2, 2, 2, 4, 3};
+    const char **cmds[STORE_BATCH_MAX];
+    int argcs[STORE_BATCH_MAX];
     *taken = 0;
-    if (store_pipeline_all(s, n, cmds, argcs, rs)) return CTXD_ERR;
-    for (int i = 0; i <= exec_at; i++)
-        if (store_reply_error(s, rs[i])) goto cleanup;
-    ex = rs[exec_at];
-    if (ex->type != REDIS_REPLY_ARRAY || ex->elements != (size_t)(exec_at - 1)) {
-        store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s locking %s", store_addr(s),
-                   id);
-        goto cleanup;
+    if (store_route(s, k->all[K_META])) return CTXD_ERR; /* connected: the mode is known */
+    tx = store_is_cluster(s);
+    store_watch_cmds_init(&w, k->all, with_idem, tx);
+    for (int i = 0; i < R_COUNT; i++) at[i] = -1;
+    if (tx) cmds[n] = multi, argcs[n++] = 1;
+    for (int i = 0; i < R_COUNT; i++) {
+        if ((i == R_TAIL && mode == STORE_TURN_APPEND) || (i == R_IDEM && !with_idem)) continue;
+        at[i] = n_reads++;
+        cmds[n] = reads[i], argcs[n++] = read_argcs[i];
+        if (i == R_SET && !tx) /* WATCH right after the lock: the reads are covered */
+            for (int j = 0; j < w.n; j++) cmds[n] = w.argvs[j], argcs[n++] = w.argcs[j];
     }
-    for (size_t i = 0; i < ex->elements; i++)
-        if (store_reply_error(s, ex->element[i])) goto cleanup;
+    if (tx) {
+        cmds[n] = exec, argcs[n++] = 1;
+        for (int j = 0; j < w.n; j++) cmds[n] = w.argvs[j], argcs[n++] = w.argcs[j];
+    }
+    n_watch = w.n;
+    if (store_pipeline_all(s, n, cmds, argcs, rs)) return CTXD_ERR;
+    if (tx) {
+        const redisReply *ex = rs[n_reads + 1];
+        for (int i = 0; i <= n_reads + 1; i++)
+            if (store_reply_error(s, rs[i])) goto cleanup;
+        if (ex->type != REDIS_REPLY_ARRAY || ex->elements != (size_t)n_reads) {
+            store_fail(s, CTXD_E_REDIS, "unexpected reply from Redis at %s locking %s",
+                       store_addr(s), id);
+            goto cleanup;
+        }
+        for (int i = 0; i < R_COUNT; i++)
+            if (at[i] >= 0) got[i] = ex->element[at[i]];
+        for (int j = 0; j < n_watch; j++) watch_r[j] = rs[n_reads + 2 + j];
+    } else {
+        for (int i = 0; i < R_COUNT; i++)
+            if (at[i] >= 0) got[i] = rs[at[i] + (i == R_SET ? 0 : n_watch)];
+        for (int j = 0; j < n_watch; j++) watch_r[j] = rs[1 + j];
+    }
+    for (int i = 0; i < R_COUNT; i++)
+        if (got[i] && store_reply_error(s, got[i])) goto cleanup;
     /* Not free, or taken while entries are left in line (a holder's lock
      * expired; token may be one of them): the script's case. */
-    if (ex->element[0]->type != REDIS_REPLY_STATUS || ex->element[1]->integer) {
+    if (got[R_SET]->type != REDIS_REPLY_STATUS || got[R_QUEUE]->type != REDIS_REPLY_INTEGER ||
+        got[R_QUEUE]->integer) {
         rc = CTXD_OK;
         goto cleanup;
     }
     *taken = 1;
-    found = ex->element[2]->type == REDIS_REPLY_ARRAY && ex->element[2]->elements;
-    int replay = found && idem_at && ex->element[idem_at]->type == REDIS_REPLY_STRING &&
-                 strtoll(ex->element[idem_at]->str, NULL, 10) >= util_now_ms();
+    found = got[R_META]->type == REDIS_REPLY_ARRAY && got[R_META]->elements;
+    int replay = found && with_idem && got[R_IDEM]->type == REDIS_REPLY_STRING &&
+                 strtoll(got[R_IDEM]->str, NULL, 10) >= util_now_ms();
     if (!found || replay) {
         /* No turn after all: the lock goes (passed on if a turn queued). */
         if (store_lock_release(s, id, token)) goto cleanup;
@@ -136,18 +162,18 @@ static int fast_read(store *s, const ctx_keys *k, const char *id, const char *to
         store_fail(s, CTXD_E_NOT_FOUND, "context %s not found", id);
         goto cleanup;
     }
-    if (store_meta_fill(out, ex->element[2]) ||
-        (replay && store_blob_copy(&out->idem_record, ex->element[idem_at]))) {
+    if (store_meta_fill(out, got[R_META]) ||
+        (replay && store_blob_copy(&out->idem_record, got[R_IDEM]))) {
         store_fail(s, CTXD_E_NOMEM, "out of memory");
         goto cleanup;
     }
-    out->total_messages = ex->element[3]->type == REDIS_REPLY_INTEGER ? ex->element[3]->integer : 0;
+    out->total_messages = got[R_LEN]->type == REDIS_REPLY_INTEGER ? got[R_LEN]->integer : 0;
     out->window_start_seq = out->first_seq > 0 ? out->first_seq : 1;
     if (!replay)
-        store_watch_arm(s, k->all, token, ex->element[2], ex->element[3],
-                        mode != STORE_TURN_APPEND ? ex->element[4] : NULL, rs + exec_at + 1, w.n);
+        store_watch_arm(s, k->all, token, got[R_META], got[R_LEN], got[R_TAIL], &w, watch_r);
     if (!replay && mode != STORE_TURN_APPEND &&
-        store_window(s, k, ex->element[4], out->total_messages, fixed_tokens, fold_max, out))
+        store_window(s, k, (redisReply *)got[R_TAIL], out->total_messages, fixed_tokens, fold_max,
+                     out))
         goto cleanup;
     rc = CTXD_OK;
 cleanup:

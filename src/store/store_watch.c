@@ -14,22 +14,27 @@
 /* The script prunes the idempotency hash from this size on. */
 #define IDEM_PRUNE_AT 1024
 
-void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem) {
+void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem,
+                           int after_tx) {
     w->watch[0] = "WATCH";
     w->watch[1] = keys[K_LOCK];
     w->watch[2] = keys[K_QUEUE];
     w->watch[3] = keys[K_META];
     w->watch[4] = keys[K_MESSAGES];
     w->watch[5] = keys[K_IDEM];
+    w->idem[0] = "HLEN", w->idem[1] = keys[K_IDEM];
     w->queue[0] = "EXISTS", w->queue[1] = keys[K_QUEUE];
     w->version[0] = "HMGET", w->version[1] = keys[K_META], w->version[2] = "next_seq";
     w->version[3] = "version";
-    w->idem[0] = "HLEN", w->idem[1] = keys[K_IDEM];
-    w->argvs[0] = w->watch, w->argcs[0] = 6;
-    w->argvs[1] = w->queue, w->argcs[1] = 2;
-    w->argvs[2] = w->version, w->argcs[2] = 4;
-    w->n = 3;
-    if (with_idem) w->argvs[3] = w->idem, w->argcs[3] = 2, w->n = 4;
+    w->n = 0;
+    w->with_idem = with_idem;
+    w->after_tx = after_tx;
+    w->argvs[w->n] = w->watch, w->argcs[w->n++] = with_idem ? 6 : 5;
+    if (with_idem) w->argvs[w->n] = w->idem, w->argcs[w->n++] = 2;
+    if (after_tx) {
+        w->argvs[w->n] = w->queue, w->argcs[w->n++] = 2;
+        w->argvs[w->n] = w->version, w->argcs[w->n++] = 4;
+    }
 }
 
 void store_watch_forget(store_impl *im, const redisContext *c) {
@@ -78,28 +83,31 @@ static int head_of(const char *raw, size_t len, int64_t *seq, unsigned char *use
 }
 
 void store_watch_arm(store *s, const char *const *keys, const char *token, const redisReply *meta,
-                     const redisReply *len, const redisReply *tail, redisReply *const *replies,
-                     int n_replies) {
+                     const redisReply *len, const redisReply *tail, const store_watch_cmds *cmds,
+                     const redisReply *const *replies) {
     store_impl *im = s->impl;
     store_watch *w = &im->watch;
     const redisReply *next = meta_field(meta, "next_seq"), *version = meta_field(meta, "version");
+    int i = 1;
     w->c = im->c; /* a WATCH is set there, armed or not */
     w->armed = 0;
-    if (n_replies < 3 || strlen(token) >= sizeof(w->token) || len->type != REDIS_REPLY_INTEGER)
-        return;
-    /* WATCH took, the queue is still empty, and next_seq and the version
-     * are the ones read (every write of a context changes the version; a
-     * context made before versions has next_seq): nothing came between. */
-    if (replies[0]->type != REDIS_REPLY_STATUS || replies[1]->type != REDIS_REPLY_INTEGER ||
-        replies[1]->integer != 0 || replies[2]->type != REDIS_REPLY_ARRAY ||
-        replies[2]->elements != 2 || !same(next, replies[2]->element[0]) ||
-        !same(version, replies[2]->element[1]))
+    if (strlen(token) >= sizeof(w->token) || len->type != REDIS_REPLY_INTEGER ||
+        replies[0]->type != REDIS_REPLY_STATUS)
         return;
     w->idem_len = -1;
-    if (n_replies > 3) {
-        if (replies[3]->type != REDIS_REPLY_INTEGER) return;
-        w->idem_len = replies[3]->integer;
+    if (cmds->with_idem) { /* HLEN of the idempotency hash */
+        if (replies[i]->type != REDIS_REPLY_INTEGER) return;
+        w->idem_len = replies[i++]->integer;
     }
+    /* After a transaction: the queue is still empty, and next_seq and the
+     * version are the ones read (every write of a context changes the
+     * version; a context made before versions has next_seq), so nothing
+     * came between it and the WATCH. */
+    if (cmds->after_tx &&
+        (replies[i]->type != REDIS_REPLY_INTEGER || replies[i]->integer != 0 ||
+         replies[i + 1]->type != REDIS_REPLY_ARRAY || replies[i + 1]->elements != 2 ||
+         !same(next, replies[i + 1]->element[0]) || !same(version, replies[i + 1]->element[1])))
+        return;
     if (!next || !meta_int(meta, "next_seq", 1, &w->next_seq) ||
         !meta_int(meta, "version", 1, &w->version) ||
         !meta_int(meta, "max_messages", 0, &w->keep) ||
@@ -109,10 +117,10 @@ void store_watch_arm(store *s, const char *const *keys, const char *token, const
     w->n_tail = -1;
     if (tail) {
         if (tail->type != REDIS_REPLY_ARRAY || tail->elements > STORE_WATCH_TAIL) return;
-        for (size_t i = 0; i < tail->elements; i++) {
-            const redisReply *e = tail->element[i];
+        for (size_t j = 0; j < tail->elements; j++) {
+            const redisReply *e = tail->element[j];
             if (e->type != REDIS_REPLY_STRING ||
-                !head_of(e->str, e->len, &w->tail_seq[i], &w->tail_user[i]))
+                !head_of(e->str, e->len, &w->tail_seq[j], &w->tail_user[j]))
                 return;
         }
         w->n_tail = (int)tail->elements;

@@ -2,6 +2,7 @@
 expiry and listing, against real Redis, real ctxd and the fake upstream."""
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -30,6 +31,16 @@ def meta(redis, cid):
     for f in META_FIELDS:
         v = "\n".join(redis.raw("HGET", "ctxd:{%s}:meta" % cid, f))
         out[f] = v
+    return out
+
+
+def command_calls(redis):
+    """Calls per command so far (INFO commandstats, summed over a cluster's masters)."""
+    out = {}
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        m = re.match(r"^cmdstat_([a-z|]+):calls=([0-9.e+]+)", line)
+        if m:
+            out[m.group(1)] = int(float(m.group(2)))
     return out
 
 
@@ -373,6 +384,24 @@ class EchoLimitsTest(CtxdTestCase):
         for i in range(30):
             self.assertEqual(self.turn(cid, "more %d" % i).status, 200)
         self.assertEqual(len(stored(self.redis, cid)), 4)
+
+    def test_a_turn_runs_no_script_in_redis(self):
+        """The common turn takes the lock and reads in one round trip and appends in one
+        MULTI/EXEC that WATCH guards (store_watch.c): no Lua runs in Redis, and what it
+        stores is what the script would (trimmed whole pairs, seqs, version)."""
+        cid = self.create({"max_messages": 5})
+        before = command_calls(self.redis)
+        for i in range(10):
+            self.assertEqual(self.turn(cid, "t%d" % i).status, 200)
+        after = command_calls(self.redis)
+        ran = {c: after.get(c, 0) - before.get(c, 0) for c in after}
+        self.assertEqual(ran.get("evalsha", 0) + ran.get("eval", 0), 0, ran)
+        self.assertGreaterEqual(ran.get("exec", 0), 10, ran)
+        self.assertEqual([m["seq"] for m in stored(self.redis, cid)], [17, 18, 19, 20])
+        m = meta(self.redis, cid)
+        self.assertEqual((m["next_seq"], m["first_seq"]), ("21", "17"))
+        g = self.req("GET", "/mcp/context/" + cid)
+        self.assertEqual(g.headers.get("etag"), '"11"')  # created at 1, one more per turn
 
     def test_patch_validates_and_changes_nothing_on_error(self):
         cid = self.create()
