@@ -299,7 +299,7 @@ void store_index_cmds(store *s, const char *id, const char *score, store_index_u
  * takes the lock, before the reads. */
 #define STORE_WATCH_REPLIES 4
 typedef struct store_watch_cmds {
-    const char *watch[6], *idem[2], *queue[2], *version[4];
+    const char *watch[4], *idem[2], *queue[2], *version[4];
     const char **argvs[STORE_WATCH_REPLIES];
     int argcs[STORE_WATCH_REPLIES];
     int n; /* commands in argvs */

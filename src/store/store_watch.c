@@ -16,12 +16,12 @@
 
 void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem,
                            int after_tx) {
+    /* The lock, the queue and the meta: every write of the messages or the
+     * idempotency records holds the lock or changes the meta (a delete). */
     w->watch[0] = "WATCH";
     w->watch[1] = keys[K_LOCK];
     w->watch[2] = keys[K_QUEUE];
     w->watch[3] = keys[K_META];
-    w->watch[4] = keys[K_MESSAGES];
-    w->watch[5] = keys[K_IDEM];
     w->idem[0] = "HLEN", w->idem[1] = keys[K_IDEM];
     w->queue[0] = "EXISTS", w->queue[1] = keys[K_QUEUE];
     w->version[0] = "HMGET", w->version[1] = keys[K_META], w->version[2] = "next_seq";
@@ -29,7 +29,7 @@ void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int wit
     w->n = 0;
     w->with_idem = with_idem;
     w->after_tx = after_tx;
-    w->argvs[w->n] = w->watch, w->argcs[w->n++] = with_idem ? 6 : 5;
+    w->argvs[w->n] = w->watch, w->argcs[w->n++] = 4;
     if (with_idem) w->argvs[w->n] = w->idem, w->argcs[w->n++] = 2;
     if (after_tx) {
         w->argvs[w->n] = w->queue, w->argcs[w->n++] = 2;
