@@ -19,10 +19,12 @@ void store_index_cmds(store *s, const char *id, const char *score, store_index_u
     u->old[0] = "ZREM", u->old[1] = u->legacy, u->old[2] = id;
     u->argvs[0] = u->set, u->argvs[1] = u->old;
     u->argcs[0] = score ? 4 : 3, u->argcs[1] = 3;
-    /* ctxd 0.4 ran on one server only: a cluster has no index of 0.4 to
-     * empty (listing still reads it), and the command would cost a round
-     * trip to another node. */
-    u->n = store_is_cluster(s) ? 1 : 2;
+    /* A forget takes the context out of the index of 0.4 too. A touch
+     * leaves it there: listing drops such an entry when it meets it, once
+     * the context is in its bucket (a command on every write would cost
+     * every turn for what only contexts of 0.4 need once). ctxd 0.4 ran on
+     * one server only: a cluster has no index of 0.4 to empty. */
+    u->n = score || store_is_cluster(s) ? 1 : 2;
 }
 
 /* One round trip: the context into its bucket at score (NULL: out of it),
@@ -89,6 +91,7 @@ int store_index_restore(store *s, const char *id, int64_t ours_ms) {
 typedef struct cand {
     char id[UTIL_UUID_LEN + 1];
     int64_t score;
+    int legacy; /* from the index of 0.4 */
 } cand;
 
 typedef struct cands {
@@ -108,8 +111,8 @@ static int after_cursor(int64_t score, const char *id, int64_t cursor_ms, const 
 }
 
 /* Up to want members of key after the cursor, newest first, into c. */
-static int fetch(store *s, const char *key, int64_t cursor_ms, const char *cursor_id, long want,
-                 cands *c) {
+static int fetch(store *s, const char *key, int legacy, int64_t cursor_ms, const char *cursor_id,
+                 long want, cands *c) {
     char max[24], off[24], cnt[24];
     long got = 0;
     snprintf(max, sizeof(max), "%" PRId64, cursor_ms);
@@ -145,6 +148,7 @@ static int fetch(store *s, const char *key, int64_t cursor_ms, const char *curso
                 c->cap = cap;
             }
             memcpy(c->v[c->n].id, id, UTIL_UUID_LEN + 1);
+            c->v[c->n].legacy = legacy;
             c->v[c->n++].score = score;
             got++;
         }
@@ -191,6 +195,23 @@ void store_list_free(store_list_item *items, size_t n) {
     free(items);
 }
 
+/* An entry of the index of 0.4 whose context was written since is in its
+ * bucket too, at its newer time: then *moved is 1 and the old entry goes. */
+static int legacy_moved(store *s, const char *id, int *moved) {
+    char bucket[STORE_KEY_LEN], legacy[STORE_KEY_LEN];
+    store_key_index_bucket(s->tenant, store_index_bucket(id), bucket);
+    store_key_index(s->tenant, legacy);
+    const char *score[3] = {"ZSCORE", bucket, id}, *rem[3] = {"ZREM", legacy, id};
+    redisReply *r = store_read_command(s, 3, score);
+    if (!r) return CTXD_ERR;
+    *moved = r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    if (!*moved) return CTXD_OK;
+    if (!(r = store_command(s, 3, rem, NULL))) return CTXD_ERR;
+    freeReplyObject(r);
+    return CTXD_OK;
+}
+
 /* One round: the next candidates after the cursor from every source, merged. */
 static int candidates(store *s, long limit, int64_t cursor_ms, const char *cursor_id, cands *c) {
     char key[STORE_KEY_LEN];
@@ -200,7 +221,8 @@ static int candidates(store *s, long limit, int64_t cursor_ms, const char *curso
             store_key_index_bucket(s->tenant, b, key);
         else
             store_key_index(s->tenant, key); /* contexts untouched since 0.4 */
-        if (fetch(s, key, cursor_ms, cursor_id, limit, c)) return CTXD_ERR;
+        if (fetch(s, key, b == STORE_INDEX_BUCKETS, cursor_ms, cursor_id, limit, c))
+            return CTXD_ERR;
     }
     if (c->n) qsort(c->v, c->n, sizeof(*c->v), newer_first); /* c->v is NULL when empty */
     return CTXD_OK;
@@ -226,13 +248,18 @@ int store_list(store *s, long limit, int64_t cursor_ms, const char *cursor_id,
         for (size_t i = 0; i < c.n && *n < (size_t)limit; i++) {
             int found;
             if (i && !strcmp(c.v[i].id, c.v[i - 1].id)) continue; /* in two layouts */
+            cursor_ms = c.v[i].score;
+            snprintf(cid, sizeof(cid), "%s", c.v[i].id);
+            if (c.v[i].legacy) {
+                int moved;
+                if (legacy_moved(s, c.v[i].id, &moved)) goto cleanup;
+                if (moved) continue; /* listed from its bucket */
+            }
             if (describe(s, &c.v[i], &(*items)[*n], &found)) goto cleanup;
             if (found)
                 (*n)++;
             else if (store_index_forget(s, c.v[i].id))
                 goto cleanup;
-            cursor_ms = c.v[i].score;
-            snprintf(cid, sizeof(cid), "%s", c.v[i].id);
         }
         if (*n == (size_t)limit) break;
     }

@@ -473,10 +473,30 @@ TEST(test_store_context_list_reads_the_index_of_0_4) {
     CHECK(rf_int(&rf, "ZCARD ctxd:index") == 1); /* gone was dropped */
     store_blob key = {(char *)"k", 1}, val = {(char *)"1", 1};
     CHECK(store_state_put(s, old, &key, &val, 1, 1000, SF_NOW + 4000, NULL) == CTXD_OK);
-    CHECK(rf_int(&rf, "EXISTS ctxd:index") == 0); /* moved to its bucket */
+    /* Written: in its bucket now; listing meets the old entry and drops it. */
+    CHECK(rf_int(&rf, "ZCARD ctxd:index") == 1);
     CHECK(store_list(s, 10, 0, "", &items, &n) == CTXD_OK);
     CHECK(n == 2 && !strcmp(items[0].id, old) && items[0].activity_ms == SF_NOW + 4000);
+    if (n == 2) CHECK_STR(items[1].id, new);
     store_list_free(items, n);
+    CHECK(rf_int(&rf, "EXISTS ctxd:index") == 0);
+    /* Paging one by one lists each once. */
+    CHECK(create_at(s, gone, SF_NOW + 500) == CTXD_OK);
+    freeReplyObject(rf_cmd(&rf, "ZADD ctxd:index %lld %s", (long long)SF_NOW + 500, gone));
+    CHECK(store_state_put(s, gone, &key, &val, 1, 1000, SF_NOW + 5000, NULL) == CTXD_OK);
+    const char *want[3] = {gone, old, new};
+    int64_t cursor = 0;
+    char cursor_id[UTIL_UUID_LEN + 1] = "";
+    for (int i = 0; i < 4; i++) {
+        CHECK(store_list(s, 1, cursor, cursor_id, &items, &n) == CTXD_OK);
+        CHECK(n == (i < 3 ? 1u : 0u));
+        if (n == 1 && i < 3) {
+            CHECK_STR(items[0].id, want[i]);
+            cursor = items[0].activity_ms;
+            snprintf(cursor_id, sizeof(cursor_id), "%s", items[0].id);
+        }
+        store_list_free(items, n);
+    }
     sf_stop(&rf, s);
 }
 
