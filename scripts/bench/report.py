@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 
-# What ctxd sends on its own (never from inside a script or a MULTI block)
-# in the measured scenarios: a read is one MULTI/EXEC; a turn a MULTI/EXEC
-# (the lock and the reads), one EVALSHA (the append) with the activity
-# index's ZADD and ZREM, and more only under contention. The commands inside
-# are counted in the EXEC's and the EVALSHA's time.
-TOP_LEVEL = {"evalsha", "eval", "exec", "multi", "zadd", "zrem", "blpop", "ping", "wait",
-             "publish"}
+# Commands ctxd sends on their own in the measured scenarios, listed per
+# request: a read is one MULTI/EXEC; a turn on one server SET and WATCH (and
+# its reads), then one MULTI/EXEC (the append; EVALSHA when that is refused)
+# with the activity index's ZADD, and more only under contention.
+TOP_LEVEL = {"evalsha", "eval", "exec", "multi", "set", "watch", "zadd", "zrem", "blpop",
+             "ping", "wait", "publish"}
+# Commands whose time includes others' (and INFO, the bench's own).
+CONTAINERS = {"exec", "multi", "evalsha", "eval", "info"}
 
 
 def load(path):
@@ -257,10 +258,11 @@ class Report:
             n = x["wrk"]["requests"]
             us = x["redis_cpu_s"] * 1e6 / n
             cs = x.get("cmdstats", {})
-            # Top-level commands only: a script's or a transaction's inner
-            # commands are in the EVALSHA's or EXEC's time already.
+            # Each command's own time, once: the commands a transaction or a
+            # script ran count by themselves (EXEC's and EVALSHA's time
+            # include them), so what EXEC or Lua adds is left out.
             top = {k: v for k, v in cs.items() if k in TOP_LEVEL}
-            cmd_us = sum(v[1] for v in top.values()) / n
+            cmd_us = sum(v[1] for k, v in cs.items() if k not in CONTAINERS) / n
             per = ", ".join("%s %.2f" % (k.upper(), v[0] / n) for k, v in sorted(top.items()))
             self.rows.append(("Redis CPU per request, %s" % what, "-", "-", "-", "-",
                               "%.1f us of Redis CPU (%.3f s over %d requests); commands %.1f us "
