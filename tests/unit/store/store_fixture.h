@@ -70,6 +70,18 @@ static inline void sf_blobs_free(store_blob *b, size_t n) {
     for (size_t i = 0; i < n; i++) free(b[i].data);
 }
 
+/* Take the lock for token with a turn's read in mode (a window read counts
+ * the new message as 5 tokens); returns next_seq or -1. */
+static inline int64_t sf_lock(store *s, const char *id, const char *token, store_turn_mode mode) {
+    store_context c;
+    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, mode, mode == STORE_TURN_APPEND ? 0 : 5, 0,
+                        NULL, &c))
+        return -1;
+    int64_t next = c.next_seq;
+    store_context_free(&c);
+    return next;
+}
+
 /* Append n messages under a fresh lock, as turns would: odd seqs are the
  * user's, even ones the assistant's, content "m<seq>", each counting
  * tokens. */

@@ -18,12 +18,7 @@ static long long llen(redis_fixture *rf, const char *id) {
 
 /* Take the lock for token (append mode); returns next_seq or -1. */
 static int64_t lock_for(store *s, const char *id, const char *token) {
-    store_context c;
-    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_APPEND, 0, 0, NULL, &c))
-        return -1;
-    int64_t next = c.next_seq;
-    store_context_free(&c);
-    return next;
+    return sf_lock(s, id, token, STORE_TURN_APPEND);
 }
 
 /* An append of one user message "hi" at seq under token. */

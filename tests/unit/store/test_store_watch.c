@@ -169,12 +169,7 @@ TEST(test_store_watch_append_writes_what_the_script_writes) {
 
 /* A turn's read on s with the lock; returns next_seq (-1: failed). */
 static int64_t read_locked(store *s, const char *id, const char *token) {
-    store_context c;
-    if (store_turn_read(s, id, token, SF_LOCK_MS, NULL, STORE_TURN_WINDOW, 5, 0, NULL, &c))
-        return -1;
-    int64_t seq = c.next_seq;
-    store_context_free(&c);
-    return seq;
+    return sf_lock(s, id, token, STORE_TURN_WINDOW);
 }
 
 /* Append user+assistant at seq under token: the store_append result. */
