@@ -110,7 +110,7 @@ redisReply *store_route_run(store *s, const char *key, int n, const char **const
 
 /* Run n commands pipelined on the current connection as it is: no routing,
  * no redirects followed, a WATCH on it kept for a MULTI among them (every
- * other pipeline with a MULTI drops it first). CTXD_OK with every reply in
+ * other pipeline with a MULTI or a WATCH ends it first). CTXD_OK with every reply in
  * rs (caller frees), or CTXD_ERR after an I/O failure. */
 int store_route_here(store *s, int n, const char **const *argvs, const int *argcs,
                      const size_t *const *lens, redisReply **rs);
