@@ -308,12 +308,13 @@ typedef struct store_watch_cmds {
 void store_watch_cmds_init(store_watch_cmds *w, const char *const *keys, int with_idem,
                            int after_tx);
 
-/* After such a read on the current connection: meta (HGETALL), len (LLEN)
- * and tail (LRANGE, or NULL) as read under the lock (token's), and the
- * replies to the commands of w, in order. Arms the watch when they prove that the
- * WATCH covers what was read; else only notes that a WATCH is set. */
+/* After such a read on the current connection: meta (HGETALL) and tail
+ * (LRANGE, or NULL) as read under the lock (token's), read as
+ * store_meta_fill and LLEN filled it in, and the replies to the commands of
+ * w, in order. Arms the watch when they prove that the WATCH covers what
+ * was read; else only notes that a WATCH is set. */
 void store_watch_arm(store *s, const char *const *keys, const char *token, const redisReply *meta,
-                     const redisReply *len, const redisReply *tail, const store_watch_cmds *w,
+                     const store_context *read, const redisReply *tail, const store_watch_cmds *w,
                      const redisReply *const *replies);
 
 /* The append as one MULTI/EXEC on the watched connection, with the index

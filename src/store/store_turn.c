@@ -169,8 +169,7 @@ static int fast_read(store *s, const ctx_keys *k, const char *id, const char *to
     }
     out->total_messages = got[R_LEN]->type == REDIS_REPLY_INTEGER ? got[R_LEN]->integer : 0;
     out->window_start_seq = out->first_seq > 0 ? out->first_seq : 1;
-    if (!replay)
-        store_watch_arm(s, k->all, token, got[R_META], got[R_LEN], got[R_TAIL], &w, watch_r);
+    if (!replay) store_watch_arm(s, k->all, token, got[R_META], out, got[R_TAIL], &w, watch_r);
     if (!replay && mode != STORE_TURN_APPEND &&
         store_window(s, k, (redisReply *)got[R_TAIL], out->total_messages, fixed_tokens, fold_max,
                      out))

@@ -52,14 +52,12 @@ static const redisReply *meta_field(const redisReply *meta, const char *field) {
     return NULL;
 }
 
-/* A field's integer into *v (dflt when absent); 0 when it is no number. */
-static int meta_int(const redisReply *meta, const char *field, int64_t dflt, int64_t *v) {
-    const redisReply *f = meta_field(meta, field);
+/* The meta's turn_ms into *v (-1 when absent); 0 when it is no number. */
+static int turn_ms_of(const redisReply *meta, int64_t *v) {
+    const redisReply *f = meta_field(meta, "turn_ms");
     char *end;
-    if (!f) {
-        *v = dflt;
-        return 1;
-    }
+    *v = -1;
+    if (!f) return 1;
     if (f->type != REDIS_REPLY_STRING || !f->len) return 0;
     *v = strtoll(f->str, &end, 10);
     return *end == '\0';
@@ -83,17 +81,15 @@ static int head_of(const char *raw, size_t len, int64_t *seq, unsigned char *use
 }
 
 void store_watch_arm(store *s, const char *const *keys, const char *token, const redisReply *meta,
-                     const redisReply *len, const redisReply *tail, const store_watch_cmds *cmds,
-                     const redisReply *const *replies) {
+                     const store_context *read, const redisReply *tail,
+                     const store_watch_cmds *cmds, const redisReply *const *replies) {
     store_impl *im = s->impl;
     store_watch *w = &im->watch;
     const redisReply *next = meta_field(meta, "next_seq"), *version = meta_field(meta, "version");
     int i = 1;
     w->c = im->c; /* a WATCH is set there, armed or not */
     w->armed = 0;
-    if (strlen(token) >= sizeof(w->token) || len->type != REDIS_REPLY_INTEGER ||
-        replies[0]->type != REDIS_REPLY_STATUS)
-        return;
+    if (strlen(token) >= sizeof(w->token) || replies[0]->type != REDIS_REPLY_STATUS) return;
     w->idem_len = -1;
     if (cmds->with_idem) { /* HLEN of the idempotency hash */
         if (replies[i]->type != REDIS_REPLY_INTEGER) return;
@@ -108,12 +104,14 @@ void store_watch_arm(store *s, const char *const *keys, const char *token, const
          replies[i + 1]->type != REDIS_REPLY_ARRAY || replies[i + 1]->elements != 2 ||
          !same(next, replies[i + 1]->element[0]) || !same(version, replies[i + 1]->element[1])))
         return;
-    if (!next || !meta_int(meta, "next_seq", 1, &w->next_seq) ||
-        !meta_int(meta, "version", 1, &w->version) ||
-        !meta_int(meta, "max_messages", 0, &w->keep) ||
-        !meta_int(meta, "ttl_seconds", 0, &w->ttl_s) || !meta_int(meta, "turn_ms", -1, &w->turn_ms))
-        return;
-    w->len = len->integer;
+    /* The settings as the read filled them in; only the average turn is
+     * not among them. */
+    if (!next || !turn_ms_of(meta, &w->turn_ms)) return;
+    w->next_seq = read->next_seq;
+    w->version = read->version;
+    w->keep = read->max_messages;
+    w->ttl_s = read->ttl_seconds;
+    w->len = read->total_messages;
     w->n_tail = -1;
     if (tail) {
         if (tail->type != REDIS_REPLY_ARRAY || tail->elements > STORE_WATCH_TAIL) return;
