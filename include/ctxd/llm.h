@@ -128,6 +128,11 @@ void llm_response_init(llm_response *resp);
  * NULL. */
 void llm_response_free(llm_response *resp);
 
+/* The whole prompt's tokens: input_tokens plus what prompt caching wrote to
+ * and read from the cache (Anthropic counts those apart from input_tokens);
+ * -1 when the upstream did not say. */
+long llm_response_prompt_tokens(const llm_response *resp);
+
 /* Simulated latency of the echo model (CTXD_ECHO_DELAY_MS), spread over its
  * streamed pieces. Set once at start, before any thread runs. Never fails. */
 void llm_echo_set_delay(int ms);

@@ -137,10 +137,16 @@ def capture(port, out):
                       "bytes": len(json.dumps(reqs[-1]["body"], separators=(",", ":")))}))
 
 
+def whole(usage):
+    """The prompt's tokens: Anthropic's input_tokens leaves out the cached part."""
+    return (usage["input_tokens"] + usage.get("cache_creation_input_tokens", 0) +
+            usage.get("cache_read_input_tokens", 0))
+
+
 def token_error(port, turns):
     """Scenario 8: how far ctxd's estimate of a new message (bytes / 4 + 4)
     falls from the upstream's own count, which ctxd derives after the turn
-    (input tokens now - input before - the reply in between)."""
+    (the whole prompt now - the whole prompt before - the reply in between)."""
     c = Client(port)
     st, raw = c.call("POST", "/mcp/context", {"strategy": "window",
                                               "max_context_tokens": 1000000})
@@ -155,7 +161,7 @@ def token_error(port, turns):
     errors = []
     for k in range(1, len(msgs) // 2):
         user, reply, prev = msgs[2 * k], msgs[2 * k + 1], msgs[2 * k - 1]
-        exact = reply["usage"]["input_tokens"] - prev["usage"]["input_tokens"] - prev["tokens"]
+        exact = whole(reply["usage"]) - whole(prev["usage"]) - prev["tokens"]
         estimate = len(user["content"].encode()) // 4 + 4
         if exact > 0:
             errors.append((estimate - exact) / exact)

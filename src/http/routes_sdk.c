@@ -430,9 +430,7 @@ static int serve(const http_req *req, const sdk_dialect *d) {
         status = http_send_json(req, 200, &b, headers);
     }
     if (res.error.err == CTXD_E_NONE && !res.replayed)
-        auth_rate_tokens_charge(req->w, req->who,
-                                (res.reply.input_tokens > 0 ? res.reply.input_tokens : 0) +
-                                    (res.reply.output_tokens > 0 ? res.reply.output_tokens : 0));
+        auth_rate_tokens_charge(req->w, req->who, turn_reply_tokens(&res.reply));
 cleanup:
     if (created && status >= 400)
         log_msg(LOG_INFO, "context %s was created for a call that failed (%d); its id went back",

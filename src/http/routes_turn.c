@@ -168,9 +168,7 @@ static int post_message(const http_req *req) {
     turn_run(req->w, &tr, &res);
     status = stream ? stream_finish(req, &ss, &res) : send_result(req, 200, &res);
     if (res.error.err == CTXD_E_NONE && !res.replayed) /* the tokens this reply used */
-        auth_rate_tokens_charge(req->w, req->who,
-                                (res.reply.input_tokens > 0 ? res.reply.input_tokens : 0) +
-                                    (res.reply.output_tokens > 0 ? res.reply.output_tokens : 0));
+        auth_rate_tokens_charge(req->w, req->who, turn_reply_tokens(&res.reply));
 cleanup:
     http_content_free(&c);
     free(tools);

@@ -24,6 +24,13 @@ void llm_response_free(llm_response *resp) {
     resp->text_len = resp->content_json_len = 0;
 }
 
+long llm_response_prompt_tokens(const llm_response *resp) {
+    if (resp->input_tokens < 0) return -1;
+    return resp->input_tokens +
+           (resp->cache_creation_input_tokens > 0 ? resp->cache_creation_input_tokens : 0) +
+           (resp->cache_read_input_tokens > 0 ? resp->cache_read_input_tokens : 0);
+}
+
 void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...) {
     va_list ap;
     resp->err = err;

@@ -303,9 +303,7 @@ static int send_message(tool_call *t) {
         failed_with(t, &res.error);
     } else {
         t->out = reply_json(id, &res.reply);
-        auth_rate_tokens_charge(t->w, t->c->who,
-                                (res.reply.input_tokens > 0 ? res.reply.input_tokens : 0) +
-                                    (res.reply.output_tokens > 0 ? res.reply.output_tokens : 0));
+        auth_rate_tokens_charge(t->w, t->c->who, turn_reply_tokens(&res.reply));
     }
     turn_result_free(&res);
     return rc;

@@ -21,6 +21,15 @@ void turn_result_free(turn_result *res) {
     res->reply.content_json = NULL;
 }
 
+int64_t turn_reply_tokens(const turn_reply *r) {
+    int64_t n = 0;
+    if (r->input_tokens > 0) n += r->input_tokens;
+    if (r->cache_creation_input_tokens > 0) n += r->cache_creation_input_tokens;
+    if (r->cache_read_input_tokens > 0) n += r->cache_read_input_tokens;
+    if (r->output_tokens > 0) n += r->output_tokens;
+    return n;
+}
+
 /* What a prompt was made of: a later turn whose prompt extends it exactly
  * can derive its new message's token count from the upstream's figures. */
 static void prompt_sig(char *out, size_t len, const store_context *c, int64_t next_seq) {
@@ -150,14 +159,16 @@ static int check_budget(const store_context *ctx, const turn_history *h, int64_t
 }
 
 /* The user message's tokens: exact when this prompt extends the last one
- * (input now - input then - the reply in between), else the estimate. */
+ * (prompt now - prompt then - the reply in between, each prompt whole:
+ * cached tokens included), else the estimate. */
 static int64_t user_tokens(const store_context *ctx, const turn_history *h, const llm_response *r,
                            int64_t estimate) {
     char sig[64];
+    long prompt = llm_response_prompt_tokens(r);
     prompt_sig(sig, sizeof(sig), ctx, ctx->next_seq);
-    if (r->input_tokens > 0 && ctx->prompt_tokens > 0 && h->last_reply_tokens >= 0 &&
+    if (prompt > 0 && ctx->prompt_tokens > 0 && h->last_reply_tokens >= 0 &&
         !strcmp(sig, ctx->prompt_sig)) {
-        int64_t exact = r->input_tokens - ctx->prompt_tokens - h->last_reply_tokens;
+        int64_t exact = prompt - ctx->prompt_tokens - h->last_reply_tokens;
         if (exact > 0) return exact;
     }
     return estimate;
@@ -240,7 +251,7 @@ static int commit(ctxd_worker *w, const turn_request *req, const char *token, in
         .idem_ttl_s = cfg->idempotency_ttl_s,
         .max_messages = cfg->max_messages,
         .prompt_sig = r->input_tokens > 0 ? sig_after : NULL,
-        .prompt_tokens = r->input_tokens,
+        .prompt_tokens = llm_response_prompt_tokens(r),
         .held_ms = turn_lock_held_ms(locked_ms),
     };
     if (store_append(w->st, &ar))

@@ -87,6 +87,46 @@ class CachingTest(unittest.TestCase):
         # The stored history has no cache_control: it is only on the wire.
         self.assertNotIn("cache_control", str(msgs))
 
+    def test_token_counts_take_the_whole_prompt(self):
+        """Anthropic's input_tokens leaves out what the cache wrote and read:
+        a user message's exact count is the whole prompt now minus the whole
+        prompt before minus the reply in between, and the OpenAI drop-in's
+        prompt_tokens holds its cached_tokens."""
+        cid = self.ctxd.request("POST", "/mcp/context", {"system": "Plan trips."}).json()["context_id"]
+        whole = []
+        for i in range(4):
+            r = self.ctxd.request("POST", "/mcp/context/%s/message" % cid,
+                                  {"message": "turn %d: %s" % (i, "a fairly long question " * (3 + i))})
+            self.assertEqual(r.status, 200, r)
+            u = r.json()["usage"]
+            whole.append(u["input_tokens"] + u.get("cache_creation_input_tokens", 0) +
+                         u.get("cache_read_input_tokens", 0))
+            if i:
+                self.assertGreater(u.get("cache_read_input_tokens", 0), 0, u)
+        msgs = self.ctxd.request("GET", "/mcp/context/%s/messages" % cid).json()["messages"]
+        for k in range(1, 4):
+            user, reply_before = msgs[2 * k], msgs[2 * k - 1]
+            self.assertEqual(user["role"], "user")
+            self.assertEqual(user["tokens"], whole[k] - whole[k - 1] - reply_before["tokens"],
+                             (k, whole, [m["tokens"] for m in msgs]))
+        # The OpenAI shape on the same Anthropic upstream.
+        body = {"model": "m", "messages": [{"role": "user", "content": "hello " * 40}]}
+        r = self.ctxd.request("POST", "/v1/chat/completions", body)
+        self.assertEqual(r.status, 200, r)
+        cid = r.headers["ctxd-context-id"]
+        for text in ("and again " * 10, "once more " * 10):  # the second reads the first's prefix
+            body["messages"] = [{"role": "user", "content": text}]
+            r = self.ctxd.request("POST", "/v1/chat/completions", body,
+                                  headers={"ctxd-context-id": cid})
+            self.assertEqual(r.status, 200, r)
+        u = r.json()["usage"]
+        cached = u["prompt_tokens_details"]["cached_tokens"]
+        self.assertGreater(cached, 0, u)
+        self.assertLess(cached, u["prompt_tokens"], u)
+        self.assertEqual(u["total_tokens"], u["prompt_tokens"] + u["completion_tokens"], u)
+        sent = self.fake.requests()[-1]["body"]
+        self.assertTrue(any("cache_control" in str(m) for m in sent["messages"]), sent)
+
     def test_a_window_slides_in_steps(self):
         r = self.ctxd.request("POST", "/mcp/context", {"strategy": "window",
                                                        "max_context_tokens": 700,

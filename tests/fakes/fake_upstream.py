@@ -82,9 +82,11 @@ Admin API (same port)
                          the prompt cache
 
 Prompt caching (Anthropic): blocks with cache_control are breakpoints; the
-prompt up to each one is cached once sent, and usage says how much of the
-prompt was written to the cache (cache_creation_input_tokens) and read from it
-(cache_read_input_tokens), input_tokens being the rest.
+prompt up to each one is cached once sent, a breakpoint reads the longest
+cached prefix ending at it or at one of the 20 block boundaries before it,
+and usage says how much of the prompt was written to the cache
+(cache_creation_input_tokens) and read from it (cache_read_input_tokens),
+input_tokens being the rest.
   GET  /_admin/health    {"ok": true}
 """
 
@@ -210,9 +212,13 @@ def prompt_cache(body):
     with LOCK:
         cached = STATE.setdefault("cache", set())
         for i in marks:
-            key = json.dumps(items[:i + 1], sort_keys=True)
-            if key in cached:
-                read = tokens(key)
+            # A breakpoint also hits a prefix cached at any of the 20 block
+            # boundaries before it (the API's automatic prefix check).
+            for j in range(i, max(-1, i - 20), -1):
+                key = json.dumps(items[:j + 1], sort_keys=True)
+                if key in cached:
+                    read = max(read, tokens(key))
+                    break
         last = json.dumps(items[:marks[-1] + 1], sort_keys=True)
         for i in marks:
             cached.add(json.dumps(items[:i + 1], sort_keys=True))
