@@ -100,8 +100,12 @@ int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res
 
 void turn_result_free(turn_result *res); /* frees res->reply.text; accepts NULL */
 
+/* The prompt a reply read, whole (cached parts included; Anthropic's
+ * input_tokens leaves them out); unknown counts as 0. */
+int64_t turn_reply_prompt_tokens(const turn_reply *r);
+
 /* The tokens a reply used, for a key's token budget: the whole prompt
- * (cached parts included) plus the output; unknown counts as 0. */
+ * plus the output; unknown counts as 0. */
 int64_t turn_reply_tokens(const turn_reply *r);
 
 #endif

@@ -201,7 +201,8 @@ static void render_upstream(buf *b) {
     }
     buf_puts(b, "# HELP ctxd_upstream_retries_total Retried model API attempts.\n"
                 "# TYPE ctxd_upstream_retries_total counter\n");
-    buf_puts(b, "# HELP ctxd_tokens_total Tokens as the upstream counted them.\n"
+    buf_puts(b, "# HELP ctxd_tokens_total Tokens as the upstream counted them; input is the whole "
+                "prompt, cached parts included.\n"
                 "# TYPE ctxd_tokens_total counter\n");
     for (int p = 0; p < N_PROVIDERS; p++) {
         const char *name = config_provider_name((ctxd_provider)p);

@@ -339,13 +339,10 @@ static json_object *tool_calls(json_object *blocks) {
     return calls;
 }
 
-/* OpenAI's prompt_tokens counts the whole prompt, cached_tokens a part of
- * it; Anthropic's input_tokens leaves out what the cache wrote and read. */
+/* OpenAI's prompt_tokens counts the whole prompt, cached_tokens a part of it. */
 static void put_usage(buf *b, const turn_reply *r) {
     long long out = r->output_tokens > 0 ? r->output_tokens : 0;
-    long long in = (r->input_tokens > 0 ? r->input_tokens : 0) +
-                   (r->cache_creation_input_tokens > 0 ? r->cache_creation_input_tokens : 0) +
-                   (r->cache_read_input_tokens > 0 ? r->cache_read_input_tokens : 0);
+    long long in = (long long)turn_reply_prompt_tokens(r);
     buf_printf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld", in,
                out, in + out);
     if (r->cache_read_input_tokens > 0)

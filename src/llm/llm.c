@@ -71,6 +71,7 @@ int llm_complete(llm_client *c, const llm_request *req, llm_response *resp) {
                                                                            : 0;
     metrics_upstream_call(c->cfg->provider, status, rc == CTXD_OK, resp->retries,
                           util_mono_us() - t0);
-    if (rc == CTXD_OK) metrics_tokens(c->cfg->provider, resp->input_tokens, resp->output_tokens);
+    if (rc == CTXD_OK)
+        metrics_tokens(c->cfg->provider, llm_response_prompt_tokens(resp), resp->output_tokens);
     return rc;
 }

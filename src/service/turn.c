@@ -21,13 +21,16 @@ void turn_result_free(turn_result *res) {
     res->reply.content_json = NULL;
 }
 
-int64_t turn_reply_tokens(const turn_reply *r) {
+int64_t turn_reply_prompt_tokens(const turn_reply *r) {
     int64_t n = 0;
     if (r->input_tokens > 0) n += r->input_tokens;
     if (r->cache_creation_input_tokens > 0) n += r->cache_creation_input_tokens;
     if (r->cache_read_input_tokens > 0) n += r->cache_read_input_tokens;
-    if (r->output_tokens > 0) n += r->output_tokens;
     return n;
+}
+
+int64_t turn_reply_tokens(const turn_reply *r) {
+    return turn_reply_prompt_tokens(r) + (r->output_tokens > 0 ? r->output_tokens : 0);
 }
 
 /* What a prompt was made of: a later turn whose prompt extends it exactly

@@ -4,6 +4,7 @@ the new message stay put from one turn to the next, so each turn reads the
 prefix the one before wrote; the cache usage comes back in the turn's usage
 and is stored with the reply."""
 import copy
+import re
 import unittest
 
 from harness import Ctxd, FakeUpstream, Redis, main
@@ -91,7 +92,14 @@ class CachingTest(unittest.TestCase):
         """Anthropic's input_tokens leaves out what the cache wrote and read:
         a user message's exact count is the whole prompt now minus the whole
         prompt before minus the reply in between, and the OpenAI drop-in's
-        prompt_tokens holds its cached_tokens."""
+        prompt_tokens holds its cached_tokens, and ctxd_tokens_total's input
+        counts every prompt whole."""
+        def input_tokens_metric():
+            text = self.ctxd.request("GET", "/metrics").text
+            m = re.search(r'^ctxd_tokens_total\{provider="anthropic",direction="input"\} (\d+)$',
+                          text, re.M)
+            return int(m.group(1)) if m else 0
+        metric_before = input_tokens_metric()
         cid = self.ctxd.request("POST", "/mcp/context", {"system": "Plan trips."}).json()["context_id"]
         whole = []
         for i in range(4):
@@ -103,6 +111,7 @@ class CachingTest(unittest.TestCase):
                          u.get("cache_read_input_tokens", 0))
             if i:
                 self.assertGreater(u.get("cache_read_input_tokens", 0), 0, u)
+        self.assertEqual(input_tokens_metric() - metric_before, sum(whole))
         msgs = self.ctxd.request("GET", "/mcp/context/%s/messages" % cid).json()["messages"]
         for k in range(1, 4):
             user, reply_before = msgs[2 * k], msgs[2 * k - 1]
