@@ -45,7 +45,7 @@ typedef struct turn_request {
     int max_tokens;         /* <= 0: CTXD_MAX_TOKENS */
     const char *extra_json; /* further upstream fields, see llm_request */
     int extra_openai;
-    const char *reply_id;       /* the id to store the reply under ("msg_" + 32 hex), or NULL */
+    const char *reply_id;       /* the id to store the reply under (turn_message_id), or NULL */
     const char *anthropic_beta; /* see llm_request */
 } turn_request;
 
@@ -99,6 +99,12 @@ int turn_run(ctxd_worker *w, const turn_request *req, turn_result *res);
 int turn_append(ctxd_worker *w, const turn_append_request *req, turn_result *res);
 
 void turn_result_free(turn_result *res); /* frees res->reply.text; accepts NULL */
+
+/* A new message id into out: "msg_" and 24 letters and digits (142 random
+ * bits; the shape of Anthropic's ids, and 8 bytes shorter per stored
+ * message than 32 hex digits). CTXD_ERR when no randomness. */
+#define TURN_MESSAGE_ID_LEN 28
+int turn_message_id(char out[40]);
 
 /* The prompt a reply read, whole (cached parts included; Anthropic's
  * input_tokens leaves them out); unknown counts as 0. */

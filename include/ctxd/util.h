@@ -42,6 +42,10 @@ uint64_t util_fnv1a(uint64_t seed, const void *buf, size_t len);
 /* Random token (hex, 32 chars + NUL) for lock ownership. */
 int util_token(char out[33]);
 
+/* n random letters and digits (base 62, about 5.95 bits each) and a NUL
+ * into out[n + 1]. */
+int util_token62(char *out, size_t n);
+
 /* Sleep for ms milliseconds. */
 void util_sleep_ms(int ms);
 

@@ -7,8 +7,14 @@
 #include <sys/random.h>
 #include <time.h>
 
-static int fill_random(void *buf, size_t len) {
-    unsigned char *p = buf;
+/* Each thread draws random bytes from its own pool, refilled by one
+ * getrandom(2) call: a turn takes four ids, and a syscall each cost more
+ * than the rest of making them. Bytes handed out are wiped from the pool. */
+#define POOL_BYTES 256
+static _Thread_local unsigned char pool[POOL_BYTES];
+static _Thread_local size_t pool_left;
+
+static int getrandom_all(unsigned char *p, size_t len) {
     while (len) {
         ssize_t n = getrandom(p, len, 0);
         if (n < 0) {
@@ -18,6 +24,19 @@ static int fill_random(void *buf, size_t len) {
         p += n;
         len -= (size_t)n;
     }
+    return CTXD_OK;
+}
+
+static int fill_random(void *buf, size_t len) {
+    if (len > POOL_BYTES / 4) return getrandom_all(buf, len);
+    if (pool_left < len) {
+        if (getrandom_all(pool, POOL_BYTES)) return CTXD_ERR;
+        pool_left = POOL_BYTES;
+    }
+    unsigned char *from = pool + (POOL_BYTES - pool_left);
+    memcpy(buf, from, len);
+    memset(from, 0, len);
+    pool_left -= len;
     return CTXD_OK;
 }
 
@@ -34,9 +53,30 @@ int util_uuid4(char out[UTIL_UUID_LEN + 1]) {
 }
 
 int util_token(char out[33]) {
+    static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
     if (fill_random(b, sizeof(b))) return CTXD_ERR;
-    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[32] = '\0';
+    return CTXD_OK;
+}
+
+int util_token62(char *out, size_t n) {
+    static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    unsigned char b[16];
+    size_t have = 0, used = 0;
+    while (used < n) {
+        if (have == 0) {
+            if (fill_random(b, sizeof(b))) return CTXD_ERR;
+            have = sizeof(b);
+        }
+        unsigned char v = b[--have];
+        if (v < 248) out[used++] = digits[v % 62]; /* 248 = 4 * 62: no bias */
+    }
+    out[n] = '\0';
     return CTXD_OK;
 }
 

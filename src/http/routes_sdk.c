@@ -383,8 +383,7 @@ static int serve(const http_req *req, const sdk_dialect *d) {
     sdk_run run = {
         .s = {.req = req, .headers = headers, .call = &call, .created = util_now_ms() / 1000},
         .d = d};
-    memcpy(run.s.id, "msg_", 4);
-    if (util_token(run.s.id + 4)) {
+    if (turn_message_id(run.s.id)) {
         status = http_send_error(req, CTXD_E_NO_RANDOMNESS, "no randomness for a message id");
         goto cleanup;
     }

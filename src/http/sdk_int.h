@@ -37,7 +37,7 @@ typedef struct sdk_stream {
     const http_req *req;
     const char *const *headers; /* extra answer headers (ctxd-context-id) */
     const sdk_call *call;
-    char id[40];     /* the reply's id: "msg_" and 32 hex digits */
+    char id[40];     /* the reply's id (turn_message_id) */
     char model[128]; /* what the answer says it is */
     int64_t created; /* seconds */
     int started;     /* the head and the first event went out */

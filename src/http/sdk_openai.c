@@ -351,7 +351,7 @@ static void put_usage(buf *b, const turn_reply *r) {
     buf_puts(b, "}");
 }
 
-/* "chatcmpl-" and the hex digits of the stored reply's id. */
+/* "chatcmpl-" and what follows "msg_" in the stored reply's id. */
 static void put_id(buf *b, const sdk_stream *s) { buf_printf(b, "\"chatcmpl-%s\"", s->id + 4); }
 
 static void render(buf *b, const sdk_stream *s, const turn_reply *r) {

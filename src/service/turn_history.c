@@ -53,7 +53,7 @@ int turn_history_parse(turn_history *h, const char *id, const store_blob *blobs,
 
 int turn_message_id(char out[40]) {
     memcpy(out, "msg_", 4);
-    return util_token(out + 4);
+    return util_token62(out + 4, TURN_MESSAGE_ID_LEN - 4);
 }
 
 char *turn_message_json(int64_t seq, const char *role, const turn_content *c, int64_t now_ms,

@@ -79,9 +79,6 @@ typedef struct turn_content {
  * or NULL for a message the client wrote. */
 char *turn_message_json(int64_t seq, const char *role, const turn_content *c, int64_t now_ms,
                         int64_t tokens, const llm_response *r, const char *id, size_t *out_len);
-/* A new message id, "msg_" and 32 hex digits, into out. CTXD_ERR when no
- * randomness. */
-int turn_message_id(char out[40]);
 
 /* Decode stored message JSON into h, with room for that many more
  * messages after them (unreadable ones are skipped and logged). CTXD_ERR when out of memory. Free with turn_history_free either

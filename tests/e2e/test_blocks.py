@@ -97,7 +97,7 @@ class AnthropicBlocksTest(BlocksTest):
         for s, g in zip(sent, got):
             self.assertEqual(g["content"], s["content"])  # JSON-equal, unknown fields kept
             self.assertEqual(g.get("metadata"), s.get("metadata"))
-            self.assertRegex(g["id"], r"^msg_[0-9a-f]{32}$")
+            self.assertRegex(g["id"], r"^msg_[0-9A-Za-z]{24}$")
             self.assertEqual(g["role"], s["role"])
         self.assertEqual(len({g["id"] for g in got}), 4)
         self.assertEqual([g["id"] for g in self.stored(cid)], [g["id"] for g in got])  # stable

@@ -38,7 +38,7 @@ const scenarios = {
     const { id, msg } = await anthropicFirst({ ...base, messages: [{ role: 'user', content: 'first question' }] });
     assert.equal(msg.type, 'message');
     assert.equal(msg.role, 'assistant');
-    assert.match(msg.id, /^msg_[0-9a-f]{32}$/);
+    assert.match(msg.id, /^msg_[0-9A-Za-z]{24}$/);
     const texts = [msg.content[0].text];
     for (const q of ['second question', 'third question']) {
       const m = await anthropic.messages.create({ ...base, messages: [{ role: 'user', content: q }] }, ctx(id));
@@ -167,7 +167,7 @@ const scenarios = {
     const sys = { role: 'system', content: 'be brief' };
     const { id, msg } = await openaiFirst({ ...base, messages: [sys, { role: 'user', content: 'first question' }] });
     assert.equal(msg.object, 'chat.completion');
-    assert.match(msg.id, /^chatcmpl-[0-9a-f]{32}$/);
+    assert.match(msg.id, /^chatcmpl-[0-9A-Za-z]{24}$/);
     const texts = [msg.choices[0].message.content];
     for (const q of ['second question', 'third question']) {
       const c = await openai.chat.completions.create({ ...base, messages: [sys, { role: 'user', content: q }] }, ctx(id));

@@ -18,6 +18,28 @@ TEST(test_util_uuid4_is_canonical_and_validated) {
     CHECK(!util_is_context_id(NULL));
 }
 
+TEST(test_util_tokens_are_random_and_well_formed) {
+    char a[33], b[33], c[25], d[25];
+    int seen[256] = {0};
+    CHECK(util_token(a) == CTXD_OK && util_token(b) == CTXD_OK);
+    CHECK(strlen(a) == 32 && strspn(a, "0123456789abcdef") == 32 && strcmp(a, b) != 0);
+    CHECK(util_token62(c, 24) == CTXD_OK && util_token62(d, 24) == CTXD_OK);
+    CHECK(strlen(c) == 24 && strcmp(c, d) != 0);
+    /* Past the pool's refills: every one of the 62 characters turns up, and
+     * nothing else does. */
+    for (int i = 0; i < 400; i++) {
+        CHECK(util_token62(c, 24) == CTXD_OK);
+        for (int j = 0; j < 24; j++) seen[(unsigned char)c[j]]++;
+    }
+    int kinds = 0;
+    for (int ch = 0; ch < 256; ch++)
+        if (seen[ch]) {
+            kinds++;
+            CHECK((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z'));
+        }
+    CHECK(kinds == 62);
+}
+
 TEST(test_util_utf8_validation) {
     CHECK(util_utf8_valid("plain", 5));
     CHECK(util_utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
@@ -49,5 +71,6 @@ TEST(test_util_fnv_is_chainable) {
     CHECK(whole != util_fnv1a(UTIL_FNV_SEED, "abcdeg", 6));
 }
 
-TEST_MAIN(T(test_util_uuid4_is_canonical_and_validated), T(test_util_utf8_validation),
+TEST_MAIN(T(test_util_uuid4_is_canonical_and_validated),
+          T(test_util_tokens_are_random_and_well_formed), T(test_util_utf8_validation),
           T(test_util_iso8601_and_idem_keys), T(test_util_fnv_is_chainable))
