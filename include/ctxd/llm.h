@@ -3,6 +3,7 @@
 #define CTXD_LLM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ctxd/common.h"
 #include "ctxd/config.h"
@@ -128,9 +129,13 @@ void llm_response_init(llm_response *resp);
  * NULL. */
 void llm_response_free(llm_response *resp);
 
-/* The whole prompt's tokens: input_tokens plus what prompt caching wrote to
- * and read from the cache (Anthropic counts those apart from input_tokens);
- * -1 when the upstream did not say. */
+/* The whole prompt's tokens: input plus what prompt caching wrote to and
+ * read from the cache (Anthropic counts those apart from input_tokens);
+ * -1 when input is (-1: the upstream did not say); cache counts below 0
+ * count as 0. */
+int64_t llm_prompt_tokens(int64_t input, int64_t cache_creation, int64_t cache_read);
+
+/* llm_prompt_tokens of resp's usage. */
 long llm_response_prompt_tokens(const llm_response *resp);
 
 /* Simulated latency of the echo model (CTXD_ECHO_DELAY_MS), spread over its

@@ -24,11 +24,14 @@ void llm_response_free(llm_response *resp) {
     resp->text_len = resp->content_json_len = 0;
 }
 
+int64_t llm_prompt_tokens(int64_t input, int64_t cache_creation, int64_t cache_read) {
+    if (input < 0) return -1;
+    return input + (cache_creation > 0 ? cache_creation : 0) + (cache_read > 0 ? cache_read : 0);
+}
+
 long llm_response_prompt_tokens(const llm_response *resp) {
-    if (resp->input_tokens < 0) return -1;
-    return resp->input_tokens +
-           (resp->cache_creation_input_tokens > 0 ? resp->cache_creation_input_tokens : 0) +
-           (resp->cache_read_input_tokens > 0 ? resp->cache_read_input_tokens : 0);
+    return (long)llm_prompt_tokens(resp->input_tokens, resp->cache_creation_input_tokens,
+                                   resp->cache_read_input_tokens);
 }
 
 void llm_response_set_error(llm_response *resp, llm_err err, int status, const char *fmt, ...) {

@@ -22,11 +22,9 @@ void turn_result_free(turn_result *res) {
 }
 
 int64_t turn_reply_prompt_tokens(const turn_reply *r) {
-    int64_t n = 0;
-    if (r->input_tokens > 0) n += r->input_tokens;
-    if (r->cache_creation_input_tokens > 0) n += r->cache_creation_input_tokens;
-    if (r->cache_read_input_tokens > 0) n += r->cache_read_input_tokens;
-    return n;
+    int64_t n = llm_prompt_tokens(r->input_tokens, r->cache_creation_input_tokens,
+                                  r->cache_read_input_tokens);
+    return n > 0 ? n : 0;
 }
 
 int64_t turn_reply_tokens(const turn_reply *r) {
