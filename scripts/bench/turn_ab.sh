@@ -73,7 +73,7 @@ PY
 }
 
 echo "run turns/s redis_cpu_us/turn commands_us/turn"
-for i in $(seq "$pairs"); do
+for _ in $(seq "$pairs"); do
   run A "$bin_a"
   run B "$bin_b"
 done | tee "$tmp/runs"
