@@ -81,36 +81,16 @@ if [ $scaleout = 1 ]; then
 fi
 
 # ---- Processes, ports, cleanup ----
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctxd-bench.XXXXXX")
+# shellcheck source=scripts/bench/lib.sh
+. "$here/lib.sh"
+bench_tmp bench
+bench_on_fail() { # keep the logs of a failed run
+  rm -rf "$root/bench/failed-run" && mkdir -p "$root/bench/failed-run"
+  cp "$tmp"/*.log "$tmp"/*.out "$tmp"/*.err "$tmp/redis/redis.log" "$root/bench/failed-run/" 2>/dev/null || true
+  say "logs of the failed run in bench/failed-run/"
+}
 results=$tmp/results.jsonl
 : >"$results"
-pids=()
-cleanup() {
-  local rc=$? p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ $rc -ne 0 ]; then # keep the logs of a failed run
-    rm -rf "$root/bench/failed-run" && mkdir -p "$root/bench/failed-run"
-    cp "$tmp"/*.log "$tmp"/*.out "$tmp"/*.err "$tmp/redis/redis.log" "$root/bench/failed-run/" 2>/dev/null || true
-    say "logs of the failed run in bench/failed-run/"
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_http() { # URL: up to 15 s
-  local i
-  for i in $(seq 150); do
-    curl -sf -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 stop_pid() {
   kill "$1" 2>/dev/null || true
@@ -124,8 +104,6 @@ redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
   --logfile "$tmp/redis/redis.log" &
 pids+=($!)
 rcli() { redis-cli -p "$rport" "$@"; }
-# Seconds of CPU the bench's Redis has used (user + system, its main thread and all).
-redis_cpu() { rcli INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.6f", t}'; }
 for _ in $(seq 100); do [ "$(rcli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 [ "$(rcli PING)" = PONG ] || die "redis-server did not start"
 
@@ -184,9 +162,9 @@ run_wrk() {
   "${w[@]}" -d"${warm}s" >/dev/null
   local cpu0 cpu1 cs
   rcli INFO commandstats >"$tmp/cs0"
-  cpu0=$(redis_cpu)
+  cpu0=$(redis_cpu "$rport")
   out=$("${w[@]}" -d"${dur}s")
-  cpu1=$(redis_cpu)
+  cpu1=$(redis_cpu "$rport")
   rcli INFO commandstats >"$tmp/cs1"
   line=$(grep '^BENCH ' <<<"$out" | head -1 | cut -c7-)
   [ -n "$line" ] || die "$key: wrk printed no summary: $out"

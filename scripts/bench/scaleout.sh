@@ -17,40 +17,9 @@ if [ "$quick" = 1 ]; then warm=1 dur=4; else warm=3 dur=15; fi
 say() { echo "scaleout: $*" >&2; }
 die() { echo "scaleout: $*" >&2; exit 1; }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctxd-scaleout.XXXXXX")
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A free port whose +10000 (a cluster node's bus port) is free too.
-free_port() {
-  $py - <<'PY'
-import random, socket
-for _ in range(1000):
-    p = random.randrange(20000, 40000)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-    except OSError:
-        continue
-    print(p); break
-PY
-}
-
-wait_http() {
-  local i
-  for i in $(seq 150); do
-    curl -sf -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=scripts/bench/lib.sh
+. "$here/lib.sh"
+bench_tmp scaleout
 
 # start_redis PORT [cluster]: a Redis without persistence.
 start_redis() {
@@ -64,15 +33,6 @@ start_redis() {
   die "redis-server on $port did not start"
 }
 
-# CPU seconds used by the Redis nodes on ports "$nodes".
-redis_cpu() {
-  local p t=0
-  for p in $nodes; do
-    t=$(redis-cli -p "$p" INFO cpu | awk -F: -v t="$t" '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.6f", t}')
-  done
-  echo "$t"
-}
-
 # run KEY PORT MODE [VAR=VALUE...]: wrk against PORT; prints one JSON row.
 run() {
   local key=$1 port=$2 mode=$3 c0 c1 out line
@@ -80,9 +40,11 @@ run() {
   local w=(env BENCH_MODE="$mode" BENCH_THREADS=2 "$@" wrk -t2 -c"$conns" --timeout 10s
            -s "$here/wrk.lua" "http://127.0.0.1:$port")
   "${w[@]}" -d"${warm}s" >/dev/null
-  c0=$(redis_cpu)
+  # shellcheck disable=SC2086 # $nodes is a list of ports
+  c0=$(redis_cpu $nodes)
   out=$("${w[@]}" -d"${dur}s")
-  c1=$(redis_cpu)
+  # shellcheck disable=SC2086
+  c1=$(redis_cpu $nodes)
   line=$(grep '^BENCH ' <<<"$out" | head -1 | cut -c7-)
   [ -n "$line" ] || die "$key: wrk printed no summary: $out"
   echo "{\"key\":\"$key\",\"redis_cpu_s\":$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.6f", b-a}'),\"wrk\":$line}"

@@ -13,23 +13,10 @@ bin_a=$1 bin_b=$2 pairs=${3:-5} dur=${4:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PY:-python3}
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctxd-turn-ab.XXXXXX")
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/bench/lib.sh
+. "$here/lib.sh"
+bench_tmp turn-ab
 
-free_port() {
-  $py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-redis_cpu() {
-  redis-cli -p "$1" INFO cpu | awk -F: '/^used_cpu_(user|sys):/ { t += $2 } END { print t }'
-}
 turns() {
   BENCH_MODE=turn BENCH_THREADS=2 BENCH_IDS="$tmp/ids" \
     wrk -t2 -c64 -d"$1"s -s "$here/wrk.lua" "http://127.0.0.1:$2"
@@ -46,7 +33,7 @@ run() {
   CTXD_LISTEN=127.0.0.1:$cp CTXD_REDIS_URL=redis://127.0.0.1:$rp/0 CTXD_PROVIDER=echo \
     "$bin" >"$tmp/ctxd.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$cp/healthz" && break; sleep 0.1; done
+  wait_http "http://127.0.0.1:$cp/healthz" || { echo "turn_ab.sh: ctxd did not start" >&2; exit 1; }
   $py "$here/prep.py" create "$cp" 1000 "$tmp/ids" '{"strategy":"window","max_messages":20}'
   $py "$here/prep.py" fill "$cp" "$tmp/ids" 20 >/dev/null
   turns 1 "$cp" >/dev/null # warm-up: every worker has its connection
