@@ -104,8 +104,7 @@ redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
   --logfile "$tmp/redis/redis.log" &
 pids+=($!)
 rcli() { redis-cli -p "$rport" "$@"; }
-for _ in $(seq 100); do [ "$(rcli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
-[ "$(rcli PING)" = PONG ] || die "redis-server did not start"
+wait_redis "$rport" || die "redis-server did not start"
 
 $py "$root/tests/fakes/fake_upstream.py" --port 0 >"$tmp/fake.out" 2>"$tmp/fake.err" &
 pids+=($!)

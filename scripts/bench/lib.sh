@@ -7,6 +7,7 @@
 #   free_port             a free 127.0.0.1 port whose +10000 (a cluster node's
 #                         bus port) is free too
 #   wait_http URL         up to 15 s for URL to answer 2xx
+#   wait_redis PORT       up to 10 s for the Redis on PORT to answer PONG
 #   redis_cpu PORT...     CPU seconds (user + system) the Redis servers on PORTs
 #                         have used, summed
 
@@ -43,6 +44,15 @@ wait_http() {
   local _
   for _ in $(seq 150); do
     curl -sf -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+wait_redis() {
+  local _
+  for _ in $(seq 100); do
+    [ "$(redis-cli -p "$1" PING 2>/dev/null)" = PONG ] && return 0
     sleep 0.1
   done
   return 1

@@ -29,8 +29,7 @@ start_redis() {
   redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp/r$port" --save "" --appendonly no \
     --maxclients 10000 --daemonize no --logfile "$tmp/r$port/redis.log" "${extra[@]}" &
   pids+=($!)
-  for _ in $(seq 100); do [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && return 0; sleep 0.1; done
-  die "redis-server on $port did not start"
+  wait_redis "$port" || die "redis-server on $port did not start"
 }
 
 # run KEY PORT MODE [VAR=VALUE...]: wrk against PORT; prints one JSON row.

@@ -29,7 +29,7 @@ run() {
   redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$tmp" --logfile "$tmp/redis.log" &
   pids+=($!)
-  for _ in $(seq 50); do redis-cli -p "$rp" PING >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_redis "$rp" || { echo "turn_ab.sh: redis-server did not start" >&2; exit 1; }
   CTXD_LISTEN=127.0.0.1:$cp CTXD_REDIS_URL=redis://127.0.0.1:$rp/0 CTXD_PROVIDER=echo \
     "$bin" >"$tmp/ctxd.log" 2>&1 &
   pids+=($!)
